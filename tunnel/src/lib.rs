@@ -1,0 +1,19 @@
+//! tether-tunnel: what both ends of a tether tunnel share.
+//!
+//! - [`wire`]: the versioned wire protocol (handshake, flow requests, control messages,
+//!   datagram framing). Pure encoding and decoding; every decoder rejects bad input with an
+//!   error.
+//! - [`session`]: many flows multiplexed over one byte stream with yamux, each with its own
+//!   flow control. The byte stream may be a TCP connection (direct mode) or a Kubernetes
+//!   port-forward; the session does not care.
+//! - [`stack`]: the laptop's userspace network stack. Packets from a TUN device are
+//!   terminated by smoltcp (TCP) or relayed directly (UDP, DNS) and become flows on a
+//!   session.
+//!
+//! Nothing here knows about Kubernetes or the command line.
+
+pub mod session;
+pub mod stack;
+pub mod wire;
+
+pub use session::{FlowStream, Session, SessionError};
