@@ -70,7 +70,7 @@ impl Session {
         let guard = closed.clone().drop_guard();
         tokio::spawn(async move {
             let _guard = guard;
-            if let Err(e) = drive(conn, open_rx, |stream| drop(stream)).await {
+            if let Err(e) = drive(conn, open_rx, drop).await {
                 tracing::debug!("tunnel session ended: {e}");
             }
         });
@@ -207,7 +207,9 @@ mod tests {
         tokio::spawn(serve(io, |mut stream| {
             tokio::spawn(async move {
                 let _req = expect_frame(&mut stream, MAX_FRAME, "req").await.unwrap();
-                write_frame(&mut stream, &FlowReply::Ready.encode()).await.unwrap();
+                write_frame(&mut stream, &FlowReply::Ready.encode())
+                    .await
+                    .unwrap();
                 let mut buf = vec![0u8; 4096];
                 loop {
                     let n = stream.read(&mut buf).await.unwrap();
@@ -269,10 +271,13 @@ mod tests {
         let mut other = session.dial(&FlowRequest::Tcp { target }).await.unwrap();
         other.write_all(b"ping").await.unwrap();
         let mut buf = [0u8; 4];
-        tokio::time::timeout(std::time::Duration::from_secs(5), other.read_exact(&mut buf))
-            .await
-            .expect("the second flow must not wait for the stalled one")
-            .unwrap();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            other.read_exact(&mut buf),
+        )
+        .await
+        .expect("the second flow must not wait for the stalled one")
+        .unwrap();
         assert_eq!(&buf, b"ping");
         writer.abort();
     }

@@ -5,13 +5,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::WireError;
 
-/// Splits the first datagram off a buffer: `Ok(None)` when more bytes are needed.
-pub fn split_datagram(buf: &[u8]) -> Result<Option<(&[u8], &[u8])>, WireError> {
-    let Some(head) = buf.get(..2) else {
-        return Ok(None);
-    };
+/// Splits the first datagram off a buffer: `None` when more bytes are needed. Any length
+/// is valid, so a buffer is either complete or short, never malformed.
+pub fn split_datagram(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    let head = buf.get(..2)?;
     let len = u16::from_be_bytes([head[0], head[1]]) as usize;
-    Ok(buf[2..].split_at_checked(len))
+    buf[2..].split_at_checked(len)
 }
 
 /// Reads one datagram into `buf` (which must hold 65535 bytes); `Ok(None)` on a clean end.
@@ -69,7 +68,7 @@ mod tests {
                 }
                 let mut rest = &stream[..];
                 for d in &datagrams {
-                    let (got, tail) = split_datagram(rest).unwrap().unwrap();
+                    let (got, tail) = split_datagram(rest).unwrap();
                     assert_eq!(got, &d[..]);
                     rest = tail;
                 }

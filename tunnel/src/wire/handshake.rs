@@ -72,12 +72,18 @@ impl Preamble {
 
     async fn read<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Self, WireError> {
         let mut head = [0u8; 7];
-        reader.read_exact(&mut head).await.map_err(eof_as("handshake preamble"))?;
+        reader
+            .read_exact(&mut head)
+            .await
+            .map_err(eof_as("handshake preamble"))?;
         if &head[..4] != MAGIC {
             return Err(WireError::BadMagic);
         }
         let mut software = vec![0u8; head[6] as usize];
-        reader.read_exact(&mut software).await.map_err(eof_as("handshake preamble"))?;
+        reader
+            .read_exact(&mut software)
+            .await
+            .map_err(eof_as("handshake preamble"))?;
         Ok(Preamble {
             protocol: u16::from_be_bytes([head[4], head[5]]),
             software: String::from_utf8_lossy(&software).into_owned(),
@@ -164,7 +170,9 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
     token: &str,
 ) -> Result<Accepted, HandshakeError> {
-    io.write_all(&Preamble::ours().encode()).await.map_err(WireError::Io)?;
+    io.write_all(&Preamble::ours().encode())
+        .await
+        .map_err(WireError::Io)?;
     let hello = Hello {
         token: token.to_owned(),
         capabilities: CAPABILITIES.iter().map(|c| (*c).to_owned()).collect(),
@@ -197,7 +205,9 @@ pub async fn server_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     expected_token: &str,
 ) -> Result<Admitted, HandshakeError> {
     let peer = Preamble::read(io).await?;
-    io.write_all(&Preamble::ours().encode()).await.map_err(WireError::Io)?;
+    io.write_all(&Preamble::ours().encode())
+        .await
+        .map_err(WireError::Io)?;
     if peer.protocol != PROTOCOL_VERSION {
         // The peer reads our preamble and reports both versions on its side too.
         return Err(HandshakeError::incompatible(peer));

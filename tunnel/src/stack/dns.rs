@@ -1,0 +1,217 @@
+//! The laptop's DNS server, reached at an address inside the TUN subnet.
+//!
+//! Cluster names (under the cluster domain) are answered by the manager through the tunnel.
+//! A two-label name such as `web.shop` is first tried as the Service `web.shop.svc.<domain>`,
+//! which is what a pod's search path would find; every other name goes to the resolvers the
+//! machine had before tether, so nothing outside the cluster changes. Short names are
+//! completed by the system resolver with the search path tether writes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::Name;
+use tokio::net::UdpSocket;
+
+use super::packet::udp_packet;
+use crate::session::Session;
+use crate::wire::flow::FlowRequest;
+use crate::wire::frame::{MAX_FRAME, expect_frame, write_frame};
+
+const TUNNEL_TIMEOUT: Duration = Duration::from_secs(5);
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How the laptop's DNS server behaves.
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    /// Address (inside the TUN subnet) and port the server answers on.
+    pub listen: SocketAddr,
+    /// The cluster domain, e.g. `cluster.local`.
+    pub domain: String,
+    /// The resolvers the machine used before tether; they answer non-cluster names.
+    pub upstream: Vec<SocketAddr>,
+}
+
+/// Where a query goes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    Cluster,
+    /// Try the cluster under this name first, then upstream.
+    ClusterFirst(String),
+    Upstream,
+}
+
+/// Decides where a (lower-case, absolute) query name is answered.
+pub fn route(name: &str, domain: &str) -> Route {
+    let name = name.trim_end_matches('.');
+    let domain = domain.trim_end_matches('.');
+    if name == domain || name.strip_suffix(domain).is_some_and(|p| p.ends_with('.')) {
+        return Route::Cluster;
+    }
+    let labels: Vec<&str> = name.split('.').collect();
+    if labels.len() == 2 && labels.iter().all(|l| !l.is_empty()) {
+        return Route::ClusterFirst(format!("{name}.svc.{domain}."));
+    }
+    Route::Upstream
+}
+
+#[derive(Clone)]
+pub struct DnsServer {
+    config: Arc<DnsConfig>,
+    session: Session,
+    tun: Arc<tun::AsyncDevice>,
+}
+
+impl DnsServer {
+    pub fn new(config: DnsConfig, session: Session, tun: Arc<tun::AsyncDevice>) -> Self {
+        DnsServer {
+            config: Arc::new(config),
+            session,
+            tun,
+        }
+    }
+
+    pub fn listens_on(&self, addr: SocketAddr) -> bool {
+        self.config.listen == addr
+    }
+
+    /// Answers one query from `client` in the background.
+    pub fn on_query(&self, client: SocketAddr, query: &[u8]) {
+        let this = self.clone();
+        let query = query.to_vec();
+        tokio::spawn(async move {
+            let Some(response) = this.answer(&query).await else {
+                return;
+            };
+            if let Some(packet) = udp_packet(this.config.listen, client, &response)
+                && let Err(e) = this.tun.send(&packet).await
+            {
+                tracing::debug!("could not send DNS answer: {e}");
+            }
+        });
+    }
+
+    /// The response to a raw query; `None` when the query is too broken to answer.
+    pub async fn answer(&self, query: &[u8]) -> Option<Vec<u8>> {
+        let message = Message::from_vec(query).ok()?;
+        let Some(question) = message.queries.first() else {
+            return reply_code(&message, ResponseCode::FormErr);
+        };
+        let name = question.name().to_ascii().to_ascii_lowercase();
+        let answer = match route(&name, &self.config.domain) {
+            Route::Cluster => self.via_tunnel(query).await,
+            Route::ClusterFirst(cluster_name) => {
+                match self.as_cluster_name(&message, &cluster_name).await {
+                    Some(found) => Some(found),
+                    None => self.upstream(query).await,
+                }
+            }
+            Route::Upstream => self.upstream(query).await,
+        };
+        answer.or_else(|| reply_code(&message, ResponseCode::ServFail))
+    }
+
+    /// Asks the cluster for `cluster_name`; returns an answer under the original name when
+    /// the cluster knows it.
+    async fn as_cluster_name(&self, original: &Message, cluster_name: &str) -> Option<Vec<u8>> {
+        let question = original.queries.first()?;
+        let cluster = Name::from_ascii(cluster_name).ok()?;
+        let mut rewritten = original.clone();
+        rewritten.queries[0].set_name(cluster.clone());
+        let response = self.via_tunnel(&rewritten.to_vec().ok()?).await?;
+        let mut response = Message::from_vec(&response).ok()?;
+        if response.metadata.response_code != ResponseCode::NoError || response.answers.is_empty() {
+            return None;
+        }
+        response.queries = original.queries.clone();
+        for record in &mut response.answers {
+            if record.name == cluster {
+                record.name = question.name().clone();
+            }
+        }
+        response.to_vec().ok()
+    }
+
+    async fn via_tunnel(&self, query: &[u8]) -> Option<Vec<u8>> {
+        let exchange = async {
+            let mut stream = self.session.open(&FlowRequest::Dns).await.ok()?;
+            write_frame(&mut stream, query).await.ok()?;
+            expect_frame(&mut stream, MAX_FRAME, "DNS response")
+                .await
+                .ok()
+        };
+        match tokio::time::timeout(TUNNEL_TIMEOUT, exchange).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                tracing::warn!("the manager did not answer a DNS query in {TUNNEL_TIMEOUT:?}");
+                None
+            }
+        }
+    }
+
+    async fn upstream(&self, query: &[u8]) -> Option<Vec<u8>> {
+        for server in &self.config.upstream {
+            match ask(*server, query).await {
+                Ok(answer) => return Some(answer),
+                Err(e) => tracing::debug!(%server, "upstream DNS failed: {e}"),
+            }
+        }
+        None
+    }
+}
+
+async fn ask(server: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
+    let bind: SocketAddr = if server.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        ([0u16; 8], 0).into()
+    };
+    let socket = UdpSocket::bind(bind).await?;
+    socket.connect(server).await?;
+    socket.send(query).await?;
+    let mut buf = vec![0u8; 65535];
+    let exchange = async {
+        loop {
+            let n = socket.recv(&mut buf).await?;
+            // Only a reply with the query's id is an answer to it.
+            if n >= 2 && query.len() >= 2 && buf[..2] == query[..2] {
+                return Ok(buf[..n].to_vec());
+            }
+        }
+    };
+    tokio::time::timeout(UPSTREAM_TIMEOUT, exchange)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))?
+}
+
+fn reply_code(request: &Message, code: ResponseCode) -> Option<Vec<u8>> {
+    let mut reply = Message::error_msg(request.metadata.id, request.metadata.op_code, code);
+    reply.queries = request.queries.clone();
+    reply.metadata.recursion_desired = request.metadata.recursion_desired;
+    reply.metadata.recursion_available = true;
+    reply.to_vec().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let d = "cluster.local";
+        assert_eq!(route("web.shop.svc.cluster.local.", d), Route::Cluster);
+        assert_eq!(route("cluster.local.", d), Route::Cluster);
+        assert_eq!(
+            route("web.shop.", d),
+            Route::ClusterFirst("web.shop.svc.cluster.local.".into())
+        );
+        assert_eq!(
+            route("example.com.", d),
+            Route::ClusterFirst("example.com.svc.cluster.local.".into())
+        );
+        assert_eq!(route("www.example.com.", d), Route::Upstream);
+        assert_eq!(route("notcluster.local.", d), Route::Upstream);
+        assert_eq!(route("localhost.", d), Route::Upstream);
+    }
+}

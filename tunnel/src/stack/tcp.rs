@@ -1,0 +1,310 @@
+//! TCP flows: smoltcp terminates the laptop's connection, a flow task carries the bytes over
+//! a tunnel stream, and the pump moves bytes between the two without unbounded buffering.
+//!
+//! A new connection's SYN-ACK is held back (`pause_synack`) until the manager has dialled the
+//! target: a refused port becomes an immediate RST on the laptop, and an unreachable target
+//! fails instead of hanging.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use smoltcp::iface::{SocketHandle, SocketSet};
+use smoltcp::socket::tcp::{self, State};
+use smoltcp::wire::{IpAddress, IpListenEndpoint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+
+use super::Event;
+use crate::session::{FlowStream, Session, SessionError};
+use crate::wire::flow::FlowRequest;
+
+/// Socket buffers per connection: enough for the bandwidth-delay product of a local tunnel.
+const SOCKET_BUFFER: usize = 512 * 1024;
+/// Largest chunk moved between the socket and the flow task at once.
+const CHUNK: usize = 64 * 1024;
+/// Chunks buffered per direction between the stack and a flow task.
+const PIPE_DEPTH: usize = 8;
+
+type FlowKey = (SocketAddr, SocketAddr);
+
+struct Pipes {
+    // Stack -> flow task: bytes the laptop sent; dropped to forward the laptop's FIN.
+    to_tunnel: Option<mpsc::Sender<Bytes>>,
+    // Flow task -> stack: bytes from the cluster; closed when the cluster side sent FIN.
+    from_tunnel: mpsc::Receiver<Bytes>,
+    pending: Option<Bytes>,
+    fin_sent: bool,
+    // Set by the flow task when the tunnel stream failed: the laptop gets a RST.
+    reset: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+enum Phase {
+    Dialing,
+    Open(Pipes),
+    /// Aborted: the RST goes out on the next poll, then the socket is removed.
+    Aborting,
+}
+
+struct TcpFlow {
+    key: FlowKey,
+    handle: SocketHandle,
+    phase: Phase,
+}
+
+pub struct TcpFlows {
+    session: Session,
+    events_tx: mpsc::UnboundedSender<Event>,
+    wake: Arc<Notify>,
+    flows: HashMap<u64, TcpFlow>,
+    by_key: HashMap<FlowKey, u64>,
+    next_id: u64,
+}
+
+impl TcpFlows {
+    pub fn new(
+        session: Session,
+        events_tx: mpsc::UnboundedSender<Event>,
+        wake: Arc<Notify>,
+    ) -> Self {
+        TcpFlows {
+            session,
+            events_tx,
+            wake,
+            flows: HashMap::new(),
+            by_key: HashMap::new(),
+            next_id: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    /// A SYN for `src -> dst`: unless the connection is already known, create a listening
+    /// socket for it (SYN-ACK paused) and ask the manager to dial `dst`.
+    pub fn on_syn(&mut self, sockets: &mut SocketSet<'static>, src: SocketAddr, dst: SocketAddr) {
+        if self.by_key.contains_key(&(src, dst)) {
+            return;
+        }
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
+            tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
+        );
+        socket.pause_synack(true);
+        socket.set_nagle_enabled(false);
+        socket.set_ack_delay(None);
+        let endpoint = IpListenEndpoint {
+            addr: Some(IpAddress::from(dst.ip())),
+            port: dst.port(),
+        };
+        if socket.listen(endpoint).is_err() {
+            // Port 0 cannot be listened on; smoltcp answers such a SYN with a RST.
+            return;
+        }
+        let handle = sockets.add(socket);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.flows.insert(
+            id,
+            TcpFlow {
+                key: (src, dst),
+                handle,
+                phase: Phase::Dialing,
+            },
+        );
+        self.by_key.insert((src, dst), id);
+        let session = self.session.clone();
+        let events_tx = self.events_tx.clone();
+        tokio::spawn(async move {
+            let result = session.dial(&FlowRequest::Tcp { target: dst }).await;
+            let _ = events_tx.send(Event::TcpDialed { id, result });
+        });
+    }
+
+    /// The manager's dial result for flow `id`.
+    pub fn on_dialed(
+        &mut self,
+        sockets: &mut SocketSet<'static>,
+        id: u64,
+        result: Result<FlowStream, SessionError>,
+    ) {
+        let Some(flow) = self.flows.get_mut(&id) else {
+            return;
+        };
+        let socket = sockets.get_mut::<tcp::Socket>(flow.handle);
+        match result {
+            Ok(stream) => {
+                socket.pause_synack(false);
+                let (to_tunnel, to_tunnel_rx) = mpsc::channel(PIPE_DEPTH);
+                let (from_tunnel_tx, from_tunnel) = mpsc::channel(PIPE_DEPTH);
+                let reset = Arc::new(AtomicBool::new(false));
+                let task = tokio::spawn(carry(
+                    stream,
+                    to_tunnel_rx,
+                    from_tunnel_tx,
+                    self.wake.clone(),
+                    reset.clone(),
+                ));
+                flow.phase = Phase::Open(Pipes {
+                    to_tunnel: Some(to_tunnel),
+                    from_tunnel,
+                    pending: None,
+                    fin_sent: false,
+                    reset,
+                    task,
+                });
+            }
+            Err(e) => {
+                tracing::debug!(src = %flow.key.0, dst = %flow.key.1, "connection refused: {e}");
+                socket.abort();
+                flow.phase = Phase::Aborting;
+            }
+        }
+    }
+
+    /// Moves bytes between sockets and flow tasks, and retires finished connections.
+    pub fn pump(&mut self, sockets: &mut SocketSet<'static>) {
+        let mut finished = Vec::new();
+        for (id, flow) in self.flows.iter_mut() {
+            let socket = sockets.get_mut::<tcp::Socket>(flow.handle);
+            let done = match &mut flow.phase {
+                Phase::Dialing => socket.state() == State::Closed,
+                Phase::Aborting => true,
+                Phase::Open(pipes) => pump_one(socket, pipes),
+            };
+            if done {
+                finished.push(*id);
+            }
+        }
+        for id in finished {
+            if let Some(flow) = self.flows.remove(&id) {
+                self.by_key.remove(&flow.key);
+                if let Phase::Open(pipes) = flow.phase {
+                    pipes.task.abort();
+                }
+                sockets.remove(flow.handle);
+            }
+        }
+    }
+}
+
+/// Returns true once the connection is over on both sides.
+fn pump_one(socket: &mut tcp::Socket<'_>, pipes: &mut Pipes) -> bool {
+    if pipes.reset.load(Ordering::Acquire) {
+        socket.abort();
+        return true;
+    }
+    // Laptop -> tunnel, only as far as the pipe has room: the socket's window closes
+    // when the cluster side is slow, which is the backpressure the laptop sees.
+    if let Some(tx) = &pipes.to_tunnel {
+        while socket.can_recv() {
+            let Ok(permit) = tx.try_reserve() else {
+                break;
+            };
+            let chunk = socket.recv(|data| {
+                let n = data.len().min(CHUNK);
+                (n, Bytes::copy_from_slice(&data[..n]))
+            });
+            match chunk {
+                Ok(chunk) if !chunk.is_empty() => permit.send(chunk),
+                _ => break,
+            }
+        }
+        let laptop_closed = matches!(
+            socket.state(),
+            State::CloseWait | State::LastAck | State::Closing | State::TimeWait | State::Closed
+        );
+        if laptop_closed && !socket.can_recv() {
+            pipes.to_tunnel = None;
+        }
+    }
+    // Tunnel -> laptop.
+    let mut tunnel_done = false;
+    while socket.can_send() {
+        if pipes.pending.is_none() {
+            match pipes.from_tunnel.try_recv() {
+                Ok(chunk) => pipes.pending = Some(chunk),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    tunnel_done = true;
+                    break;
+                }
+            }
+        }
+        let Some(chunk) = pipes.pending.as_mut() else {
+            break;
+        };
+        match socket.send_slice(chunk) {
+            Ok(n) if n == chunk.len() => pipes.pending = None,
+            Ok(n) => {
+                let _ = chunk.split_to(n);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    if tunnel_done && pipes.pending.is_none() && !pipes.fin_sent {
+        socket.close();
+        pipes.fin_sent = true;
+    }
+    matches!(socket.state(), State::Closed | State::TimeWait)
+}
+
+/// The flow task: copies between the pipes and the tunnel stream until both directions end.
+async fn carry(
+    stream: FlowStream,
+    mut to_tunnel_rx: mpsc::Receiver<Bytes>,
+    from_tunnel_tx: mpsc::Sender<Bytes>,
+    wake: Arc<Notify>,
+    reset: Arc<AtomicBool>,
+) {
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let up = async {
+        while let Some(chunk) = to_tunnel_rx.recv().await {
+            writer.write_all(&chunk).await?;
+            // The pipe has room again: let the stack read more from the socket.
+            wake.notify_one();
+        }
+        writer.shutdown().await
+    };
+    let down_wake = wake.clone();
+    let down_reset = reset.clone();
+    // Owns the sender so that the cluster's FIN reaches the laptop as soon as it arrives,
+    // whatever the other direction is doing.
+    let down = async move {
+        let mut buf = BytesMut::with_capacity(CHUNK);
+        let result = loop {
+            buf.reserve(CHUNK);
+            match reader.read_buf(&mut buf).await {
+                Ok(0) => break Ok(()),
+                Ok(_) => {}
+                Err(e) => {
+                    // Flag the reset before the pipe closes, so the laptop sees RST, not FIN.
+                    down_reset.store(true, Ordering::Release);
+                    break Err(e);
+                }
+            }
+            if from_tunnel_tx.send(buf.split().freeze()).await.is_err() {
+                break Ok(());
+            }
+            down_wake.notify_one();
+        };
+        drop(from_tunnel_tx);
+        down_wake.notify_one();
+        result
+    };
+    if let Err(e) = tokio::try_join!(up, down) {
+        tracing::debug!("tunnel stream failed: {e}");
+        reset.store(true, Ordering::Release);
+    }
+    wake.notify_one();
+}
