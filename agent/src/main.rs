@@ -1,1 +1,106 @@
-fn main(){}
+//! tether-agent: the binary tether runs inside the cluster.
+//!
+//! Today it has one role, `manager`: it accepts authenticated tunnel sessions from laptops
+//! and re-creates their flows inside the cluster (TCP and UDP dials, DNS through the
+//! cluster's resolver). [`manager`] holds the accept loop and session setup,
+//! `manager::flows` the per-flow handlers and `manager::resolv` the reading of
+//! /etc/resolv.conf.
+
+mod manager;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ipnet::IpNet;
+
+#[derive(Parser)]
+#[command(name = "tether-agent", version, about = "tether's in-cluster agent")]
+struct Cli {
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Subcommand)]
+enum Role {
+    /// Accept tunnel sessions from tether clients and carry their traffic into the cluster.
+    Manager {
+        /// Address to accept tunnel connections on. Keep it on loopback in a pod: the
+        /// Kubernetes port-forward reaches it there, nothing else can.
+        #[arg(long, default_value = "127.0.0.1:8022")]
+        listen: SocketAddr,
+        /// File holding the session token.
+        #[arg(long, conflicts_with = "token")]
+        token_file: Option<PathBuf>,
+        /// The session token itself (prefer the environment variable to the flag).
+        #[arg(long, env = "TETHER_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// A subnet clients should route to the cluster (repeatable).
+        #[arg(long = "subnet")]
+        subnets: Vec<IpNet>,
+        /// The resolver configuration whose nameservers answer DNS and whose search path
+        /// defines the cluster domain.
+        #[arg(long, default_value = "/etc/resolv.conf")]
+        resolv_conf: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let Role::Manager {
+        listen,
+        token_file,
+        token,
+        subnets,
+        resolv_conf,
+    } = cli.role;
+    let token = match (token_file, token) {
+        (Some(path), _) => match std::fs::read_to_string(&path) {
+            Ok(t) => t.trim().to_owned(),
+            Err(e) => {
+                eprintln!(
+                    "tether-agent: cannot read the token file {}: {e}",
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
+        },
+        (None, Some(t)) => t,
+        (None, None) => {
+            eprintln!("tether-agent: no token: pass --token-file FILE or set TETHER_TOKEN");
+            return ExitCode::from(2);
+        }
+    };
+    if token.is_empty() {
+        eprintln!("tether-agent: the token is empty; sessions could not be authenticated");
+        return ExitCode::from(2);
+    }
+    let config = manager::Config {
+        listen,
+        token,
+        subnets,
+        resolv_conf,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tether-agent: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(manager::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tether-agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! One handler per flow kind: the manager's half of every tunnel stream.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tether_tunnel::FlowStream;
+use tether_tunnel::wire::control::ControlMessage;
+use tether_tunnel::wire::datagram::{read_datagram, write_datagram};
+use tether_tunnel::wire::flow::{FlowReply, FlowRequest};
+use tether_tunnel::wire::frame::{MAX_FRAME, expect_frame, read_frame, write_frame};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpStream, UdpSocket};
+
+use super::Shared;
+
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+const DNS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Copy buffers per direction of a TCP flow.
+const COPY_BUFFER: usize = 256 * 1024;
+
+pub async fn handle(mut stream: FlowStream, shared: Arc<Shared>) {
+    let request = match expect_frame(&mut stream, MAX_FRAME, "flow request").await {
+        Ok(bytes) => FlowRequest::decode(&bytes),
+        Err(e) => Err(e),
+    };
+    let result = match request {
+        Ok(FlowRequest::Control) => control(stream, &shared).await,
+        Ok(FlowRequest::Tcp { target }) => tcp(stream, target).await,
+        Ok(FlowRequest::Udp { target }) => udp(stream, target).await,
+        Ok(FlowRequest::Dns) => dns(stream, &shared).await,
+        Err(e) => {
+            tracing::warn!("dropping a stream with a bad flow request: {e}");
+            return;
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!("flow ended with an error: {e}");
+    }
+}
+
+type FlowResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+async fn control(mut stream: FlowStream, shared: &Shared) -> FlowResult {
+    let info = ControlMessage::ClusterInfo(shared.cluster.clone());
+    write_frame(&mut stream, &info.encode()).await?;
+    while let Some(frame) = read_frame(&mut stream, MAX_FRAME).await? {
+        match ControlMessage::decode(&frame)? {
+            ControlMessage::Ping { nonce } => {
+                write_frame(&mut stream, &ControlMessage::Pong { nonce }.encode()).await?;
+            }
+            other => tracing::debug!("ignoring control message {other:?}"),
+        }
+    }
+    Ok(())
+}
+
+async fn tcp(mut stream: FlowStream, target: SocketAddr) -> FlowResult {
+    let dialed = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(target)).await;
+    let mut upstream = match dialed {
+        Ok(Ok(upstream)) => upstream,
+        Ok(Err(e)) => {
+            tracing::debug!(%target, "dial failed: {e}");
+            write_frame(&mut stream, &FlowReply::from_io_error(&e).encode()).await?;
+            return Ok(());
+        }
+        Err(_) => {
+            write_frame(&mut stream, &FlowReply::TimedOut.encode()).await?;
+            return Ok(());
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    write_frame(&mut stream, &FlowReply::Ready.encode()).await?;
+    tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut upstream, COPY_BUFFER, COPY_BUFFER)
+        .await?;
+    Ok(())
+}
+
+async fn udp(mut stream: FlowStream, target: SocketAddr) -> FlowResult {
+    let bind: SocketAddr = if target.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        ([0u16; 8], 0).into()
+    };
+    let socket = match connect_udp(bind, target).await {
+        Ok(socket) => socket,
+        Err(e) => {
+            write_frame(&mut stream, &FlowReply::from_io_error(&e).encode()).await?;
+            return Ok(());
+        }
+    };
+    write_frame(&mut stream, &FlowReply::Ready.encode()).await?;
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let requests = async {
+        let mut buf = vec![0u8; 65535];
+        while let Some(datagram) = read_datagram(&mut reader, &mut buf).await? {
+            // A full socket buffer or an ICMP error loses a datagram, as UDP may.
+            let _ = socket.send(datagram).await;
+        }
+        FlowResult::Ok(())
+    };
+    let replies = async {
+        let mut buf = vec![0u8; 65535];
+        let result: FlowResult = loop {
+            match socket.recv(&mut buf).await {
+                Ok(n) => write_datagram(&mut writer, &buf[..n]).await?,
+                // ECONNREFUSED after an ICMP port unreachable: the next datagram may succeed.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                Err(e) => break Err(e.into()),
+            }
+        };
+        result
+    };
+    tokio::select! {
+        r = requests => r?,
+        r = replies => r?,
+    }
+    let _ = writer.shutdown().await;
+    Ok(())
+}
+
+async fn connect_udp(bind: SocketAddr, target: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(bind).await?;
+    socket.connect(target).await?;
+    Ok(socket)
+}
+
+async fn dns(mut stream: FlowStream, shared: &Shared) -> FlowResult {
+    let query = expect_frame(&mut stream, MAX_FRAME, "DNS query").await?;
+    for server in &shared.nameservers {
+        match ask(*server, &query).await {
+            Ok(answer) => {
+                write_frame(&mut stream, &answer).await?;
+                stream.shutdown().await?;
+                return Ok(());
+            }
+            Err(e) => tracing::debug!(%server, "DNS query failed: {e}"),
+        }
+    }
+    // No answer: the laptop turns the closed stream into SERVFAIL.
+    Err("no nameserver answered".into())
+}
+
+async fn ask(server: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
+    let bind: SocketAddr = if server.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        ([0u16; 8], 0).into()
+    };
+    let socket = connect_udp(bind, server).await?;
+    socket.send(query).await?;
+    let mut buf = vec![0u8; 65535];
+    let exchange = async {
+        loop {
+            let n = socket.recv(&mut buf).await?;
+            if n >= 2 && query.len() >= 2 && buf[..2] == query[..2] {
+                return Ok(buf[..n].to_vec());
+            }
+        }
+    };
+    tokio::time::timeout(DNS_TIMEOUT, exchange)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no DNS answer"))?
+}

@@ -1,0 +1,73 @@
+//! Command-line parsing. clap types stay here; commands receive plain configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
+
+#[derive(Parser)]
+#[command(
+    name = "tether",
+    version,
+    about = "Put this machine inside a Kubernetes cluster: cluster IPs and DNS names work here."
+)]
+pub struct Cli {
+    /// Output format for results.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Where tether records what it changed on this machine, so that it can be undone even
+    /// after a crash [default: /run/tether as root, else $XDG_RUNTIME_DIR/tether].
+    #[arg(long, global = true, env = "TETHER_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Open a tunnel to a tether manager and route cluster addresses and DNS through it.
+    /// Runs in the foreground until interrupted (Ctrl-C or SIGTERM); everything it changed on
+    /// this machine is undone when it exits.
+    Connect(ConnectArgs),
+    /// Stop a running `tether connect`, or undo what a crashed one left behind.
+    Quit,
+}
+
+#[derive(clap::Args)]
+pub struct ConnectArgs {
+    /// Address of a manager reachable without the Kubernetes API (direct mode).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub manager_address: String,
+    /// File holding the manager's session token.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: PathBuf,
+    /// Also route this subnet to the cluster (repeatable).
+    #[arg(long = "also-proxy", value_name = "CIDR")]
+    pub also_proxy: Vec<IpNet>,
+    /// Name of the TUN device to create.
+    #[arg(long, default_value = "tether0")]
+    pub tun_name: String,
+    /// Small subnet for the TUN device itself: its first address is the device's, its second
+    /// the DNS server's. Pick one that this machine does not use.
+    #[arg(long, default_value = "198.18.0.0/30")]
+    pub tun_subnet: ipnet::Ipv4Net,
+    /// The resolver configuration to point at tether's DNS server while connected.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
+}
+
+/// The parsed manager address: names are resolved once, at connect time.
+pub fn resolve_manager(address: &str) -> std::io::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    address
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "the name has no address"))
+}
