@@ -2,11 +2,19 @@
 
 use std::time::{Duration, Instant};
 
-/// True when `pid` runs a tether binary (a reused pid of another program does not count).
+/// True when `pid` runs a tether binary: a reused pid of another program does not count,
+/// nor does a process that has exited but is not yet reaped by its parent (a zombie).
 pub fn is_tether(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|comm| comm.trim() == "tether")
-        .unwrap_or(false)
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // Format: `pid (comm) state ...`; comm may contain spaces, so split at the last ')'.
+    let Some((head, tail)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let comm = head.split_once('(').map(|(_, c)| c).unwrap_or("");
+    let state = tail.split_whitespace().next().unwrap_or("");
+    comm == "tether" && state != "Z" && state != "X"
 }
 
 /// Sends SIGTERM to `pid`.

@@ -1,0 +1,259 @@
+//! Helpers for tether's end-to-end scenarios: network namespaces that stand in for a laptop
+//! and a cluster, processes that die with the test, and waits with deadlines.
+//!
+//! Nothing here touches the host's own network namespace: every link, address and route is
+//! created inside namespaces the test made, and every namespace is deleted on drop, even
+//! when a test fails. Resolver files live in /etc/netns/NAME/, which `ip netns exec`
+//! bind-mounts over /etc/resolv.conf for processes in that namespace only.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub mod direct;
+
+/// Prefix of every namespace the tests create; leftovers of dead runs are found by it.
+const PREFIX: &str = "tt";
+
+/// Where the workspace's binaries are: next to the test executable's `deps` directory.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| {
+            if deps.ends_with("deps") {
+                deps.parent()
+            } else {
+                Some(deps)
+            }
+        })
+        .expect("test executables live in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        path.display()
+    );
+    path
+}
+
+/// Runs a command and returns its output; panics with the command line if it cannot start.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Runs a command that must succeed.
+pub fn check(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `probe` until it returns Some, or panics after `deadline` naming `what`.
+pub fn wait_for<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process, killed and reaped on drop.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    // Reader thread -> test: the process's stdout lines. The thread drains stdout until EOF
+    // so the process never writes into a closed pipe.
+    lines: Option<std::sync::mpsc::Receiver<String>>,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, signal: &str) {
+        check(
+            Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(self.pid().to_string()),
+        );
+    }
+
+    /// Waits for the process to exit, up to `deadline`; returns its exit status.
+    pub fn wait(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        let name = self.name.clone();
+        wait_for(&format!("{name} to exit"), deadline, || {
+            self.child.try_wait().ok().flatten()
+        })
+    }
+
+    /// Reads stdout lines until one satisfies `pred`; panics after `deadline`.
+    pub fn wait_line(&mut self, deadline: Duration, pred: impl Fn(&str) -> bool) -> String {
+        if self.lines.is_none() {
+            let stdout = self.child.stdout.take().expect("stdout is piped");
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+            self.lines = Some(rx);
+        }
+        let rx = self.lines.as_ref().expect("set above");
+        let start = Instant::now();
+        loop {
+            let left = deadline.saturating_sub(start.elapsed());
+            match rx.recv_timeout(left) {
+                Ok(line) if pred(&line) => return line,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "{} did not print the expected line within {deadline:?} (exit: {:?})",
+                    self.name,
+                    self.child.try_wait().ok().flatten()
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A network namespace with its own /etc/netns directory, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: String) -> Netns {
+        let _ = run(Command::new("ip").args(["netns", "del", &name]));
+        check(Command::new("ip").args(["netns", "add", &name]));
+        std::fs::create_dir_all(Self::etc(&name)).expect("create /etc/netns/NAME");
+        let ns = Netns { name };
+        // IPv4 only: IPv6 link-local addresses appear asynchronously and would make
+        // before/after snapshots differ for reasons that have nothing to do with tether.
+        check(ns.cmd("sysctl").args([
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ]));
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn etc(name: &str) -> PathBuf {
+        Path::new("/etc/netns").join(name)
+    }
+
+    /// `ip -n NAME ARGS...`, which must succeed.
+    pub fn ip(&self, args: &[&str]) -> String {
+        check(Command::new("ip").arg("-n").arg(&self.name).args(args))
+    }
+
+    /// A command that runs inside the namespace.
+    pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).arg(program);
+        cmd
+    }
+
+    /// Starts a long-running process in the namespace (stdout piped, stderr to a log file).
+    pub fn spawn(&self, name: &str, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Proc {
+        let log = std::env::temp_dir().join(format!("{}-{name}.log", self.name));
+        let stderr = std::fs::File::create(&log).expect("create a log file");
+        let child = self
+            .cmd(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            name: name.to_owned(),
+            child,
+            lines: None,
+        }
+    }
+
+    /// Writes the namespace's own resolv.conf.
+    pub fn set_resolv_conf(&self, text: &str) {
+        std::fs::write(self.resolv_conf_path(), text).expect("write the namespace's resolv.conf");
+    }
+
+    pub fn resolv_conf_path(&self) -> PathBuf {
+        Self::etc(&self.name).join("resolv.conf")
+    }
+
+    /// What a user would compare before and after: links, addresses, routes and resolver.
+    pub fn snapshot(&self) -> String {
+        let links = self.ip(&["-o", "link", "show"]);
+        let addrs = self.ip(&["-o", "addr", "show"]);
+        let routes = self.ip(&["route", "show", "table", "all"]);
+        let resolv = std::fs::read_to_string(self.resolv_conf_path()).unwrap_or_default();
+        format!("# links\n{links}# addresses\n{addrs}# routes\n{routes}# resolv.conf\n{resolv}")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run(Command::new("ip").args(["netns", "del", &self.name]));
+        let _ = std::fs::remove_dir_all(Self::etc(&self.name));
+    }
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A short unique name for this test run: namespaces are named `tt<pid>x<n>-<role>`.
+pub fn unique(role: &str) -> String {
+    format!(
+        "{PREFIX}{}x{}-{role}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Deletes namespaces (and their /etc/netns directories) left by test runs whose process
+/// is gone, e.g. after a CI job was killed.
+pub fn remove_leftovers() {
+    let list = run(Command::new("ip").args(["netns", "list"]));
+    for line in String::from_utf8_lossy(&list.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('x').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = run(Command::new("ip").args(["netns", "del", name]));
+            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(name));
+        }
+    }
+}
+
+/// Whether this process may create namespaces (the end-to-end suite needs root).
+pub fn have_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}

@@ -1,0 +1,247 @@
+//! Direct mode end to end: `tether connect` to a manager over a veth link, then what a user
+//! would try from the laptop, then the laptop must be exactly as it was.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tether_tests::direct::*;
+use tether_tests::{check, have_root, run};
+
+fn root_or_skip() -> bool {
+    if !have_root() {
+        eprintln!("skipping: the end-to-end tests need root (network namespaces, TUN)");
+    }
+    have_root()
+}
+
+fn curl(dc: &DirectCluster, url: &str) -> String {
+    check(dc.laptop.cmd("curl").args(["-sS", "--max-time", "5", url]))
+}
+
+fn dig(dc: &DirectCluster, args: &[&str]) -> String {
+    check(
+        dc.laptop
+            .cmd("dig")
+            .args(["+time=3", "+tries=1"])
+            .args(args),
+    )
+}
+
+#[test]
+fn connect_carries_tcp_udp_and_dns_then_restores_the_laptop() {
+    if !root_or_skip() {
+        return;
+    }
+    let dc = DirectCluster::start();
+    let before = dc.laptop.snapshot();
+    // Before tether, the cluster's addresses are unreachable from the laptop.
+    let out =
+        run(dc
+            .laptop
+            .cmd("curl")
+            .args(["-sS", "--max-time", "2", &format!("http://{WEB_IP}/")]));
+    assert!(
+        !out.status.success(),
+        "the laptop must not reach the cluster without tether"
+    );
+
+    let mut tether = dc.connect(&[]);
+
+    // TCP by full name, by the search path's short form, and by IP.
+    for url in [
+        "http://web.shop.svc.cluster.local/".to_owned(),
+        "http://web.shop/".to_owned(),
+        "http://web/".to_owned(),
+        format!("http://{WEB_IP}/"),
+    ] {
+        assert_eq!(curl(&dc, &url).trim(), WEB_BODY, "GET {url}");
+    }
+
+    // UDP round trip, by IP and by name.
+    let kit = tether_tests::bin("tether-testkit");
+    for to in [format!("{ECHO_IP}:7")] {
+        let reply = check(dc.laptop.cmd(&kit).args([
+            "udp-ping",
+            "--to",
+            &to,
+            "--message",
+            "ping over udp",
+        ]));
+        assert_eq!(reply.trim(), "ping over udp");
+    }
+
+    // A closed port is refused at once, like on a real network.
+    let start = Instant::now();
+    let out = run(dc.laptop.cmd("curl").args([
+        "-sS",
+        "--max-time",
+        "5",
+        &format!("http://{WEB_IP}:81/"),
+    ]));
+    let elapsed = start.elapsed();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "curl must fail to connect: {out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Couldn't connect"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(elapsed < Duration::from_secs(1), "refusal took {elapsed:?}");
+
+    // DNS: cluster names through the tunnel, NXDOMAIN for unknown cluster names, and
+    // non-cluster names still answered by the laptop's own resolver.
+    assert_eq!(
+        dig(&dc, &["+short", "web.shop.svc.cluster.local"]).trim(),
+        WEB_IP
+    );
+    assert_eq!(dig(&dc, &["+short", "echo.shop"]).trim(), ECHO_IP);
+    assert!(dig(&dc, &["nothing-here.shop.svc.cluster.local"]).contains("status: NXDOMAIN"));
+    assert_eq!(dig(&dc, &["+short", OUTSIDE_NAME]).trim(), OUTSIDE_IP);
+    assert!(dig(&dc, &["unknown.example.org"]).contains("status: NXDOMAIN"));
+    // getent goes through the system resolver, as every program on the laptop does.
+    let hosts = check(dc.laptop.cmd("getent").args(["hosts", "web.shop"]));
+    assert!(hosts.starts_with(WEB_IP), "{hosts}");
+
+    // Ctrl-C: everything is undone and tether says so.
+    tether.signal("INT");
+    let line = tether.wait_line(Duration::from_secs(10), |l| l.contains("\"event\""));
+    assert!(line.contains("disconnected"), "{line}");
+    assert!(tether.wait(Duration::from_secs(10)).success());
+    assert_eq!(
+        dc.laptop.snapshot(),
+        before,
+        "the laptop must be exactly as before"
+    );
+}
+
+#[test]
+fn sigterm_and_sigkill_leave_nothing_behind() {
+    if !root_or_skip() {
+        return;
+    }
+    let dc = DirectCluster::start();
+    let before = dc.laptop.snapshot();
+
+    let mut tether = dc.connect(&[]);
+    assert_ne!(
+        dc.laptop.snapshot(),
+        before,
+        "connect must change routes and DNS"
+    );
+    tether.signal("TERM");
+    assert!(tether.wait(Duration::from_secs(10)).success());
+    assert_eq!(dc.laptop.snapshot(), before, "after SIGTERM");
+
+    // SIGKILL: the kernel removes the TUN device and its routes; the resolver file stays
+    // rewritten until the next tether command restores it.
+    let mut tether = dc.connect(&[]);
+    tether.signal("KILL");
+    tether.wait(Duration::from_secs(10));
+    let resolv = std::fs::read_to_string(dc.laptop.resolv_conf_path()).unwrap();
+    assert!(resolv.contains("Written by tether"), "{resolv}");
+    let out = check(dc.tether().args(["quit"]));
+    assert!(out.contains("Cleaned up"), "{out}");
+    assert_eq!(
+        dc.laptop.snapshot(),
+        before,
+        "after SIGKILL and tether quit"
+    );
+
+    // A crash followed directly by a new connect is cleaned up by that connect.
+    let mut tether = dc.connect(&[]);
+    tether.signal("KILL");
+    tether.wait(Duration::from_secs(10));
+    let mut tether = dc.connect(&[]);
+    assert_eq!(curl(&dc, "http://web.shop/").trim(), WEB_BODY);
+    // `tether quit` stops a running session.
+    let out = check(dc.tether().args(["quit", "--output", "json"]));
+    assert!(out.contains("\"disconnected\""), "{out}");
+    assert!(tether.wait(Duration::from_secs(10)).success());
+    assert_eq!(dc.laptop.snapshot(), before, "after quit");
+}
+
+#[test]
+fn bad_input_is_refused_without_changing_the_laptop() {
+    if !root_or_skip() {
+        return;
+    }
+    let dc = DirectCluster::start();
+    let before = dc.laptop.snapshot();
+    let token = dc.token_file.to_str().unwrap();
+
+    // Wrong token: the manager refuses, tether says so and exits 4.
+    let wrong = dc.state_dir.with_file_name("wrong-token");
+    std::fs::write(&wrong, "not-the-token").unwrap();
+    let out = run(dc.tether().args([
+        "connect",
+        "--manager-address",
+        MANAGER,
+        "--token-file",
+        wrong.to_str().unwrap(),
+    ]));
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid token"),
+        "{out:?}"
+    );
+
+    // Nothing listening: a clear error naming the address, quickly.
+    let out = run(dc.tether().args([
+        "connect",
+        "--manager-address",
+        "172.30.0.1:1",
+        "--token-file",
+        token,
+    ]));
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach the manager at 172.30.0.1:1")
+    );
+
+    // A subnet that would route the tunnel into itself.
+    let out = run(dc.tether().args([
+        "connect",
+        "--manager-address",
+        MANAGER,
+        "--token-file",
+        token,
+        "--also-proxy",
+        "172.30.0.0/24",
+    ]));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("routed into itself"),
+        "{out:?}"
+    );
+
+    // Not a CIDR: clap names the flag.
+    let out = run(dc.tether().args([
+        "connect",
+        "--manager-address",
+        MANAGER,
+        "--token-file",
+        token,
+        "--also-proxy",
+        "10.96.0.0/99",
+    ]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--also-proxy"));
+
+    // A second connect while one runs is refused and leaves the first alone.
+    let _tether = dc.connect(&[]);
+    let out = run(dc.tether().args([
+        "connect",
+        "--manager-address",
+        MANAGER,
+        "--token-file",
+        token,
+    ]));
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(curl(&dc, "http://web.shop/").trim(), WEB_BODY);
+    drop(_tether);
+    let _ = Command::new("true").status();
+    assert!(before.contains("# routes"));
+}
