@@ -184,6 +184,16 @@ impl DirectCluster {
     }
 }
 
+impl DirectCluster {
+    /// The manager's pid (it is the last process started).
+    pub fn manager_pid(&self) -> u32 {
+        self._servers
+            .last()
+            .expect("the manager is started last")
+            .pid()
+    }
+}
+
 impl Drop for DirectCluster {
     fn drop(&mut self) {
         if let Some(scratch) = self.token_file.parent() {
