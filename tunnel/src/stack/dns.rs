@@ -94,11 +94,11 @@ impl DnsServer {
 
     /// The response to a raw query; `None` when the query is too broken to answer.
     pub async fn answer(&self, query: &[u8]) -> Option<Vec<u8>> {
-        let message = Message::from_vec(query).ok()?;
-        let Some(question) = message.queries.first() else {
-            return reply_code(&message, ResponseCode::FormErr);
+        let (message, name) = match parse_query(query) {
+            Ok(parsed) => parsed,
+            Err(Some(message)) => return reply_code(&message, ResponseCode::FormErr),
+            Err(None) => return None,
         };
-        let name = question.name().to_ascii().to_ascii_lowercase();
         let answer = match route(&name, &self.config.domain) {
             Route::Cluster => self.via_tunnel(query).await,
             Route::ClusterFirst(cluster_name) => {
@@ -159,6 +159,17 @@ impl DnsServer {
         }
         None
     }
+}
+
+/// Decodes a query and its (lower-case, absolute) question name. `Err(Some(_))` is a
+/// message without a question (answered with FORMERR); `Err(None)` is not DNS at all.
+pub fn parse_query(query: &[u8]) -> Result<(Message, String), Option<Message>> {
+    let message = Message::from_vec(query).map_err(|_| None)?;
+    let Some(question) = message.queries.first() else {
+        return Err(Some(message));
+    };
+    let name = question.name().to_ascii().to_ascii_lowercase();
+    Ok((message, name))
 }
 
 async fn ask(server: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
