@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the system packages tether's build, demo and tests use, if any is missing.
+# Debian/Ubuntu (apt). Run as root.
+set -euo pipefail
+
+need=()
+command -v ip >/dev/null || need+=(iproute2)
+command -v curl >/dev/null || need+=(curl)
+command -v dig >/dev/null || need+=(dnsutils)
+command -v sysctl >/dev/null || need+=(procps)
+command -v kill >/dev/null || need+=(procps)
+command -v getent >/dev/null || need+=(libc-bin)
+command -v cc >/dev/null || need+=(gcc)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+if [ ! -e /dev/net/tun ]; then
+    modprobe tun 2>/dev/null || true
+fi
