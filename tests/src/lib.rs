@@ -179,7 +179,7 @@ impl Netns {
 
     /// Starts a long-running process in the namespace (stdout piped, stderr to a log file).
     pub fn spawn(&self, name: &str, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Proc {
-        let log = std::env::temp_dir().join(format!("{}-{name}.log", self.name));
+        let log = self.log_dir().join(format!("{name}.log"));
         let stderr = std::fs::File::create(&log).expect("create a log file");
         let child = self
             .cmd(program)
@@ -194,6 +194,13 @@ impl Netns {
             child,
             lines: None,
         }
+    }
+
+    /// Where the logs of processes started in this namespace go; kept when a test fails.
+    pub fn log_dir(&self) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("{}-logs", self.name));
+        std::fs::create_dir_all(&dir).expect("create the log directory");
+        dir
     }
 
     /// Writes the namespace's own resolv.conf.
@@ -219,6 +226,12 @@ impl Drop for Netns {
     fn drop(&mut self) {
         let _ = run(Command::new("ip").args(["netns", "del", &self.name]));
         let _ = std::fs::remove_dir_all(Self::etc(&self.name));
+        let logs = std::env::temp_dir().join(format!("{}-logs", self.name));
+        if std::thread::panicking() {
+            eprintln!("logs of {} kept in {}", self.name, logs.display());
+        } else {
+            let _ = std::fs::remove_dir_all(logs);
+        }
     }
 }
 

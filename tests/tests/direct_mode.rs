@@ -88,6 +88,19 @@ fn connect_carries_tcp_udp_and_dns_then_restores_the_laptop() {
     );
     assert!(elapsed < Duration::from_secs(1), "refusal took {elapsed:?}");
 
+    // An address nothing in the cluster answers for fails at once too, instead of hanging.
+    let start = Instant::now();
+    let out = run(dc
+        .laptop
+        .cmd("curl")
+        .args(["-sS", "--max-time", "5", "http://10.96.9.9/"]));
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        start.elapsed()
+    );
+
     // DNS: cluster names through the tunnel, NXDOMAIN for unknown cluster names, and
     // non-cluster names still answered by the laptop's own resolver.
     assert_eq!(
@@ -249,4 +262,19 @@ fn bad_input_is_refused_without_changing_the_laptop() {
         before,
         "after all the refused attempts"
     );
+}
+
+#[test]
+fn losing_the_manager_undoes_everything() {
+    if !root_or_skip() {
+        return;
+    }
+    let dc = DirectCluster::start();
+    let before = dc.laptop.snapshot();
+    let mut tether = dc.connect(&[]);
+    assert_eq!(curl(&dc, "http://web.shop/").trim(), WEB_BODY);
+    check(std::process::Command::new("kill").args(["-KILL", &dc.manager_pid().to_string()]));
+    let status = tether.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(5), "tether must report the lost tunnel");
+    assert_eq!(dc.laptop.snapshot(), before, "after losing the manager");
 }
