@@ -67,6 +67,35 @@ fn connect_carries_tcp_udp_and_dns_then_restores_the_laptop() {
     ]));
     assert_eq!(reply.trim(), "ping over udp");
 
+    // Bulk transfer with half-close: the probe sends for a second, shuts down its write
+    // side, and the server answers with the byte count it received (checked by the probe).
+    check(dc.laptop.cmd(&kit).args([
+        "probe",
+        "--to",
+        &format!("{WEB_IP}:9000"),
+        "--mode",
+        "throughput",
+        "--amount",
+        "1",
+    ]));
+
+    // Many connections at once.
+    let clients: Vec<_> = (0..50)
+        .map(|_| {
+            dc.laptop
+                .cmd("curl")
+                .args(["-sS", "--max-time", "10", "http://web.shop/"])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("start curl")
+        })
+        .collect();
+    for client in clients {
+        let out = client.wait_with_output().expect("curl runs");
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), WEB_BODY);
+    }
+
     // A closed port is refused at once, like on a real network.
     let start = Instant::now();
     let out = run(dc.laptop.cmd("curl").args([
