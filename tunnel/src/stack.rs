@@ -74,6 +74,13 @@ pub enum Event {
     },
 }
 
+/// What woke the loop.
+enum Woken {
+    Read(std::io::Result<usize>),
+    Event(Option<Event>),
+    Other,
+}
+
 /// Packets read from the TUN device per loop iteration before smoltcp runs.
 const READ_BATCH: usize = 64;
 
@@ -114,37 +121,63 @@ pub async fn run(
     let session_closed = session.closed();
     tokio::pin!(session_closed);
 
-    let mut buf = vec![0u8; config.mtu.max(1500) + 4];
     loop {
         let delay = iface
             .poll_delay(Instant::now(), &sockets)
             .map(|d| Duration::from_micros(d.total_micros()))
             .unwrap_or(Duration::from_secs(1));
-        tokio::select! {
+        let mut buf = device.buffer();
+        let woken = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return Ok(()),
             _ = &mut session_closed => return Err(StackError::SessionClosed),
-            event = events_rx.recv() => {
+            event = events_rx.recv() => Woken::Event(event),
+            read = tun.recv(&mut buf) => Woken::Read(read),
+            _ = wake.notified() => Woken::Other,
+            _ = tokio::time::sleep(delay) => Woken::Other,
+        };
+        match woken {
+            Woken::Read(read) => {
+                handle_packet(
+                    buf,
+                    read?,
+                    &mut device,
+                    &mut iface,
+                    &mut sockets,
+                    &mut tcp,
+                    &mut udp,
+                    &dns,
+                );
+                // Drain what else is ready without waiting, so smoltcp sees a batch.
+                for _ in 0..READ_BATCH {
+                    let mut buf = device.buffer();
+                    match tun.recv(&mut buf).now_or_never() {
+                        Some(read) => {
+                            handle_packet(
+                                buf,
+                                read?,
+                                &mut device,
+                                &mut iface,
+                                &mut sockets,
+                                &mut tcp,
+                                &mut udp,
+                                &dns,
+                            );
+                        }
+                        None => {
+                            device.recycle(buf);
+                            break;
+                        }
+                    }
+                }
+            }
+            Woken::Event(event) => {
+                device.recycle(buf);
                 if let Some(event) = event {
                     handle_event(event, &mut tcp, &mut udp, &mut sockets);
                 }
             }
-            read = tun.recv(&mut buf) => {
-                let n = read?;
-                handle_packet(&buf[..n], &mut device, &mut iface, &mut sockets, &mut tcp, &mut udp, &dns);
-                // Drain what else is ready without waiting, so smoltcp sees a batch.
-                for _ in 0..READ_BATCH {
-                    match tun.recv(&mut buf).now_or_never() {
-                        Some(read) => {
-                            let n = read?;
-                            handle_packet(&buf[..n], &mut device, &mut iface, &mut sockets, &mut tcp, &mut udp, &dns);
-                        }
-                        None => break,
-                    }
-                }
-            }
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(delay) => {}
+            Woken::Other => device.recycle(buf),
         }
         while let Ok(event) = events_rx.try_recv() {
             handle_event(event, &mut tcp, &mut udp, &mut sockets);
@@ -170,8 +203,10 @@ fn handle_event(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn handle_packet(
-    packet: &[u8],
+    buf: Vec<u8>,
+    len: usize,
     device: &mut QueueDevice,
     iface: &mut Interface,
     sockets: &mut SocketSet<'static>,
@@ -179,7 +214,7 @@ fn handle_packet(
     udp: &mut UdpFlows,
     dns: &DnsServer,
 ) {
-    match packet::classify(packet) {
+    match packet::classify(&buf[..len]) {
         Inbound::TcpSyn { src, dst } => {
             // Process what is queued first: the new listening socket must see only its SYN
             // while it is the one listening on `dst`.
@@ -187,17 +222,18 @@ fn handle_packet(
                 iface.poll(Instant::now(), device, sockets);
             }
             tcp.on_syn(sockets, src, dst);
-            device.rx.push_back(packet.to_vec());
+            device.rx.push_back((buf, len));
             iface.poll(Instant::now(), device, sockets);
         }
-        Inbound::Tcp => device.rx.push_back(packet.to_vec()),
+        Inbound::Tcp => device.rx.push_back((buf, len)),
         Inbound::Udp { src, dst, payload } => {
             if dns.listens_on(dst) {
                 dns.on_query(src, payload);
             } else {
                 udp.on_datagram(src, dst, payload);
             }
+            device.recycle(buf);
         }
-        Inbound::Drop => {}
+        Inbound::Drop => device.recycle(buf),
     }
 }

@@ -7,8 +7,12 @@ use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Med
 use smoltcp::time::Instant;
 
 pub struct QueueDevice {
-    /// Packets read from the TUN device, waiting for smoltcp.
-    pub rx: VecDeque<Vec<u8>>,
+    /// Packets read from the TUN device, waiting for smoltcp: a full-size buffer and the
+    /// packet's length in it.
+    pub rx: VecDeque<(Vec<u8>, usize)>,
+    /// Buffers smoltcp is done with, reused for the next reads: no allocation or copy per
+    /// packet on the receive path.
+    pub free: Vec<Vec<u8>>,
     /// Packets smoltcp produced, waiting to be written to the TUN device.
     pub tx: VecDeque<Vec<u8>>,
     mtu: usize,
@@ -18,18 +22,42 @@ impl QueueDevice {
     pub fn new(mtu: usize) -> Self {
         QueueDevice {
             rx: VecDeque::new(),
+            free: Vec::new(),
             tx: VecDeque::new(),
             mtu,
         }
     }
+
+    /// A buffer that holds any packet of this device's MTU.
+    pub fn buffer(&mut self) -> Vec<u8> {
+        self.free.pop().unwrap_or_else(|| vec![0u8; self.mtu])
+    }
+
+    /// Returns a buffer that was not queued.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        if self.free.len() < MAX_FREE {
+            self.free.push(buf);
+        }
+    }
 }
 
-pub struct RxToken(Vec<u8>);
+/// Spare buffers kept; enough for a full read batch.
+const MAX_FREE: usize = 128;
+
+pub struct RxToken<'a> {
+    buf: Vec<u8>,
+    len: usize,
+    free: &'a mut Vec<Vec<u8>>,
+}
 pub struct TxToken<'a>(&'a mut VecDeque<Vec<u8>>);
 
-impl phy::RxToken for RxToken {
+impl phy::RxToken for RxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
+        let result = f(&self.buf[..self.len]);
+        if self.free.len() < MAX_FREE {
+            self.free.push(self.buf);
+        }
+        result
     }
 }
 
@@ -43,12 +71,17 @@ impl phy::TxToken for TxToken<'_> {
 }
 
 impl phy::Device for QueueDevice {
-    type RxToken<'a> = RxToken;
+    type RxToken<'a> = RxToken<'a>;
     type TxToken<'a> = TxToken<'a>;
 
-    fn receive(&mut self, _now: Instant) -> Option<(RxToken, TxToken<'_>)> {
-        let packet = self.rx.pop_front()?;
-        Some((RxToken(packet), TxToken(&mut self.tx)))
+    fn receive(&mut self, _now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
+        let (buf, len) = self.rx.pop_front()?;
+        let rx = RxToken {
+            buf,
+            len,
+            free: &mut self.free,
+        };
+        Some((rx, TxToken(&mut self.tx)))
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {

@@ -163,10 +163,10 @@ impl DnsServer {
 
 /// Decodes a query and its (lower-case, absolute) question name. `Err(Some(_))` is a
 /// message without a question (answered with FORMERR); `Err(None)` is not DNS at all.
-pub fn parse_query(query: &[u8]) -> Result<(Message, String), Option<Message>> {
+pub fn parse_query(query: &[u8]) -> Result<(Message, String), Option<Box<Message>>> {
     let message = Message::from_vec(query).map_err(|_| None)?;
     let Some(question) = message.queries.first() else {
-        return Err(Some(message));
+        return Err(Some(Box::new(message)));
     };
     let name = question.name().to_ascii().to_ascii_lowercase();
     Ok((message, name))
