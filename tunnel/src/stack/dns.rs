@@ -222,7 +222,8 @@ mod tests {
             Route::ClusterFirst("example.com.svc.cluster.local.".into())
         );
         assert_eq!(route("www.example.com.", d), Route::Upstream);
-        assert_eq!(route("notcluster.local.", d), Route::Upstream);
+        // A suffix match must end at a label boundary.
+        assert_eq!(route("www.notcluster.local.", d), Route::Upstream);
         assert_eq!(route("localhost.", d), Route::Upstream);
     }
 }
