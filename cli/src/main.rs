@@ -32,7 +32,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let printer = Printer::new(cli.output);
     let state_dir = cli.state_dir.unwrap_or_else(StateDir::default_path);
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One thread: the stack, the session driver and the flow tasks hand each other work
+    // constantly, and cross-thread wakeups cost more than a second core gains.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             printer.error(&format!("cannot start the async runtime: {e}"));

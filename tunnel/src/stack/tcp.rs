@@ -25,7 +25,7 @@ use crate::wire::flow::FlowRequest;
 /// Socket buffers per connection: enough for the bandwidth-delay product of a local tunnel.
 const SOCKET_BUFFER: usize = 512 * 1024;
 /// Largest chunk moved between the socket and the flow task at once.
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 64 * 1024;
 /// Chunks buffered per direction between the stack and a flow task.
 const PIPE_DEPTH: usize = 8;
 
