@@ -105,28 +105,32 @@ pub async fn run(
     // Route table capacity is at least one; the default route only tells smoltcp that every
     // destination is reachable on this device.
     let _ = iface.routes_mut().add_default_ipv4_route(config.anchor);
-    let mut sockets = SocketSet::new(Vec::new());
-
     let wake = Arc::new(Notify::new());
     // Dial tasks and UDP flow tasks -> loop: results and endings.
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
-    let mut tcp = TcpFlows::new(session.clone(), events_tx.clone(), wake.clone());
-    let mut udp = UdpFlows::new(
-        session.clone(),
-        tun.clone(),
-        events_tx,
-        config.udp_idle_timeout,
-    );
-    let dns = DnsServer::new(config.dns.clone(), session.clone(), tun.clone());
+    let mut stack = Stack {
+        iface,
+        sockets: SocketSet::new(Vec::new()),
+        tcp: TcpFlows::new(session.clone(), events_tx.clone(), wake.clone()),
+        udp: UdpFlows::new(
+            session.clone(),
+            tun.clone(),
+            events_tx,
+            config.udp_idle_timeout,
+        ),
+        dns: DnsServer::new(config.dns.clone(), session.clone(), tun.clone()),
+        device,
+    };
     let session_closed = session.closed();
     tokio::pin!(session_closed);
 
     loop {
-        let delay = iface
-            .poll_delay(Instant::now(), &sockets)
+        let delay = stack
+            .iface
+            .poll_delay(Instant::now(), &stack.sockets)
             .map(|d| Duration::from_micros(d.total_micros()))
             .unwrap_or(Duration::from_secs(1));
-        let mut buf = device.buffer();
+        let mut buf = stack.device.buffer();
         let woken = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return Ok(()),
@@ -138,102 +142,85 @@ pub async fn run(
         };
         match woken {
             Woken::Read(read) => {
-                handle_packet(
-                    buf,
-                    read?,
-                    &mut device,
-                    &mut iface,
-                    &mut sockets,
-                    &mut tcp,
-                    &mut udp,
-                    &dns,
-                );
+                stack.on_packet(buf, read?);
                 // Drain what else is ready without waiting, so smoltcp sees a batch.
                 for _ in 0..READ_BATCH {
-                    let mut buf = device.buffer();
+                    let mut buf = stack.device.buffer();
                     match tun.recv(&mut buf).now_or_never() {
-                        Some(read) => {
-                            handle_packet(
-                                buf,
-                                read?,
-                                &mut device,
-                                &mut iface,
-                                &mut sockets,
-                                &mut tcp,
-                                &mut udp,
-                                &dns,
-                            );
-                        }
+                        Some(read) => stack.on_packet(buf, read?),
                         None => {
-                            device.recycle(buf);
+                            stack.device.recycle(buf);
                             break;
                         }
                     }
                 }
             }
             Woken::Event(event) => {
-                device.recycle(buf);
+                stack.device.recycle(buf);
                 if let Some(event) = event {
-                    handle_event(event, &mut tcp, &mut udp, &mut sockets);
+                    stack.on_event(event);
                 }
             }
-            Woken::Other => device.recycle(buf),
+            Woken::Other => stack.device.recycle(buf),
         }
         while let Ok(event) = events_rx.try_recv() {
-            handle_event(event, &mut tcp, &mut udp, &mut sockets);
+            stack.on_event(event);
         }
-        iface.poll(Instant::now(), &mut device, &mut sockets);
-        tcp.pump(&mut sockets);
-        iface.poll(Instant::now(), &mut device, &mut sockets);
-        while let Some(packet) = device.tx.pop_front() {
+        stack.poll();
+        stack.tcp.pump(&mut stack.sockets);
+        stack.poll();
+        while let Some(packet) = stack.device.tx.pop_front() {
             tun.send(&packet).await?;
         }
     }
 }
 
-fn handle_event(
-    event: Event,
-    tcp: &mut TcpFlows,
-    udp: &mut UdpFlows,
-    sockets: &mut SocketSet<'static>,
-) {
-    match event {
-        Event::TcpDialed { id, result } => tcp.on_dialed(sockets, id, result),
-        Event::UdpClosed { key } => udp.on_closed(key),
-    }
+/// The loop's state: smoltcp and the flows it feeds.
+struct Stack {
+    device: QueueDevice,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    tcp: TcpFlows,
+    udp: UdpFlows,
+    dns: DnsServer,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn handle_packet(
-    buf: Vec<u8>,
-    len: usize,
-    device: &mut QueueDevice,
-    iface: &mut Interface,
-    sockets: &mut SocketSet<'static>,
-    tcp: &mut TcpFlows,
-    udp: &mut UdpFlows,
-    dns: &DnsServer,
-) {
-    match packet::classify(&buf[..len]) {
-        Inbound::TcpSyn { src, dst } => {
-            // Process what is queued first: the new listening socket must see only its SYN
-            // while it is the one listening on `dst`.
-            if !device.rx.is_empty() {
-                iface.poll(Instant::now(), device, sockets);
-            }
-            tcp.on_syn(sockets, src, dst);
-            device.rx.push_back((buf, len));
-            iface.poll(Instant::now(), device, sockets);
+impl Stack {
+    fn poll(&mut self) {
+        self.iface
+            .poll(Instant::now(), &mut self.device, &mut self.sockets);
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::TcpDialed { id, result } => self.tcp.on_dialed(&mut self.sockets, id, result),
+            Event::UdpClosed { key } => self.udp.on_closed(key),
         }
-        Inbound::Tcp => device.rx.push_back((buf, len)),
-        Inbound::Udp { src, dst, payload } => {
-            if dns.listens_on(dst) {
-                dns.on_query(src, payload);
-            } else {
-                udp.on_datagram(src, dst, payload);
+    }
+
+    /// One packet from the TUN device: `len` bytes of `buf`.
+    fn on_packet(&mut self, buf: Vec<u8>, len: usize) {
+        match packet::classify(&buf[..len]) {
+            Inbound::TcpSyn { src, dst } => {
+                // Process what is queued first: the new listening socket must see only its
+                // SYN while it is the one listening on `dst`.
+                if !self.device.rx.is_empty() {
+                    self.poll();
+                }
+                self.tcp.on_syn(&mut self.sockets, src, dst);
+                self.device.rx.push_back((buf, len));
+                self.poll();
             }
-            device.recycle(buf);
+            Inbound::Tcp => self.device.rx.push_back((buf, len)),
+            Inbound::Udp { src, dst, payload } => {
+                if self.dns.listens_on(dst) {
+                    self.dns.on_query(src, payload);
+                } else {
+                    self.udp.on_datagram(src, dst, payload);
+                }
+                self.device.recycle(buf);
+            }
+            Inbound::Drop => self.device.recycle(buf),
         }
-        Inbound::Drop => device.recycle(buf),
     }
 }

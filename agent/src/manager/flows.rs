@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tether_tunnel::FlowStream;
+use tether_tunnel::udp_dns;
 use tether_tunnel::wire::control::ControlMessage;
 use tether_tunnel::wire::datagram::{read_datagram, write_datagram};
 use tether_tunnel::wire::flow::{FlowReply, FlowRequest};
@@ -77,12 +78,7 @@ async fn tcp(mut stream: FlowStream, target: SocketAddr) -> FlowResult {
 }
 
 async fn udp(mut stream: FlowStream, target: SocketAddr) -> FlowResult {
-    let bind: SocketAddr = if target.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        ([0u16; 8], 0).into()
-    };
-    let socket = match connect_udp(bind, target).await {
+    let socket = match connect_udp(target).await {
         Ok(socket) => socket,
         Err(e) => {
             write_frame(&mut stream, &FlowReply::from_io_error(&e).encode()).await?;
@@ -119,8 +115,8 @@ async fn udp(mut stream: FlowStream, target: SocketAddr) -> FlowResult {
     Ok(())
 }
 
-async fn connect_udp(bind: SocketAddr, target: SocketAddr) -> std::io::Result<UdpSocket> {
-    let socket = UdpSocket::bind(bind).await?;
+async fn connect_udp(target: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(udp_dns::any_addr_for(target)).await?;
     socket.connect(target).await?;
     Ok(socket)
 }
@@ -128,7 +124,7 @@ async fn connect_udp(bind: SocketAddr, target: SocketAddr) -> std::io::Result<Ud
 async fn dns(mut stream: FlowStream, shared: &Shared) -> FlowResult {
     let query = expect_frame(&mut stream, MAX_FRAME, "DNS query").await?;
     for server in &shared.nameservers {
-        match ask(*server, &query).await {
+        match udp_dns::exchange(*server, &query, DNS_TIMEOUT).await {
             Ok(answer) => {
                 write_frame(&mut stream, &answer).await?;
                 stream.shutdown().await?;
@@ -139,26 +135,4 @@ async fn dns(mut stream: FlowStream, shared: &Shared) -> FlowResult {
     }
     // No answer: the laptop turns the closed stream into SERVFAIL.
     Err("no nameserver answered".into())
-}
-
-async fn ask(server: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
-    let bind: SocketAddr = if server.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        ([0u16; 8], 0).into()
-    };
-    let socket = connect_udp(bind, server).await?;
-    socket.send(query).await?;
-    let mut buf = vec![0u8; 65535];
-    let exchange = async {
-        loop {
-            let n = socket.recv(&mut buf).await?;
-            if n >= 2 && query.len() >= 2 && buf[..2] == query[..2] {
-                return Ok(buf[..n].to_vec());
-            }
-        }
-    };
-    tokio::time::timeout(DNS_TIMEOUT, exchange)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no DNS answer"))?
 }

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::Name;
-use tokio::net::UdpSocket;
 
 use super::packet::udp_packet;
 use crate::session::Session;
+use crate::udp_dns;
 use crate::wire::flow::FlowRequest;
 use crate::wire::frame::{MAX_FRAME, expect_frame, write_frame};
 
@@ -152,7 +152,7 @@ impl DnsServer {
 
     async fn upstream(&self, query: &[u8]) -> Option<Vec<u8>> {
         for server in &self.config.upstream {
-            match ask(*server, query).await {
+            match udp_dns::exchange(*server, query, UPSTREAM_TIMEOUT).await {
                 Ok(answer) => return Some(answer),
                 Err(e) => tracing::debug!(%server, "upstream DNS failed: {e}"),
             }
@@ -170,30 +170,6 @@ pub fn parse_query(query: &[u8]) -> Result<(Message, String), Option<Box<Message
     };
     let name = question.name().to_ascii().to_ascii_lowercase();
     Ok((message, name))
-}
-
-async fn ask(server: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
-    let bind: SocketAddr = if server.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        ([0u16; 8], 0).into()
-    };
-    let socket = UdpSocket::bind(bind).await?;
-    socket.connect(server).await?;
-    socket.send(query).await?;
-    let mut buf = vec![0u8; 65535];
-    let exchange = async {
-        loop {
-            let n = socket.recv(&mut buf).await?;
-            // Only a reply with the query's id is an answer to it.
-            if n >= 2 && query.len() >= 2 && buf[..2] == query[..2] {
-                return Ok(buf[..n].to_vec());
-            }
-        }
-    };
-    tokio::time::timeout(UPSTREAM_TIMEOUT, exchange)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))?
 }
 
 fn reply_code(request: &Message, code: ResponseCode) -> Option<Vec<u8>> {
