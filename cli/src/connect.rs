@@ -68,7 +68,12 @@ pub async fn run(config: ConnectConfig, printer: Printer) -> Result<(), CliError
             source,
         }
     })?;
-    let (session, mut control, cluster, manager_version) = open_session(addr, &token).await?;
+    // Until something is changed, an interrupt simply ends the attempt.
+    let (session, mut control, cluster, manager_version) = tokio::select! {
+        opened = open_session(addr, &token) => opened?,
+        _ = sigint.recv() => return Err(CliError::Interrupted),
+        _ = sigterm.recv() => return Err(CliError::Interrupted),
+    };
     let subnets = subnets_to_route(&cluster, &config, addr)?;
 
     let mut hosts = config.tun_subnet.hosts();

@@ -82,6 +82,8 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+    #[error("interrupted before the tunnel was up; nothing on this machine was changed")]
+    Interrupted,
     #[error("cannot set up signal handling: {0}")]
     Signals(std::io::Error),
 }
@@ -92,6 +94,7 @@ impl CliError {
             CliError::AlreadyConnected { .. } => 3,
             CliError::ManagerUnreachable { .. } | CliError::Handshake { .. } => 4,
             CliError::SessionLost { .. } => 5,
+            CliError::Interrupted => 130,
             _ => 1,
         }
     }

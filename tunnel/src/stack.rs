@@ -207,9 +207,12 @@ impl Stack {
                 if !self.device.rx.is_empty() {
                     self.poll();
                 }
-                self.tcp.on_syn(&mut self.sockets, src, dst);
-                self.device.rx.push_back((buf, len));
-                self.poll();
+                if self.tcp.on_syn(&mut self.sockets, src, dst) {
+                    self.device.rx.push_back((buf, len));
+                    self.poll();
+                } else {
+                    self.device.recycle(buf);
+                }
             }
             Inbound::Tcp => self.device.rx.push_back((buf, len)),
             Inbound::Udp { src, dst, payload } => {

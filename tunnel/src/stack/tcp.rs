@@ -26,6 +26,10 @@ use crate::wire::flow::FlowRequest;
 const SOCKET_BUFFER: usize = 512 * 1024;
 /// Largest chunk moved between the socket and the flow task at once.
 const CHUNK: usize = 64 * 1024;
+/// Connections waiting for the manager's dial at once. Each holds socket buffers, so a scan
+/// of many addresses is slowed down (SYNs past the limit are dropped and retransmitted by
+/// the laptop's kernel) instead of growing memory without bound.
+const MAX_DIALING: usize = 512;
 /// Chunks buffered per direction between the stack and a flow task.
 const PIPE_DEPTH: usize = 8;
 
@@ -63,6 +67,8 @@ pub struct TcpFlows {
     flows: HashMap<u64, TcpFlow>,
     by_key: HashMap<FlowKey, u64>,
     next_id: u64,
+    /// Flows in `Phase::Dialing`.
+    dialing: usize,
 }
 
 impl TcpFlows {
@@ -78,6 +84,7 @@ impl TcpFlows {
             flows: HashMap::new(),
             by_key: HashMap::new(),
             next_id: 0,
+            dialing: 0,
         }
     }
 
@@ -90,10 +97,19 @@ impl TcpFlows {
     }
 
     /// A SYN for `src -> dst`: unless the connection is already known, create a listening
-    /// socket for it (SYN-ACK paused) and ask the manager to dial `dst`.
-    pub fn on_syn(&mut self, sockets: &mut SocketSet<'static>, src: SocketAddr, dst: SocketAddr) {
+    /// socket for it (SYN-ACK paused) and ask the manager to dial `dst`. Returns false when
+    /// the SYN must be dropped instead of reaching smoltcp.
+    pub fn on_syn(
+        &mut self,
+        sockets: &mut SocketSet<'static>,
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) -> bool {
         if self.by_key.contains_key(&(src, dst)) {
-            return;
+            return true;
+        }
+        if self.dialing >= MAX_DIALING {
+            return false;
         }
         let mut socket = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
@@ -108,8 +124,9 @@ impl TcpFlows {
         };
         if socket.listen(endpoint).is_err() {
             // Port 0 cannot be listened on; smoltcp answers such a SYN with a RST.
-            return;
+            return true;
         }
+        self.dialing += 1;
         let handle = sockets.add(socket);
         let id = self.next_id;
         self.next_id += 1;
@@ -128,6 +145,7 @@ impl TcpFlows {
             let result = session.dial(&FlowRequest::Tcp { target: dst }).await;
             let _ = events_tx.send(Event::TcpDialed { id, result });
         });
+        true
     }
 
     /// The manager's dial result for flow `id`.
@@ -140,6 +158,9 @@ impl TcpFlows {
         let Some(flow) = self.flows.get_mut(&id) else {
             return;
         };
+        if matches!(flow.phase, Phase::Dialing) {
+            self.dialing -= 1;
+        }
         let socket = sockets.get_mut::<tcp::Socket>(flow.handle);
         match result {
             Ok(stream) => {
@@ -188,8 +209,10 @@ impl TcpFlows {
         for id in finished {
             if let Some(flow) = self.flows.remove(&id) {
                 self.by_key.remove(&flow.key);
-                if let Phase::Open(pipes) = flow.phase {
-                    pipes.task.abort();
+                match flow.phase {
+                    Phase::Open(pipes) => pipes.task.abort(),
+                    Phase::Dialing => self.dialing -= 1,
+                    Phase::Aborting => {}
                 }
                 sockets.remove(flow.handle);
             }
