@@ -17,6 +17,11 @@ pub const WEB_BODY: &str = "hello from web";
 /// A non-cluster name that only the laptop's own upstream resolver knows.
 pub const OUTSIDE_NAME: &str = "intranet.example";
 pub const OUTSIDE_IP: &str = "203.0.113.7";
+/// A name with more A records than fit in a 512-byte UDP answer (a headless Service with
+/// many pods looks like this): answering it needs DNS over TCP.
+pub const MANY_NAME: &str = "many.shop.svc.cluster.local";
+pub const MANY_COUNT: usize = 60;
+
 pub const LAPTOP_RESOLV_CONF: &str = "nameserver 10.53.0.53\noptions timeout:2\n";
 
 pub struct DirectCluster {
@@ -71,6 +76,19 @@ impl DirectCluster {
         let state_dir = scratch.join("state");
 
         let kit = bin("tether-testkit");
+        let mut cluster_dns_args: Vec<String> =
+            ["dns", "--listen", &format!("{CLUSTER_DNS_IP}:53")]
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+        let records = [
+            format!("web.shop.svc.cluster.local={WEB_IP}"),
+            format!("echo.shop.svc.cluster.local={ECHO_IP}"),
+        ];
+        let many = (1..=MANY_COUNT).map(|i| format!("{MANY_NAME}=10.96.2.{i}"));
+        for record in records.into_iter().chain(many) {
+            cluster_dns_args.extend(["--record".to_owned(), record]);
+        }
         let mut servers = vec![
             cluster.spawn(
                 "web",
@@ -96,15 +114,10 @@ impl DirectCluster {
             cluster.spawn(
                 "cluster-dns",
                 &kit,
-                &[
-                    "dns",
-                    "--listen",
-                    &format!("{CLUSTER_DNS_IP}:53"),
-                    "--record",
-                    &format!("web.shop.svc.cluster.local={WEB_IP}"),
-                    "--record",
-                    &format!("echo.shop.svc.cluster.local={ECHO_IP}"),
-                ],
+                &cluster_dns_args
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>(),
             ),
             laptop.spawn(
                 "upstream-dns",

@@ -141,44 +141,83 @@ async fn udp_echo(listen: SocketAddr) -> Result<()> {
 
 async fn dns(listen: SocketAddr, records: Vec<(String, IpAddr)>) -> Result<()> {
     let socket = UdpSocket::bind(listen).await?;
+    let tcp = TcpListener::bind(listen).await?;
+    let records = std::sync::Arc::new(records);
     println!("ready");
+    // DNS over TCP (RFC 1035 4.2.2): clients retry here after a truncated UDP answer.
+    let tcp_records = records.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = tcp.accept().await {
+            let records = tcp_records.clone();
+            tokio::spawn(async move {
+                let mut len = [0u8; 2];
+                while stream.read_exact(&mut len).await.is_ok() {
+                    let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                    if stream.read_exact(&mut query).await.is_err() {
+                        return;
+                    }
+                    let Some(reply) = dns_reply(&query, &records, usize::MAX) else {
+                        return;
+                    };
+                    let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
+                    framed.extend_from_slice(&reply);
+                    if stream.write_all(&framed).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
     let mut buf = vec![0u8; 65535];
     loop {
         let (n, from) = socket.recv_from(&mut buf).await?;
-        let Ok(query) = Message::from_vec(&buf[..n]) else {
-            continue;
-        };
-        let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
-        reply.metadata.authoritative = true;
-        reply.metadata.recursion_desired = query.metadata.recursion_desired;
-        reply.queries = query.queries.clone();
-        let mut code = ResponseCode::NXDomain;
-        if let Some(q) = query.queries.first() {
-            let name = q
-                .name()
-                .to_ascii()
-                .trim_end_matches('.')
-                .to_ascii_lowercase();
-            for (record_name, ip) in &records {
-                if *record_name != name {
-                    continue;
-                }
-                code = ResponseCode::NoError;
-                let rdata = match (ip, q.query_type()) {
-                    (IpAddr::V4(v4), RecordType::A) => RData::A(rdata::A(*v4)),
-                    (IpAddr::V6(v6), RecordType::AAAA) => RData::AAAA(rdata::AAAA(*v6)),
-                    _ => continue,
-                };
-                reply.answers.push(Record::from_rdata(
-                    Name::from_ascii(&name)?.clone(),
-                    30,
-                    rdata,
-                ));
-            }
+        if let Some(reply) = dns_reply(&buf[..n], &records, 512) {
+            socket.send_to(&reply, from).await?;
         }
-        reply.metadata.response_code = code;
-        socket.send_to(&reply.to_vec()?, from).await?;
     }
+}
+
+/// An authoritative answer from `records`; over `limit` bytes (without EDNS) it is
+/// truncated with TC set, as a real server does over UDP.
+fn dns_reply(query: &[u8], records: &[(String, IpAddr)], limit: usize) -> Option<Vec<u8>> {
+    let query = Message::from_vec(query).ok()?;
+    let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
+    reply.metadata.authoritative = true;
+    reply.metadata.recursion_desired = query.metadata.recursion_desired;
+    reply.queries = query.queries.clone();
+    let mut code = ResponseCode::NXDomain;
+    if let Some(q) = query.queries.first() {
+        let name = q
+            .name()
+            .to_ascii()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        for (record_name, ip) in records {
+            if *record_name != name {
+                continue;
+            }
+            code = ResponseCode::NoError;
+            let rdata = match (ip, q.query_type()) {
+                (IpAddr::V4(v4), RecordType::A) => RData::A(rdata::A(*v4)),
+                (IpAddr::V6(v6), RecordType::AAAA) => RData::AAAA(rdata::AAAA(*v6)),
+                _ => continue,
+            };
+            reply
+                .answers
+                .push(Record::from_rdata(Name::from_ascii(&name).ok()?, 30, rdata));
+        }
+    }
+    reply.metadata.response_code = code;
+    let bytes = reply.to_vec().ok()?;
+    let limit = query
+        .edns
+        .as_ref()
+        .map(|e| usize::from(e.max_payload()).max(limit))
+        .unwrap_or(limit);
+    if bytes.len() > limit {
+        return reply.truncate().to_vec().ok();
+    }
+    Some(bytes)
 }
 
 async fn udp_ping(to: SocketAddr, message: &str, timeout_ms: u64) -> Result<()> {

@@ -140,6 +140,23 @@ fn connect_carries_tcp_udp_and_dns_then_restores_the_laptop() {
     assert!(dig(&dc, &["nothing-here.shop.svc.cluster.local"]).contains("status: NXDOMAIN"));
     assert_eq!(dig(&dc, &["+short", OUTSIDE_NAME]).trim(), OUTSIDE_IP);
     assert!(dig(&dc, &["unknown.example.org"]).contains("status: NXDOMAIN"));
+    // An answer too large for UDP: truncated over UDP, then complete over TCP, both by dig
+    // and by the system resolver.
+    let udp = dig(&dc, &["+noedns", "+ignore", MANY_NAME]);
+    assert!(
+        udp.contains(" tc"),
+        "a 512-byte UDP answer must be truncated: {udp}"
+    );
+    for args in [
+        &["+short", "+noedns", MANY_NAME][..],
+        &["+short", "+tcp", MANY_NAME][..],
+    ] {
+        let full = dig(&dc, args);
+        assert_eq!(full.lines().count(), MANY_COUNT, "{args:?}: {full}");
+    }
+    let all = check(dc.laptop.cmd("getent").args(["ahostsv4", MANY_NAME]));
+    assert!(all.contains("10.96.2.60"), "{all}");
+
     // getent goes through the system resolver, as every program on the laptop does.
     let hosts = check(dc.laptop.cmd("getent").args(["hosts", "web.shop"]));
     assert!(hosts.starts_with(WEB_IP), "{hosts}");

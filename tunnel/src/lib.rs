@@ -10,13 +10,13 @@
 //!   terminated by smoltcp (TCP) or relayed directly (UDP, DNS) and become flows on a
 //!   session.
 //!
-//! - [`udp_dns`]: a one-shot DNS exchange over UDP, shared by both ends.
+//! - [`dns_client`]: one DNS exchange over UDP or TCP, shared by both ends.
 //!
 //! Nothing here knows about Kubernetes or the command line.
 
+pub mod dns_client;
 pub mod session;
 pub mod stack;
-pub mod udp_dns;
 pub mod wire;
 
 pub use session::{FlowStream, Session, SessionError};

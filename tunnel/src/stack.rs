@@ -29,7 +29,7 @@ use thiserror::Error;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::session::{FlowStream, Session, SessionError};
+use crate::session::{Session, SessionError};
 use device::QueueDevice;
 use dns::{DnsConfig, DnsServer};
 use packet::Inbound;
@@ -63,11 +63,16 @@ pub struct StackConfig {
     pub udp_idle_timeout: Duration,
 }
 
+/// A byte stream that carries one TCP connection's payload: a tunnel stream, or a local
+/// service such as DNS over TCP.
+pub trait ByteStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> ByteStream for T {}
+
 /// Things that happen outside the loop and change its state.
 pub enum Event {
     TcpDialed {
         id: u64,
-        result: Result<FlowStream, SessionError>,
+        result: Result<Box<dyn ByteStream>, SessionError>,
     },
     UdpClosed {
         key: (SocketAddr, SocketAddr),
@@ -108,17 +113,23 @@ pub async fn run(
     let wake = Arc::new(Notify::new());
     // Dial tasks and UDP flow tasks -> loop: results and endings.
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+    let dns = DnsServer::new(config.dns.clone(), session.clone(), tun.clone());
     let mut stack = Stack {
         iface,
         sockets: SocketSet::new(Vec::new()),
-        tcp: TcpFlows::new(session.clone(), events_tx.clone(), wake.clone()),
+        tcp: TcpFlows::new(
+            session.clone(),
+            dns.clone(),
+            events_tx.clone(),
+            wake.clone(),
+        ),
         udp: UdpFlows::new(
             session.clone(),
             tun.clone(),
             events_tx,
             config.udp_idle_timeout,
         ),
-        dns: DnsServer::new(config.dns.clone(), session.clone(), tun.clone()),
+        dns,
         device,
     };
     let session_closed = session.closed();

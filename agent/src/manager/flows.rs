@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tether_tunnel::FlowStream;
-use tether_tunnel::udp_dns;
+use tether_tunnel::dns_client;
 use tether_tunnel::wire::control::ControlMessage;
 use tether_tunnel::wire::datagram::{read_datagram, write_datagram};
 use tether_tunnel::wire::flow::{FlowReply, FlowRequest};
@@ -116,7 +116,7 @@ async fn udp(mut stream: FlowStream, target: SocketAddr) -> FlowResult {
 }
 
 async fn connect_udp(target: SocketAddr) -> std::io::Result<UdpSocket> {
-    let socket = UdpSocket::bind(udp_dns::any_addr_for(target)).await?;
+    let socket = UdpSocket::bind(dns_client::any_addr_for(target)).await?;
     socket.connect(target).await?;
     Ok(socket)
 }
@@ -124,7 +124,9 @@ async fn connect_udp(target: SocketAddr) -> std::io::Result<UdpSocket> {
 async fn dns(mut stream: FlowStream, shared: &Shared) -> FlowResult {
     let query = expect_frame(&mut stream, MAX_FRAME, "DNS query").await?;
     for server in &shared.nameservers {
-        match udp_dns::exchange(*server, &query, DNS_TIMEOUT).await {
+        // The complete answer (TCP after a truncated UDP one): the laptop truncates again
+        // for its own UDP clients, and answers TCP clients in full.
+        match dns_client::complete(*server, &query, DNS_TIMEOUT).await {
             Ok(answer) => {
                 write_frame(&mut stream, &answer).await?;
                 stream.shutdown().await?;

@@ -14,8 +14,8 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::Name;
 
 use super::packet::udp_packet;
+use crate::dns_client;
 use crate::session::Session;
-use crate::udp_dns;
 use crate::wire::flow::FlowRequest;
 use crate::wire::frame::{MAX_FRAME, expect_frame, write_frame};
 
@@ -81,7 +81,7 @@ impl DnsServer {
         let this = self.clone();
         let query = query.to_vec();
         tokio::spawn(async move {
-            let Some(response) = this.answer(&query).await else {
+            let Some(response) = this.answer(&query, Transport::Udp).await else {
                 return;
             };
             if let Some(packet) = udp_packet(this.config.listen, client, &response)
@@ -92,8 +92,28 @@ impl DnsServer {
         });
     }
 
-    /// The response to a raw query; `None` when the query is too broken to answer.
-    pub async fn answer(&self, query: &[u8]) -> Option<Vec<u8>> {
+    /// Serves DNS over TCP on one connection until the client closes it.
+    pub async fn serve_tcp<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+        self,
+        mut stream: S,
+    ) {
+        while let Ok(Some(query)) = dns_client::read_tcp_message(&mut stream).await {
+            let Some(response) = self.answer(&query, Transport::Tcp).await else {
+                return;
+            };
+            if dns_client::write_tcp_message(&mut stream, &response)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    /// The response to a raw query; `None` when the query is too broken to answer. Over UDP
+    /// an answer larger than the client accepts is truncated (TC set), so it retries over
+    /// TCP, as with any DNS server.
+    pub async fn answer(&self, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
         let (message, name) = match parse_query(query) {
             Ok(parsed) => parsed,
             Err(Some(message)) => return reply_code(&message, ResponseCode::FormErr),
@@ -104,12 +124,16 @@ impl DnsServer {
             Route::ClusterFirst(cluster_name) => {
                 match self.as_cluster_name(&message, &cluster_name).await {
                     Some(found) => Some(found),
-                    None => self.upstream(query).await,
+                    None => self.upstream(query, transport).await,
                 }
             }
-            Route::Upstream => self.upstream(query).await,
+            Route::Upstream => self.upstream(query, transport).await,
         };
-        answer.or_else(|| reply_code(&message, ResponseCode::ServFail))
+        let answer = answer.or_else(|| reply_code(&message, ResponseCode::ServFail))?;
+        match transport {
+            Transport::Udp => Some(fit_for_udp(&message, answer)),
+            Transport::Tcp => Some(answer),
+        }
     }
 
     /// Asks the cluster for `cluster_name`; returns an answer under the original name when
@@ -150,15 +174,46 @@ impl DnsServer {
         }
     }
 
-    async fn upstream(&self, query: &[u8]) -> Option<Vec<u8>> {
+    async fn upstream(&self, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
         for server in &self.config.upstream {
-            match udp_dns::exchange(*server, query, UPSTREAM_TIMEOUT).await {
+            let answer = match transport {
+                Transport::Udp => dns_client::udp(*server, query, UPSTREAM_TIMEOUT).await,
+                Transport::Tcp => dns_client::tcp(*server, query, UPSTREAM_TIMEOUT).await,
+            };
+            match answer {
                 Ok(answer) => return Some(answer),
                 Err(e) => tracing::debug!(%server, "upstream DNS failed: {e}"),
             }
         }
         None
     }
+}
+
+/// How a query reached the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// The largest UDP answer a client accepts: its EDNS payload size, else 512 bytes.
+fn udp_limit(query: &Message) -> usize {
+    query
+        .edns
+        .as_ref()
+        .map(|edns| usize::from(edns.max_payload()).max(512))
+        .unwrap_or(512)
+}
+
+/// Truncates an answer that is too large for the client's UDP limit.
+fn fit_for_udp(query: &Message, answer: Vec<u8>) -> Vec<u8> {
+    if answer.len() <= udp_limit(query) {
+        return answer;
+    }
+    Message::from_vec(&answer)
+        .ok()
+        .and_then(|full| full.truncate().to_vec().ok())
+        .unwrap_or(answer)
 }
 
 /// Decodes a query and its (lower-case, absolute) question name. `Err(Some(_))` is a

@@ -18,8 +18,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
-use super::Event;
-use crate::session::{FlowStream, Session, SessionError};
+use super::dns::DnsServer;
+use super::{ByteStream, Event};
+use crate::session::{Session, SessionError};
 use crate::wire::flow::FlowRequest;
 
 /// Socket buffers per connection: enough for the bandwidth-delay product of a local tunnel.
@@ -62,6 +63,8 @@ struct TcpFlow {
 
 pub struct TcpFlows {
     session: Session,
+    /// Connections to the DNS server's address are served locally (DNS over TCP).
+    dns: DnsServer,
     events_tx: mpsc::UnboundedSender<Event>,
     wake: Arc<Notify>,
     flows: HashMap<u64, TcpFlow>,
@@ -74,11 +77,13 @@ pub struct TcpFlows {
 impl TcpFlows {
     pub fn new(
         session: Session,
+        dns: DnsServer,
         events_tx: mpsc::UnboundedSender<Event>,
         wake: Arc<Notify>,
     ) -> Self {
         TcpFlows {
             session,
+            dns,
             events_tx,
             wake,
             flows: HashMap::new(),
@@ -139,10 +144,21 @@ impl TcpFlows {
             },
         );
         self.by_key.insert((src, dst), id);
-        let session = self.session.clone();
         let events_tx = self.events_tx.clone();
+        if self.dns.listens_on(dst) {
+            // The resolver retries over TCP when a UDP answer was truncated.
+            let (local, served) = tokio::io::duplex(CHUNK);
+            tokio::spawn(self.dns.clone().serve_tcp(served));
+            let result: Result<Box<dyn ByteStream>, SessionError> = Ok(Box::new(local));
+            let _ = events_tx.send(Event::TcpDialed { id, result });
+            return true;
+        }
+        let session = self.session.clone();
         tokio::spawn(async move {
-            let result = session.dial(&FlowRequest::Tcp { target: dst }).await;
+            let result = session
+                .dial(&FlowRequest::Tcp { target: dst })
+                .await
+                .map(|stream| Box::new(stream) as Box<dyn ByteStream>);
             let _ = events_tx.send(Event::TcpDialed { id, result });
         });
         true
@@ -153,7 +169,7 @@ impl TcpFlows {
         &mut self,
         sockets: &mut SocketSet<'static>,
         id: u64,
-        result: Result<FlowStream, SessionError>,
+        result: Result<Box<dyn ByteStream>, SessionError>,
     ) {
         let Some(flow) = self.flows.get_mut(&id) else {
             return;
@@ -284,7 +300,7 @@ fn pump_one(socket: &mut tcp::Socket<'_>, pipes: &mut Pipes) -> bool {
 
 /// The flow task: copies between the pipes and the tunnel stream until both directions end.
 async fn carry(
-    stream: FlowStream,
+    stream: Box<dyn ByteStream>,
     mut to_tunnel_rx: mpsc::Receiver<Bytes>,
     from_tunnel_tx: mpsc::Sender<Bytes>,
     wake: Arc<Notify>,
