@@ -98,12 +98,11 @@ fn connect_carries_tcp_udp_and_dns_then_restores_the_laptop() {
 
     // A closed port is refused at once, like on a real network.
     let start = Instant::now();
-    let out = run(dc.laptop.cmd("curl").args([
-        "-sS",
-        "--max-time",
-        "5",
-        &format!("http://{WEB_IP}:81/"),
-    ]));
+    let out =
+        run(dc
+            .laptop
+            .cmd("curl")
+            .args(["-v", "--max-time", "5", &format!("http://{WEB_IP}:81/")]));
     let elapsed = start.elapsed();
     assert_eq!(
         out.status.code(),
@@ -111,7 +110,7 @@ fn connect_carries_tcp_udp_and_dns_then_restores_the_laptop() {
         "curl must fail to connect: {out:?}"
     );
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Couldn't connect"),
+        String::from_utf8_lossy(&out.stderr).contains("Connection refused"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -122,8 +121,13 @@ fn connect_carries_tcp_udp_and_dns_then_restores_the_laptop() {
     let out = run(dc
         .laptop
         .cmd("curl")
-        .args(["-sS", "--max-time", "5", "http://10.96.9.9/"]));
+        .args(["-v", "--max-time", "5", "http://10.96.9.9/"]));
     assert_eq!(out.status.code(), Some(7), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No route to host"),
+        "an unreachable address is reported as one: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         start.elapsed() < Duration::from_secs(1),
         "took {:?}",

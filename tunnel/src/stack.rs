@@ -204,7 +204,11 @@ impl Stack {
 
     fn on_event(&mut self, event: Event) {
         match event {
-            Event::TcpDialed { id, result } => self.tcp.on_dialed(&mut self.sockets, id, result),
+            Event::TcpDialed { id, result } => {
+                if let Some(packet) = self.tcp.on_dialed(&mut self.sockets, id, result) {
+                    self.device.tx.push_back(packet);
+                }
+            }
             Event::UdpClosed { key } => self.udp.on_closed(key),
         }
     }
@@ -218,7 +222,7 @@ impl Stack {
                 if !self.device.rx.is_empty() {
                     self.poll();
                 }
-                if self.tcp.on_syn(&mut self.sockets, src, dst) {
+                if self.tcp.on_syn(&mut self.sockets, src, dst, &buf[..len]) {
                     self.device.rx.push_back((buf, len));
                     self.poll();
                 } else {

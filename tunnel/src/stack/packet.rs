@@ -4,7 +4,10 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use smoltcp::phy::ChecksumCapabilities;
-use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpPacket, UdpPacket, UdpRepr};
+use smoltcp::wire::{
+    Icmpv4DstUnreachable, Icmpv4Packet, Icmpv4Repr, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr,
+    TcpPacket, UdpPacket, UdpRepr,
+};
 
 /// What the stack should do with one packet from the TUN device.
 #[derive(Debug, PartialEq, Eq)]
@@ -99,6 +102,36 @@ pub fn udp_packet(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Option<Ve
     Some(buf)
 }
 
+/// An ICMP "host unreachable" about `original` (an IPv4 packet from the laptop), as a router
+/// would send it: the laptop's connect() then fails with "No route to host" at once.
+pub fn host_unreachable(original: &[u8]) -> Option<Vec<u8>> {
+    let ip = Ipv4Packet::new_checked(original).ok()?;
+    let header = Ipv4Repr::parse(&ip, &ChecksumCapabilities::ignored()).ok()?;
+    // RFC 792: the original IP header and the first 8 bytes of its payload.
+    let payload = ip.payload();
+    let icmp = Icmpv4Repr::DstUnreachable {
+        reason: Icmpv4DstUnreachable::HostUnreachable,
+        header,
+        data: &payload[..payload.len().min(8)],
+    };
+    let reply = Ipv4Repr {
+        src_addr: header.dst_addr,
+        dst_addr: header.src_addr,
+        next_header: IpProtocol::Icmp,
+        payload_len: icmp.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut buf = vec![0u8; reply.buffer_len() + icmp.buffer_len()];
+    let caps = ChecksumCapabilities::default();
+    let mut reply_packet = Ipv4Packet::new_unchecked(&mut buf[..]);
+    reply.emit(&mut reply_packet, &caps);
+    icmp.emit(
+        &mut Icmpv4Packet::new_unchecked(reply_packet.payload_mut()),
+        &caps,
+    );
+    Some(buf)
+}
+
 /// The IPv4 address of a socket address, if it is one.
 pub fn v4(addr: SocketAddr) -> Option<Ipv4Addr> {
     match addr {
@@ -125,6 +158,28 @@ mod tests {
                 payload: b"hello"
             }
         );
+    }
+
+    #[test]
+    fn host_unreachable_quotes_the_original() {
+        let src: SocketAddr = "10.1.2.3:40000".parse().unwrap();
+        let dst: SocketAddr = "10.9.8.7:80".parse().unwrap();
+        let original = udp_packet(src, dst, b"payload!and more").unwrap();
+        let icmp = host_unreachable(&original).unwrap();
+        let ip = Ipv4Packet::new_checked(&icmp[..]).unwrap();
+        assert_eq!(ip.next_header(), IpProtocol::Icmp);
+        assert_eq!(IpAddress::Ipv4(ip.dst_addr()), IpAddress::from(src.ip()));
+        // smoltcp's own parser insists on a complete quoted packet, so read the fields: type
+        // 3 (destination unreachable), code 1 (host), then the quoted header and 8 bytes.
+        let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+        assert_eq!(
+            icmp.msg_type(),
+            smoltcp::wire::Icmpv4Message::DstUnreachable
+        );
+        assert_eq!(icmp.msg_code(), 1);
+        assert_eq!(&icmp.data()[..28], &original[..28]);
+        assert_eq!(icmp.data().len(), 28);
+        assert!(host_unreachable(b"junk").is_none());
     }
 
     #[test]

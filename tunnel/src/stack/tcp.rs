@@ -19,9 +19,10 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 use super::dns::DnsServer;
+use super::packet;
 use super::{ByteStream, Event};
 use crate::session::{Session, SessionError};
-use crate::wire::flow::FlowRequest;
+use crate::wire::flow::{FlowReply, FlowRequest};
 
 /// Socket buffers per connection: enough for the bandwidth-delay product of a local tunnel.
 const SOCKET_BUFFER: usize = 512 * 1024;
@@ -31,6 +32,8 @@ const CHUNK: usize = 64 * 1024;
 /// of many addresses is slowed down (SYNs past the limit are dropped and retransmitted by
 /// the laptop's kernel) instead of growing memory without bound.
 const MAX_DIALING: usize = 512;
+/// Enough of a SYN to quote in an ICMP error: a maximal IPv4 header and 8 bytes.
+const SYN_QUOTE: usize = 68;
 /// Chunks buffered per direction between the stack and a flow task.
 const PIPE_DEPTH: usize = 8;
 
@@ -57,6 +60,8 @@ enum Phase {
 
 struct TcpFlow {
     key: FlowKey,
+    /// The start of the SYN (IP header and 8 bytes), quoted if an ICMP error is sent.
+    syn: Vec<u8>,
     handle: SocketHandle,
     phase: Phase,
 }
@@ -109,6 +114,7 @@ impl TcpFlows {
         sockets: &mut SocketSet<'static>,
         src: SocketAddr,
         dst: SocketAddr,
+        packet: &[u8],
     ) -> bool {
         if self.by_key.contains_key(&(src, dst)) {
             return true;
@@ -139,6 +145,7 @@ impl TcpFlows {
             id,
             TcpFlow {
                 key: (src, dst),
+                syn: packet[..packet.len().min(SYN_QUOTE)].to_vec(),
                 handle,
                 phase: Phase::Dialing,
             },
@@ -164,16 +171,15 @@ impl TcpFlows {
         true
     }
 
-    /// The manager's dial result for flow `id`.
+    /// The manager's dial result for flow `id`. Returns a packet for the laptop when the
+    /// failure is reported with ICMP rather than a RST.
     pub fn on_dialed(
         &mut self,
         sockets: &mut SocketSet<'static>,
         id: u64,
         result: Result<Box<dyn ByteStream>, SessionError>,
-    ) {
-        let Some(flow) = self.flows.get_mut(&id) else {
-            return;
-        };
+    ) -> Option<Vec<u8>> {
+        let flow = self.flows.get_mut(&id)?;
         if matches!(flow.phase, Phase::Dialing) {
             self.dialing -= 1;
         }
@@ -201,11 +207,25 @@ impl TcpFlows {
                 });
             }
             Err(e) => {
-                tracing::debug!(src = %flow.key.0, dst = %flow.key.1, "connection refused: {e}");
-                socket.abort();
+                tracing::debug!(src = %flow.key.0, dst = %flow.key.1, "dial failed: {e}");
                 flow.phase = Phase::Aborting;
+                // Unreachable or silent targets look like a network without a route; an
+                // actively refused port (or anything else) gets a RST.
+                let unreachable = matches!(
+                    e,
+                    SessionError::Dial {
+                        reply: FlowReply::Unreachable | FlowReply::TimedOut,
+                        ..
+                    }
+                );
+                if unreachable && let Some(icmp) = packet::host_unreachable(&flow.syn) {
+                    // The socket is removed without a RST: the ICMP error ends the attempt.
+                    return Some(icmp);
+                }
+                socket.abort();
             }
         }
+        None
     }
 
     /// Moves bytes between sockets and flow tasks, and retires finished connections.
