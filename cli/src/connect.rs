@@ -78,10 +78,7 @@ pub async fn run(config: ConnectConfig, printer: Printer) -> Result<(), CliError
 
     let mut hosts = config.tun_subnet.hosts();
     let (Some(tun_ip), Some(dns_ip)) = (hosts.next(), hosts.next()) else {
-        return Err(CliError::OverlapsTun {
-            subnet: config.tun_subnet.into(),
-            tun: config.tun_subnet.into(),
-        });
+        return Err(CliError::TunSubnetTooSmall(config.tun_subnet));
     };
     let original_resolv = resolv::read(&config.resolv_conf)?;
     let upstream: Vec<SocketAddr> = resolv::nameservers(&original_resolv)

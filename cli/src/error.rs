@@ -56,6 +56,10 @@ pub enum CliError {
         "cannot route {subnet}: it overlaps tether's own device subnet {tun}. Choose another --tun-subnet."
     )]
     OverlapsTun { subnet: IpNet, tun: IpNet },
+    #[error(
+        "--tun-subnet {0} is too small: it needs two host addresses (the device's and the DNS server's), e.g. a /30."
+    )]
+    TunSubnetTooSmall(ipnet::Ipv4Net),
     #[error("cannot route {0}: IPv6 subnets are not carried yet.")]
     Ipv6(IpNet),
     #[error("{0}. Run tether as root (it creates a TUN device and changes routes and DNS).")]
