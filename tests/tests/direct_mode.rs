@@ -277,6 +277,22 @@ fn bad_input_is_refused_without_changing_the_laptop() {
         "{out:?}"
     );
 
+    // No room for the device and DNS addresses.
+    let out = run(dc.tether().args([
+        "connect",
+        "--manager-address",
+        MANAGER,
+        "--token-file",
+        token,
+        "--tun-subnet",
+        "198.18.0.1/32",
+    ]));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("too small"),
+        "{out:?}"
+    );
+
     // Not a CIDR: clap names the flag.
     let out = run(dc.tether().args([
         "connect",
