@@ -223,6 +223,29 @@ fn sigterm_and_sigkill_leave_nothing_behind() {
     assert_eq!(dc.laptop.snapshot(), before, "after quit");
 }
 
+/// A `tether connect` that is expected to fail: its exit code and what it printed on stderr.
+fn refused_connect(
+    dc: &DirectCluster,
+    manager: &str,
+    token: &str,
+    extra: &[&str],
+) -> (Option<i32>, String) {
+    let out = run(dc
+        .tether()
+        .args([
+            "connect",
+            "--manager-address",
+            manager,
+            "--token-file",
+            token,
+        ])
+        .args(extra));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn bad_input_is_refused_without_changing_the_laptop() {
     if !root_or_skip() {
@@ -235,91 +258,38 @@ fn bad_input_is_refused_without_changing_the_laptop() {
     // Wrong token: the manager refuses, tether says so and exits 4.
     let wrong = dc.state_dir.with_file_name("wrong-token");
     std::fs::write(&wrong, "not-the-token").unwrap();
-    let out = run(dc.tether().args([
-        "connect",
-        "--manager-address",
-        MANAGER,
-        "--token-file",
-        wrong.to_str().unwrap(),
-    ]));
-    assert_eq!(out.status.code(), Some(4), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("invalid token"),
-        "{out:?}"
-    );
+    let (code, stderr) = refused_connect(&dc, MANAGER, wrong.to_str().unwrap(), &[]);
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(stderr.contains("invalid token"), "{stderr}");
 
-    // Nothing listening: a clear error naming the address, quickly.
-    let out = run(dc.tether().args([
-        "connect",
-        "--manager-address",
-        "172.30.0.1:1",
-        "--token-file",
-        token,
-    ]));
-    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    // Nothing listening: a clear error naming the address.
+    let (code, stderr) = refused_connect(&dc, "172.30.0.1:1", token, &[]);
+    assert_eq!(code, Some(4), "{stderr}");
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("cannot reach the manager at 172.30.0.1:1")
+        stderr.contains("cannot reach the manager at 172.30.0.1:1"),
+        "{stderr}"
     );
 
     // A subnet that would route the tunnel into itself.
-    let out = run(dc.tether().args([
-        "connect",
-        "--manager-address",
-        MANAGER,
-        "--token-file",
-        token,
-        "--also-proxy",
-        "172.30.0.0/24",
-    ]));
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("routed into itself"),
-        "{out:?}"
-    );
+    let (code, stderr) = refused_connect(&dc, MANAGER, token, &["--also-proxy", "172.30.0.0/24"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("routed into itself"), "{stderr}");
 
     // No room for the device and DNS addresses.
-    let out = run(dc.tether().args([
-        "connect",
-        "--manager-address",
-        MANAGER,
-        "--token-file",
-        token,
-        "--tun-subnet",
-        "198.18.0.1/32",
-    ]));
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("too small"),
-        "{out:?}"
-    );
+    let (code, stderr) = refused_connect(&dc, MANAGER, token, &["--tun-subnet", "198.18.0.1/32"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("too small"), "{stderr}");
 
     // Not a CIDR: clap names the flag.
-    let out = run(dc.tether().args([
-        "connect",
-        "--manager-address",
-        MANAGER,
-        "--token-file",
-        token,
-        "--also-proxy",
-        "10.96.0.0/99",
-    ]));
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--also-proxy"));
+    let (code, stderr) = refused_connect(&dc, MANAGER, token, &["--also-proxy", "10.96.0.0/99"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--also-proxy"), "{stderr}");
 
     // A second connect while one runs is refused and leaves the first alone.
     let mut tether = dc.connect(&[]);
-    let out = run(dc.tether().args([
-        "connect",
-        "--manager-address",
-        MANAGER,
-        "--token-file",
-        token,
-    ]));
-    assert_eq!(out.status.code(), Some(3), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("tether quit"),
-        "{out:?}"
-    );
+    let (code, stderr) = refused_connect(&dc, MANAGER, token, &[]);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("tether quit"), "{stderr}");
     assert_eq!(curl(&dc, "http://web.shop/").trim(), WEB_BODY);
     tether.signal("TERM");
     assert!(tether.wait(Duration::from_secs(10)).success());
