@@ -1,0 +1,106 @@
+//! The command line, parsed into plain values the rest of the crate uses.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::daemon::Config;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tether-sandbox",
+    version,
+    about = "A single-node, Kubernetes-API-compatible cluster for tether's tests and demos"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Start the sandbox in the background and write its kubeconfig.
+    Up(ServeArgs),
+    /// Stop the sandbox (its state stays in the state directory).
+    Down(DirArgs),
+    /// Tell whether the sandbox runs (exit code 3 when it does not).
+    Status(StatusArgs),
+    /// Run the API server in the foreground (what `up` starts).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct DirArgs {
+    /// Where the sandbox keeps its state, credentials and log.
+    #[arg(long, env = "TETHER_SANDBOX_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    dir: DirArgs,
+    /// The kubeconfig path to mention (default: <state-dir>/kubeconfig).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    dir: DirArgs,
+    /// Where to write the kubeconfig (default: <state-dir>/kubeconfig); an existing file keeps
+    /// its other contexts.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The port to listen on at 127.0.0.1 (default: the previous one if free, else any).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+}
+
+/// What to do.
+#[derive(Debug)]
+pub enum Command {
+    Up(Config),
+    Down(Config),
+    Status(Config),
+    Serve(Config),
+}
+
+/// `/var/lib/tether-sandbox` for root, else `$XDG_STATE_HOME/tether-sandbox`
+/// (`~/.local/state/tether-sandbox`).
+fn default_state_dir() -> PathBuf {
+    if rustix::process::getuid().is_root() {
+        return PathBuf::from("/var/lib/tether-sandbox");
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("tether-sandbox")
+}
+
+fn absolute(p: PathBuf) -> PathBuf {
+    std::path::absolute(&p).unwrap_or(p)
+}
+
+fn config(dir: DirArgs, kubeconfig: Option<PathBuf>, port: u16) -> Config {
+    let state_dir = absolute(dir.state_dir.unwrap_or_else(default_state_dir));
+    let kubeconfig = absolute(kubeconfig.unwrap_or_else(|| state_dir.join("kubeconfig")));
+    Config {
+        state_dir,
+        kubeconfig,
+        port,
+    }
+}
+
+/// Parses the process arguments (exits with usage on error, as clap does).
+pub fn parse() -> Command {
+    match Cli::parse().command {
+        Cmd::Up(a) => Command::Up(config(a.dir, a.kubeconfig, a.port)),
+        Cmd::Serve(a) => Command::Serve(config(a.dir, a.kubeconfig, a.port)),
+        Cmd::Down(d) => Command::Down(config(d, None, 0)),
+        Cmd::Status(s) => Command::Status(config(s.dir, s.kubeconfig, 0)),
+    }
+}

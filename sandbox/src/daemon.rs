@@ -1,0 +1,341 @@
+//! Running the sandbox: `serve` in the foreground, and `up`/`down`/`status`, which manage a
+//! detached `serve` through files in the state directory:
+//!
+//! - `tether-sandbox.pid` and `port`: written by `serve` once it listens, removed on exit;
+//! - `tether-sandbox.log`: the detached server's output;
+//! - `lock`: held (flock) by the serving process, so one state directory has one server;
+//! - `state.json` and the credentials (see [`crate::persist`] and [`crate::pki`]).
+
+mod probe;
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal};
+
+use crate::api::Api;
+use crate::kubeconfig::{self, KubeconfigError};
+use crate::persist::{self, PersistError};
+use crate::pki::{Pki, PkiError};
+use crate::server::{self, Server};
+use crate::{bootstrap, controllers};
+
+/// How long `up` waits for the server to answer /readyz.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `down` waits for the server to exit after SIGTERM before it sends SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("another tether-sandbox is serving {0}")]
+    Locked(PathBuf),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Persist(#[from] PersistError),
+    #[error(transparent)]
+    Kubeconfig(#[from] KubeconfigError),
+    #[error("cannot create the bootstrap objects: {0}")]
+    Bootstrap(crate::error::ApiError),
+    #[error("the server exited ({status}) before it was ready; its log ({log}) ends with:\n{tail}")]
+    Exited {
+        status: std::process::ExitStatus,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("the server did not answer /readyz within {0:?}; see {1}")]
+    NotReady(Duration, PathBuf),
+    #[error("process {0} did not exit after SIGTERM and SIGKILL")]
+    WontStop(i32),
+}
+
+/// Where things are, as the command line chose.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    /// 0: the previous port if free, else any free port.
+    pub port: u16,
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError {
+    let path = path.to_path_buf();
+    move |source| DaemonError::Io { what, path, source }
+}
+
+fn pid_file(dir: &Path) -> PathBuf {
+    dir.join("tether-sandbox.pid")
+}
+
+fn port_file(dir: &Path) -> PathBuf {
+    dir.join("port")
+}
+
+pub fn log_file(dir: &Path) -> PathBuf {
+    dir.join("tether-sandbox.log")
+}
+
+fn read_number<T: std::str::FromStr>(path: &Path) -> Option<T> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn ensure_dir(dir: &Path) -> Result<(), DaemonError> {
+    fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io("cannot restrict", dir))
+}
+
+/// Whether `pid` is a live (not zombie) `tether-sandbox serve` process.
+fn is_server(pid: i32) -> bool {
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let ours = args.first().is_some_and(|a| a.ends_with(b"tether-sandbox"))
+        && args.iter().any(|a| *a == b"serve");
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let zombie = stat
+        .rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+    ours && !zombie
+}
+
+/// The running server of a state directory: (pid, port).
+pub fn running(dir: &Path) -> Option<(i32, u16)> {
+    let pid: i32 = read_number(&pid_file(dir))?;
+    let port: u16 = read_number(&port_file(dir))?;
+    is_server(pid).then_some((pid, port))
+}
+
+fn print_usage(port: u16, pid: i32, kubeconfig: &Path) {
+    println!("tether-sandbox is running at https://127.0.0.1:{port} (pid {pid})");
+    println!("kubeconfig: {}", kubeconfig.display());
+    println!();
+    println!("  export KUBECONFIG={}", kubeconfig.display());
+    println!("  kubectl get nodes");
+}
+
+fn log_tail(path: &Path) -> String {
+    let mut text = String::new();
+    if let Ok(mut f) = fs::File::open(path) {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(2000)));
+        let _ = f.read_to_string(&mut text);
+    }
+    text.trim_end().to_string()
+}
+
+/// `tether-sandbox up`: starts a detached server unless one runs, and waits until it is ready.
+pub fn up(cfg: &Config) -> Result<(), DaemonError> {
+    ensure_dir(&cfg.state_dir)?;
+    if let Some((pid, port)) = running(&cfg.state_dir) {
+        print_usage(port, pid, &cfg.kubeconfig);
+        return Ok(());
+    }
+    let _ = fs::remove_file(pid_file(&cfg.state_dir));
+    // Created here, before the server starts, so the two processes never both create them.
+    let pki = Pki::load_or_create(&cfg.state_dir)?;
+    let log_path = log_file(&cfg.state_dir);
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(io("cannot open", &log_path))?;
+    let stderr = log.try_clone().map_err(io("cannot open", &log_path))?;
+    let exe = std::env::current_exe().map_err(io("cannot find", Path::new("/proc/self/exe")))?;
+    let mut child = Command::new(exe)
+        .arg("serve")
+        .arg("--state-dir")
+        .arg(&cfg.state_dir)
+        .arg("--kubeconfig")
+        .arg(&cfg.kubeconfig)
+        .arg("--port")
+        .arg(cfg.port.to_string())
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(stderr)
+        // Its own process group: a Ctrl-C in the shell that ran `up` does not reach it.
+        .process_group(0)
+        .spawn()
+        .map_err(io("cannot start", Path::new("tether-sandbox serve")))?;
+    let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(DaemonError::Exited {
+                status,
+                tail: log_tail(&log_path),
+                log: log_path,
+            });
+        }
+        let listening = read_number::<i32>(&pid_file(&cfg.state_dir)) == Some(pid);
+        if let (true, Some(port)) = (listening, read_number::<u16>(&port_file(&cfg.state_dir)))
+            && probe::ready(&pki, port)
+        {
+            print_usage(port, pid, &cfg.kubeconfig);
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(DaemonError::NotReady(START_TIMEOUT, log_path));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    Pid::from_raw(pid).is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
+        && is_server(pid)
+}
+
+fn wait_gone(pid: i32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while alive(pid) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+/// `tether-sandbox down`: stops the server of a state directory (SIGTERM, then SIGKILL).
+pub fn down(dir: &Path) -> Result<(), DaemonError> {
+    let Some((pid, _)) = running(dir) else {
+        println!(
+            "tether-sandbox is not running (state directory {})",
+            dir.display()
+        );
+        return Ok(());
+    };
+    // `running` only returns positive pids read from our pid file.
+    let target = Pid::from_raw(pid).expect("positive pid");
+    let _ = rustix::process::kill_process(target, Signal::TERM);
+    if !wait_gone(pid, STOP_TIMEOUT) {
+        let _ = rustix::process::kill_process(target, Signal::KILL);
+        if !wait_gone(pid, Duration::from_secs(5)) {
+            return Err(DaemonError::WontStop(pid));
+        }
+        let _ = fs::remove_file(pid_file(dir));
+        let _ = fs::remove_file(port_file(dir));
+    }
+    println!("tether-sandbox stopped (pid {pid})");
+    Ok(())
+}
+
+/// `tether-sandbox status`: whether a server runs for the state directory.
+pub fn status(cfg: &Config) -> bool {
+    match running(&cfg.state_dir) {
+        Some((pid, port)) => {
+            print_usage(port, pid, &cfg.kubeconfig);
+            true
+        }
+        None => {
+            println!(
+                "tether-sandbox is not running (state directory {})",
+                cfg.state_dir.display()
+            );
+            false
+        }
+    }
+}
+
+/// `tether-sandbox serve`: runs the server in the foreground until SIGTERM or SIGINT.
+pub fn serve(cfg: &Config) -> Result<(), DaemonError> {
+    ensure_dir(&cfg.state_dir)?;
+    let lock_path = cfg.state_dir.join("lock");
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io("cannot open", &lock_path))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|_| DaemonError::Locked(cfg.state_dir.clone()))?;
+    let pki = Pki::load_or_create(&cfg.state_dir)?;
+    let tls = pki.server_config(&cfg.state_dir)?;
+    let store = Arc::new(persist::load(&cfg.state_dir)?);
+    bootstrap::run(&store).map_err(DaemonError::Bootstrap)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(io("cannot start the runtime for", &cfg.state_dir))?;
+    runtime.block_on(async {
+        let previous: Option<u16> = read_number(&port_file(&cfg.state_dir));
+        let listener = match (cfg.port, previous) {
+            (0, Some(p)) => match tokio::net::TcpListener::bind(("127.0.0.1", p)).await {
+                Ok(l) => Ok(l),
+                Err(_) => tokio::net::TcpListener::bind(("127.0.0.1", 0)).await,
+            },
+            (port, _) => tokio::net::TcpListener::bind(("127.0.0.1", port)).await,
+        }
+        .map_err(io("cannot listen for", &cfg.state_dir))?;
+        let port = listener
+            .local_addr()
+            .map_err(io("cannot listen for", &cfg.state_dir))?
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        kubeconfig::write(
+            &cfg.kubeconfig,
+            &format!("https://{address}"),
+            &pki.ca_pem,
+            &pki.admin_token,
+        )?;
+
+        controllers::spawn(&store, &pki.ca_pem);
+        let persister = tokio::spawn(persist::run(store.clone(), cfg.state_dir.clone()));
+        let server = Arc::new(Server {
+            api: Api {
+                store: store.clone(),
+                address,
+            },
+            admin_token: pki.admin_token.clone(),
+        });
+        let serving = tokio::spawn(server::serve(listener, tls, server));
+        fs::write(port_file(&cfg.state_dir), port.to_string())
+            .map_err(io("cannot write", &port_file(&cfg.state_dir)))?;
+        fs::write(pid_file(&cfg.state_dir), std::process::id().to_string())
+            .map_err(io("cannot write", &pid_file(&cfg.state_dir)))?;
+        tracing::info!(
+            "serving https://127.0.0.1:{port}, state in {}",
+            cfg.state_dir.display()
+        );
+
+        wait_for_signal().await;
+        tracing::info!("stopping");
+        serving.abort();
+        persister.abort();
+        let _ = fs::remove_file(pid_file(&cfg.state_dir));
+        Ok::<_, DaemonError>(())
+    })?;
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    persist::save(&store, &cfg.state_dir)?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        // Without signal handlers, Ctrl-C and SIGTERM end the process by default.
+        _ => std::future::pending().await,
+    }
+}

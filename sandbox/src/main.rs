@@ -1,0 +1,93 @@
+//! tether-sandbox: a single-node, Kubernetes-API-compatible cluster for tether's tests and for
+//! trying tether without a cluster. Part 1 (this crate today) is the control plane: an HTTPS
+//! API server that the real `kubectl` and kube-rs accept.
+//!
+//! How the modules fit, from the socket inwards:
+//!
+//! - [`args`] parses the command line; [`daemon`] runs `serve` in the foreground and manages a
+//!   detached one for `up`/`down`/`status` (pid file, readiness probe); [`pki`] keeps the CA,
+//!   serving certificate and admin token; [`kubeconfig`] writes the kubeconfig.
+//! - [`server`] terminates TLS on 127.0.0.1, authenticates bearer tokens and collects bodies;
+//!   [`api`] routes Kubernetes REST paths to discovery, object handlers, watches and tables.
+//! - [`resources`] is the table of served types; [`admission`] turns request bodies into stored
+//!   objects (typed decoding through k8s-openapi, defaults, validation, Service allocation from
+//!   [`alloc`]); [`patch`] applies merge, JSON and strategic merge patches; [`lifecycle`]
+//!   deletes (finalizers, propagation).
+//! - [`store`] holds every object as JSON under one lock with a global resourceVersion, a
+//!   bounded event history and a broadcast that watches and [`controllers`] (garbage
+//!   collection, namespaces) subscribe to; [`persist`] snapshots it to disk; [`bootstrap`]
+//!   creates the objects every cluster starts with.
+//!
+//! What still differs from a real API server:
+//!
+//! - Nothing runs pods yet (part 2): no scheduler, kubelet, Deployment/ReplicaSet controllers,
+//!   Endpoints controller, kube-proxy or DNS. The node reports `Ready=False`. No pods/log,
+//!   pods/exec or pods/portforward.
+//! - One admin token, no RBAC enforcement (RBAC objects are stored only), no service-account
+//!   tokens, no anonymous access except /healthz, /livez and /readyz.
+//! - No server-side apply (415). Responses are JSON only; request bodies are JSON, YAML, or
+//!   protobuf for the kinds kubectl's typed clients create (Service, Namespace, ConfigMap,
+//!   Secret, ServiceAccount, Deployment; other kinds and unknown fields get 415). No OpenAPI v2 (404);
+//!   the OpenAPI v3 documents carry paths and PATCH parameters but no schemas, so
+//!   `kubectl explain` does not work. Aggregated discovery is answered with the legacy
+//!   documents (clients fall back). No `/api/v1/watch/...` paths.
+//! - Lists are not snapshots: `continue` pages show objects as they are when the page is read.
+//!   A watch older than the last 50,000 events, or from before a restart, gets 410 Expired.
+//! - Strategic merge patch knows the merge keys of the served built-in types only.
+//! - `generation` is kept for every type and bumps on any change outside metadata and status.
+//! - Deletion ignores grace periods (objects go at once unless finalizers hold them).
+//! - Validation covers names, labels and the fields tether relies on (pods, workloads,
+//!   Services), not everything kube-apiserver checks.
+
+mod admission;
+mod alloc;
+mod api;
+mod args;
+mod bootstrap;
+mod controllers;
+mod daemon;
+mod error;
+mod kubeconfig;
+mod lifecycle;
+mod patch;
+mod persist;
+mod pki;
+mod resources;
+mod server;
+mod store;
+
+use std::process::ExitCode;
+
+use args::Command;
+
+fn main() -> ExitCode {
+    let command = args::parse();
+    if let Command::Serve(_) = command {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("TETHER_SANDBOX_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let result = match &command {
+        Command::Up(cfg) => daemon::up(cfg),
+        Command::Down(cfg) => daemon::down(&cfg.state_dir),
+        Command::Serve(cfg) => daemon::serve(cfg),
+        Command::Status(cfg) => {
+            return if daemon::status(cfg) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            };
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tether-sandbox: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
