@@ -74,7 +74,8 @@ impl DeleteOptions {
     }
 }
 
-fn finalizers(v: &Value) -> Vec<String> {
+/// The object's finalizers.
+pub fn finalizers(v: &Value) -> Vec<String> {
     v["metadata"]["finalizers"]
         .as_array()
         .map(|a| {

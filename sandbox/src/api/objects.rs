@@ -254,25 +254,26 @@ fn write(
     Ok(Reply::bytes(200, obj).with_warnings(warnings))
 }
 
-fn delete(store: &Store, req: &Request, target: &Target, name: &str) -> Result<Reply, ApiError> {
+/// Delete options from the body and the query, as kubectl and client-go send them.
+fn delete_options(req: &Request) -> Result<DeleteOptions, ApiError> {
     let mut opts = DeleteOptions::parse(
         &req.body,
         req.query.get("propagationPolicy"),
         req.query.get("orphanDependents"),
     )?;
     opts.dry_run |= req.query.dry_run()?;
+    Ok(opts)
+}
+
+fn delete(store: &Store, req: &Request, target: &Target, name: &str) -> Result<Reply, ApiError> {
+    let opts = delete_options(req)?;
     let gone = store.write(|s| lifecycle::delete(s, target.rt, target.ns(), name, &opts))?;
     Ok(Reply::bytes(200, gone.json.clone()))
 }
 
 fn delete_collection(store: &Store, req: &Request, target: &Target) -> Result<Reply, ApiError> {
     let filter = Filter::parse(target, &req.query)?;
-    let mut opts = DeleteOptions::parse(
-        &req.body,
-        req.query.get("propagationPolicy"),
-        req.query.get("orphanDependents"),
-    )?;
-    opts.dry_run |= req.query.dry_run()?;
+    let opts = delete_options(req)?;
     let rt = target.rt;
     let ns = target.namespace.as_deref();
     let deleted = store.write(|s| {

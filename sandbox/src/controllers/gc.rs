@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::Controller;
 use crate::error::ApiError;
-use crate::lifecycle::{self, DeleteOptions, FOREGROUND, ORPHAN};
+use crate::lifecycle::{self, DeleteOptions, FOREGROUND, ORPHAN, finalizers};
 use crate::resources::{self, ResourceType};
 use crate::store::{Event, EventType, State, Store};
 
@@ -19,18 +19,6 @@ fn owner_refs(v: &Value) -> Vec<Value> {
     v["metadata"]["ownerReferences"]
         .as_array()
         .cloned()
-        .unwrap_or_default()
-}
-
-fn finalizers(v: &Value) -> Vec<String> {
-    v["metadata"]["finalizers"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
         .unwrap_or_default()
 }
 
