@@ -80,14 +80,7 @@ impl Sandbox {
 
     /// Runs kubectl and returns stdout; panics with stderr when it fails.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed:\n{}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        text(&out.stdout)
+        succeeded(args, self.kubectl(args))
     }
 
     /// Runs kubectl with `stdin` as its input.
@@ -111,36 +104,17 @@ impl Sandbox {
 
     /// Runs kubectl with stdin and returns stdout; panics when it fails.
     pub fn ok_stdin(&self, args: &[&str], stdin: &str) -> String {
-        let out = self.kubectl_stdin(args, stdin);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed:\n{}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        text(&out.stdout)
+        succeeded(args, self.kubectl_stdin(args, stdin))
     }
 
     /// Runs kubectl with stdin expecting failure; returns stderr.
     pub fn fails_stdin(&self, args: &[&str], stdin: &str) -> String {
-        let out = self.kubectl_stdin(args, stdin);
-        assert!(
-            !out.status.success(),
-            "kubectl {args:?} succeeded:\n{}",
-            text(&out.stdout)
-        );
-        text(&out.stderr)
+        failed(args, self.kubectl_stdin(args, stdin))
     }
 
     /// Runs kubectl expecting failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            !out.status.success(),
-            "kubectl {args:?} succeeded:\n{}",
-            text(&out.stdout)
-        );
-        text(&out.stderr)
+        failed(args, self.kubectl(args))
     }
 
     pub fn apply(&self, manifest: &str) -> String {
@@ -173,4 +147,25 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The stdout of a kubectl run that must have succeeded.
+fn succeeded(args: &[&str], out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed:\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// The stderr of a kubectl run that must have failed.
+fn failed(args: &[&str], out: Output) -> String {
+    assert!(
+        !out.status.success(),
+        "kubectl {args:?} succeeded:\n{}",
+        text(&out.stdout)
+    );
+    text(&out.stderr)
 }
