@@ -83,10 +83,6 @@ impl Session {
         async move { token.cancelled().await }
     }
 
-    pub fn is_closed(&self) -> bool {
-        self.closed.is_cancelled()
-    }
-
     /// Opens a stream and sends the flow request on it.
     pub async fn open(&self, request: &FlowRequest) -> Result<FlowStream, SessionError> {
         let (reply_tx, reply_rx) = oneshot::channel();

@@ -23,12 +23,14 @@ pub enum StateError {
         source: std::io::Error,
     },
     #[error(
-        "the session record {path} is unreadable ({reason}); remove it after checking {resolv}"
+        "the session record {path} is unreadable ({reason}); if the resolver file (/etc/resolv.conf \
+         unless --resolv-conf was given) starts with \"# Written by tether\", copy {backup} over it, \
+         then remove the record"
     )]
     Corrupt {
         path: PathBuf,
         reason: String,
-        resolv: String,
+        backup: PathBuf,
     },
 }
 
@@ -88,7 +90,7 @@ impl StateDir {
             .map_err(|e| StateError::Corrupt {
                 path,
                 reason: e.to_string(),
-                resolv: "/etc/resolv.conf".into(),
+                backup: self.backup_path(),
             })
     }
 

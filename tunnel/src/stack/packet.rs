@@ -1,7 +1,7 @@
 //! Classifying packets from the TUN device and building the UDP packets sent back to it.
 //! Parsing uses smoltcp's checked views: a malformed packet is classified as `Drop`.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{SocketAddr, SocketAddrV4};
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
@@ -130,14 +130,6 @@ pub fn host_unreachable(original: &[u8]) -> Option<Vec<u8>> {
         &caps,
     );
     Some(buf)
-}
-
-/// The IPv4 address of a socket address, if it is one.
-pub fn v4(addr: SocketAddr) -> Option<Ipv4Addr> {
-    match addr {
-        SocketAddr::V4(a) => Some(*a.ip()),
-        SocketAddr::V6(_) => None,
-    }
 }
 
 #[cfg(test)]

@@ -98,14 +98,6 @@ impl TcpFlows {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.flows.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
-    }
-
     /// A SYN for `src -> dst`: unless the connection is already known, create a listening
     /// socket for it (SYN-ACK paused) and ask the manager to dial `dst`. Returns false when
     /// the SYN must be dropped instead of reaching smoltcp.

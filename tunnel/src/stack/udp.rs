@@ -45,14 +45,6 @@ impl UdpFlows {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.flows.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
-    }
-
     pub fn on_datagram(&mut self, src: SocketAddr, dst: SocketAddr, payload: &[u8]) {
         let key = (src, dst);
         let datagram = Bytes::copy_from_slice(payload);
