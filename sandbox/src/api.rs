@@ -125,6 +125,8 @@ pub struct Api {
     pub store: Arc<Store>,
     /// `host:port` of the API server, for `/api`'s serverAddressByClientCIDRs.
     pub address: String,
+    /// Namespace names and pod directories, for pods/log and pods/portforward.
+    pub layout: Arc<crate::node::Layout>,
 }
 
 impl Api {

@@ -298,8 +298,10 @@ pub fn serve(cfg: &Config) -> Result<(), DaemonError> {
             api: Api {
                 store: store.clone(),
                 address,
+                layout: Arc::new(crate::node::Layout::new(&cfg.state_dir)),
             },
             admin_token: pki.admin_token.clone(),
+            tokens: Arc::new(crate::auth::Tokens::default()),
         });
         let serving = tokio::spawn(server::serve(listener, tls, server));
         fs::write(port_file(&cfg.state_dir), port.to_string())

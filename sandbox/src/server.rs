@@ -16,6 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 
 use crate::api::{self, Api, Body, Reply};
+use crate::auth::Tokens;
 use crate::error::ApiError;
 
 /// The largest request body accepted (etcd's default request limit).
@@ -32,6 +33,8 @@ fn anonymous_allowed(path: &str) -> bool {
 pub struct Server {
     pub api: Api,
     pub admin_token: String,
+    /// Service-account tokens of running pods.
+    pub tokens: Arc<Tokens>,
 }
 
 impl Server {
@@ -43,9 +46,10 @@ impl Server {
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default()
             .trim();
-        Some(bool::from(
-            token.as_bytes().ct_eq(self.admin_token.as_bytes()),
-        ))
+        Some(
+            bool::from(token.as_bytes().ct_eq(self.admin_token.as_bytes()))
+                || self.tokens.check(token).is_some(),
+        )
     }
 
     async fn respond(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
