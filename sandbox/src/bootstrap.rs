@@ -1,12 +1,20 @@
 //! The objects every cluster starts with, created at each start when missing (as
 //! kube-apiserver reconciles the `kubernetes` Service): the four system namespaces, the node,
 //! the ServiceCIDR, and the `kubernetes` and `kube-dns` Services at their fixed addresses.
+//!
+//! Both Services point at listeners of the sandbox process itself in the node namespace (the
+//! API server and the cluster DNS at [`NODE_IP`]), not at pods, so they have no selector and
+//! their Endpoints and EndpointSlices are written here, as kube-apiserver writes the
+//! `kubernetes` Service's. The node's status is rewritten at every start: it is Ready because
+//! the kubelet starts with the server.
 
 use serde_json::{Value, json};
 
 use crate::admission::{self, FieldValidation};
 use crate::alloc::{KUBE_DNS_IP, KUBERNETES_IP, SERVICE_CIDR};
 use crate::error::ApiError;
+use crate::lifecycle;
+use crate::node::{API_PORT, NODE_IP};
 use crate::resources::{self, Shape};
 use crate::store::Store;
 
@@ -29,11 +37,11 @@ fn node() -> Value {
         "spec": {"podCIDR": POD_CIDR, "podCIDRs": [POD_CIDR]},
         "status": {
             "conditions": [{
-                "type": "Ready", "status": "False", "reason": "KubeletNotReady",
-                "message": "tether-sandbox runs no kubelet yet: pods are stored but not started",
+                "type": "Ready", "status": "True", "reason": "KubeletReady",
+                "message": "kubelet is posting ready status",
                 "lastHeartbeatTime": now, "lastTransitionTime": now,
             }],
-            "addresses": [{"type": "Hostname", "address": NODE_NAME}],
+            "addresses": [{"type": "InternalIP", "address": NODE_IP.to_string()}, {"type": "Hostname", "address": NODE_NAME}],
             "capacity": {"cpu": "2", "memory": "4Gi", "pods": "110"},
             "allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110"},
             "nodeInfo": {
@@ -69,10 +77,22 @@ pub fn run(store: &Store) -> Result<(), ApiError> {
         Shape::Service,
         "kube-system",
         json!({"metadata": {"name": "kube-dns", "labels": {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true", "kubernetes.io/name": "CoreDNS"}},
-            "spec": {"clusterIP": KUBE_DNS_IP.to_string(), "selector": {"k8s-app": "kube-dns"}, "ports": [
+            "spec": {"clusterIP": KUBE_DNS_IP.to_string(), "ports": [
                 {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
                 {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
                 {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153}]}}),
+    ));
+    wanted.extend(endpoints(
+        "default",
+        "kubernetes",
+        &[("https", API_PORT, "TCP")],
+        json!({"component": "apiserver", "provider": "kubernetes"}),
+    ));
+    wanted.extend(endpoints(
+        "kube-system",
+        "kube-dns",
+        &[("dns", 53, "UDP"), ("dns-tcp", 53, "TCP")],
+        json!({"k8s-app": "kube-dns"}),
     ));
     for (shape, namespace, body) in wanted {
         let rt = resources::by_shape(shape);
@@ -81,7 +101,13 @@ pub fn run(store: &Store) -> Result<(), ApiError> {
             .unwrap_or_default()
             .to_string();
         store.write(|s| {
-            if s.get(rt, namespace, &name).is_some() {
+            if let Some(existing) = s.get(rt, namespace, &name) {
+                // The node's status is the kubelet's report: refresh it at every start.
+                if shape == Shape::Node && existing.value["status"] != body["status"] {
+                    let mut updated = existing.value.clone();
+                    updated["status"] = body["status"].clone();
+                    lifecycle::store_update(s, rt, updated);
+                }
                 return Ok(());
             }
             let (obj, _) =
@@ -91,6 +117,39 @@ pub fn run(store: &Store) -> Result<(), ApiError> {
         })?;
     }
     Ok(())
+}
+
+/// The Endpoints and EndpointSlice of a selector-less Service served at [`NODE_IP`].
+fn endpoints(
+    ns: &'static str,
+    service: &str,
+    ports: &[(&str, u16, &str)],
+    labels: Value,
+) -> [(Shape, &'static str, Value); 2] {
+    let ip = NODE_IP.to_string();
+    let mut slice_labels = labels.clone();
+    slice_labels["kubernetes.io/service-name"] = json!(service);
+    slice_labels["endpointslice.kubernetes.io/managed-by"] = json!("tether-sandbox");
+    let port_list: Vec<Value> = ports
+        .iter()
+        .map(|(name, port, proto)| json!({"name": name, "port": port, "protocol": proto}))
+        .collect();
+    [
+        (
+            Shape::Endpoints,
+            ns,
+            json!({"metadata": {"name": service, "labels": labels},
+                "subsets": [{"addresses": [{"ip": ip, "nodeName": NODE_NAME}], "ports": port_list}]}),
+        ),
+        (
+            Shape::EndpointSlice,
+            ns,
+            json!({"metadata": {"name": service, "labels": slice_labels},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": [ip], "conditions": {"ready": true, "serving": true, "terminating": false}, "nodeName": NODE_NAME}],
+                "ports": port_list}),
+        ),
+    ]
 }
 
 #[cfg(test)]
@@ -120,6 +179,14 @@ mod tests {
             })
             .unwrap();
         assert_eq!(node.value["spec"]["podCIDRs"], json!([POD_CIDR]));
-        assert_eq!(node.value["status"]["conditions"][0]["type"], "Ready");
+        assert_eq!(node.value["status"]["conditions"][0]["status"], "True");
+        let slice = store
+            .read(|s| {
+                s.get(resources::by_shape(Shape::EndpointSlice), "kube-system", "kube-dns")
+                    .cloned()
+            })
+            .unwrap();
+        assert_eq!(slice.value["endpoints"][0]["addresses"][0], "10.244.0.1");
+        assert_eq!(slice.value["ports"][0]["port"], 53);
     }
 }

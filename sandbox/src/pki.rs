@@ -36,6 +36,7 @@ pub const SERVING_NAMES: &[&str] = &[
     "127.0.0.1",
     "localhost",
     "10.96.0.1",
+    "10.244.0.1",
     "kubernetes",
     "kubernetes.default",
     "kubernetes.default.svc",
