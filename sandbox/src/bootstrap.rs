@@ -182,8 +182,12 @@ mod tests {
         assert_eq!(node.value["status"]["conditions"][0]["status"], "True");
         let slice = store
             .read(|s| {
-                s.get(resources::by_shape(Shape::EndpointSlice), "kube-system", "kube-dns")
-                    .cloned()
+                s.get(
+                    resources::by_shape(Shape::EndpointSlice),
+                    "kube-system",
+                    "kube-dns",
+                )
+                .cloned()
             })
             .unwrap();
         assert_eq!(slice.value["endpoints"][0]["addresses"][0], "10.244.0.1");
