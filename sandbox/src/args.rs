@@ -27,6 +27,21 @@ enum Cmd {
     Status(StatusArgs),
     /// Run the API server in the foreground (what `up` starts).
     Serve(ServeArgs),
+    /// Open a shell in the sandbox's workstation: a network namespace whose only way into the
+    /// cluster is the API server (as for a laptop outside a real cluster), with KUBECONFIG set.
+    Shell(ShellArgs),
+}
+
+#[derive(Debug, Args)]
+struct ShellArgs {
+    #[command(flatten)]
+    dir: DirArgs,
+    /// The kubeconfig to set as KUBECONFIG (default: <state-dir>/kubeconfig).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Run this command instead of an interactive shell (e.g. `-- kubectl get pods -A`).
+    #[arg(last = true)]
+    command: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -56,6 +71,10 @@ struct ServeArgs {
     /// The port to listen on at 127.0.0.1 (default: the previous one if free, else any).
     #[arg(long, default_value_t = 0)]
     port: u16,
+    /// Also deploy the `demo` namespace (web, api, db, legacy, flaky, udp) and wait until its
+    /// workloads are ready.
+    #[arg(long)]
+    demo: bool,
 }
 
 /// What to do.
@@ -65,6 +84,7 @@ pub enum Command {
     Down(Config),
     Status(Config),
     Serve(Config),
+    Shell(Config, Vec<String>),
 }
 
 /// `/var/lib/tether-sandbox` for root, else `$XDG_STATE_HOME/tether-sandbox`
@@ -92,14 +112,23 @@ fn config(dir: DirArgs, kubeconfig: Option<PathBuf>, port: u16) -> Config {
         state_dir,
         kubeconfig,
         port,
+        demo: false,
+    }
+}
+
+fn serve_config(a: ServeArgs) -> Config {
+    Config {
+        demo: a.demo,
+        ..config(a.dir, a.kubeconfig, a.port)
     }
 }
 
 /// Parses the process arguments (exits with usage on error, as clap does).
 pub fn parse() -> Command {
     match Cli::parse().command {
-        Cmd::Up(a) => Command::Up(config(a.dir, a.kubeconfig, a.port)),
-        Cmd::Serve(a) => Command::Serve(config(a.dir, a.kubeconfig, a.port)),
+        Cmd::Up(a) => Command::Up(serve_config(a)),
+        Cmd::Serve(a) => Command::Serve(serve_config(a)),
+        Cmd::Shell(a) => Command::Shell(config(a.dir, a.kubeconfig, 0), a.command),
         Cmd::Down(d) => Command::Down(config(d, None, 0)),
         Cmd::Status(s) => Command::Status(config(s.dir, s.kubeconfig, 0)),
     }

@@ -68,6 +68,8 @@ pub struct Config {
     pub kubeconfig: PathBuf,
     /// 0: the previous port if free, else any free port.
     pub port: u16,
+    /// Deploy the demo namespace and wait for it before reporting ready.
+    pub demo: bool,
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError {
@@ -160,6 +162,7 @@ pub fn up(cfg: &Config) -> Result<(), DaemonError> {
         .arg(&cfg.kubeconfig)
         .arg("--port")
         .arg(cfg.port.to_string())
+        .args(cfg.demo.then_some("--demo"))
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(stderr)

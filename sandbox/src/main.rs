@@ -57,6 +57,7 @@ mod persist;
 mod pki;
 mod resources;
 mod server;
+mod shell;
 mod store;
 
 use std::process::ExitCode;
@@ -78,6 +79,7 @@ fn main() -> ExitCode {
         Command::Up(cfg) => daemon::up(cfg),
         Command::Down(cfg) => daemon::down(&cfg.state_dir),
         Command::Serve(cfg) => daemon::serve(cfg),
+        Command::Shell(cfg, command) => return shell::run(cfg, command),
         Command::Status(cfg) => {
             return if daemon::status(cfg) {
                 ExitCode::SUCCESS
