@@ -1,10 +1,11 @@
 //! Command-line parsing. clap types stay here; commands receive plain configuration.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
 
 #[derive(Parser)]
 #[command(
@@ -16,8 +17,9 @@ pub struct Cli {
     /// Output format for results.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
-    /// Where tether records what it changed on this machine, so that it can be undone even
-    /// after a crash [default: /run/tether as root, else $XDG_RUNTIME_DIR/tether].
+    /// Where tether keeps its daemon's socket and log and records what it changed on this
+    /// machine, so that it can be undone even after a crash [default: /run/tether as root,
+    /// else $XDG_RUNTIME_DIR/tether].
     #[arg(long, global = true, env = "TETHER_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
     #[command(subcommand)]
@@ -32,12 +34,17 @@ pub enum OutputFormat {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Open a tunnel to a tether manager and route cluster addresses and DNS through it.
-    /// Runs in the foreground until interrupted (Ctrl-C or SIGTERM); everything it changed on
-    /// this machine is undone when it exits.
+    /// Start the tether daemon: open a tunnel to a tether manager and route cluster addresses
+    /// and DNS through it. Returns once traffic flows; the daemon keeps the session up (and
+    /// reconnects on its own) until `tether quit`.
     Connect(ConnectArgs),
-    /// Stop a running `tether connect`, or undo what a crashed one left behind.
+    /// Show what the daemon is connected to and what it routes.
+    Status,
+    /// Stop the daemon and undo everything it changed, or undo what a crashed one left.
     Quit,
+    /// The daemon itself, started by `tether connect`.
+    #[command(hide = true)]
+    Daemon(DaemonArgs),
 }
 
 #[derive(clap::Args)]
@@ -51,6 +58,9 @@ pub struct ConnectArgs {
     /// Also route this subnet to the cluster (repeatable).
     #[arg(long = "also-proxy", value_name = "CIDR")]
     pub also_proxy: Vec<IpNet>,
+    /// Never route this subnet to the cluster, even when the cluster reports it (repeatable).
+    #[arg(long = "never-proxy", value_name = "CIDR")]
+    pub never_proxy: Vec<IpNet>,
     /// Name of the TUN device to create.
     #[arg(long, default_value = "tether0")]
     pub tun_name: String,
@@ -58,14 +68,33 @@ pub struct ConnectArgs {
     /// the DNS server's. Pick one that this machine does not use.
     #[arg(long, default_value = "198.18.0.0/30")]
     pub tun_subnet: ipnet::Ipv4Net,
-    /// The resolver configuration to point at tether's DNS server while connected.
+    /// The resolver configuration to point at tether's DNS server while connected (when
+    /// systemd-resolved is not used).
     #[arg(long, default_value = "/etc/resolv.conf")]
     pub resolv_conf: PathBuf,
+    /// How cluster names reach tether's DNS server: per-link DNS through systemd-resolved,
+    /// a rewrite of the resolver file, or whichever this machine uses (auto).
+    #[arg(long, value_enum, default_value_t = DnsModeArg::Auto)]
+    pub dns_mode: DnsModeArg,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DnsModeArg {
+    Auto,
+    Resolved,
+    ResolvConf,
+}
+
+#[derive(clap::Args)]
+pub struct DaemonArgs {
+    /// The daemon's configuration, written by `tether connect`.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
 }
 
 /// The parsed manager address: names are resolved once, at connect time.
 pub fn resolve_manager(address: &str) -> std::io::Result<SocketAddr> {
-    use std::net::ToSocketAddrs;
     address
         .to_socket_addrs()?
         .next()

@@ -1,339 +1,232 @@
-//! `tether connect` in direct mode: tunnel to a manager at a known address, then bring up the
-//! TUN device, routes and DNS, and carry traffic until interrupted.
-//!
-//! Every change to the machine is recorded in the state directory before it is made and
-//! undone on every exit path: a normal exit, an error half-way through setup, Ctrl-C,
-//! SIGTERM, or the loss of the tunnel. After SIGKILL the kernel removes the TUN device and
-//! its routes, and the next `tether connect` or `tether quit` restores the resolver file.
+//! `tether connect`: start the daemon (as root, through sudo if needed), follow its
+//! progress over the socket, and return once traffic flows. Ctrl-C while it connects stops
+//! the daemon again; once connected, the daemon runs until `tether quit`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv4Net};
-use serde_json::json;
-use tether_tunnel::Session;
-use tether_tunnel::stack::dns::DnsConfig;
-use tether_tunnel::stack::{self, StackConfig, StackError};
-use tether_tunnel::wire::control::{ClusterInfo, ControlMessage};
-use tether_tunnel::wire::flow::FlowRequest;
-use tether_tunnel::wire::frame::{MAX_FRAME, expect_frame, write_frame};
-use tether_tunnel::wire::handshake::client_handshake;
-use tokio::net::TcpStream;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio_util::sync::CancellationToken;
 
+use crate::args::DnsModeArg;
+use crate::daemon::{DaemonConfig, Source};
 use crate::error::CliError;
+use crate::ipc::{self, Reply, Request};
 use crate::output::Printer;
-use crate::system::state::{Previous, SessionRecord, StateDir};
-use crate::system::{resolv, routes::Routes};
+use crate::status;
+use crate::system::state::{Previous, StateDir};
 
-const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(15);
-/// A TUN MTU near the IPv4 maximum: the kernel hands over 64 KiB segments, so each packet
-/// carries as much as possible through the userspace stack.
-const TUN_MTU: u16 = 65_000;
+/// How long the daemon may take to open its socket.
+const SOCKET_DEADLINE: Duration = Duration::from_secs(10);
 
 pub struct ConnectConfig {
-    pub manager: String,
-    pub token_file: PathBuf,
+    pub source: Source,
+    pub context: Option<String>,
+    pub cluster: Option<String>,
+    pub namespace: Option<String>,
     pub also_proxy: Vec<IpNet>,
+    pub never_proxy: Vec<IpNet>,
     pub tun_name: String,
     pub tun_subnet: Ipv4Net,
     pub resolv_conf: PathBuf,
+    pub dns_mode: DnsModeArg,
     pub state_dir: PathBuf,
 }
 
 pub async fn run(config: ConnectConfig, printer: Printer) -> Result<(), CliError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(CliError::Signals)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(CliError::Signals)?;
-
     let state = StateDir::open(&config.state_dir)?;
-    match state.previous()? {
-        Previous::Running(record) => {
-            return Err(CliError::AlreadyConnected {
-                pid: record.pid,
-                manager: record.manager,
-            });
-        }
-        Previous::Crashed(record) => crate::quit::undo_leftovers(&state, &record, printer)?,
-        Previous::None => {}
-    }
+    let socket = state.socket_path();
 
-    let token = read_token(&config.token_file)?;
-    let addr = crate::args::resolve_manager(&config.manager).map_err(|source| {
-        CliError::ManagerAddress {
-            address: config.manager.clone(),
+    // Already connected (or connecting): report that connection.
+    let running = match state.previous()? {
+        Previous::Running(record) => Some((record.pid, record.manager)),
+        Previous::Crashed(_) | Previous::None => None,
+    };
+    if let Some(current) = status::query(&socket).await {
+        printer.emit(
+            &status::render(&current),
+            status::to_json(&current, "already-connected"),
+        );
+        return Err(CliError::AlreadyConnected {
+            pid: current.pid,
+            manager: current.manager.address,
+        });
+    }
+    if let Some((pid, manager)) = running {
+        return Err(CliError::AlreadyConnected { pid, manager });
+    }
+    // Obvious mistakes are refused before anything starts (the daemon checks again).
+    crate::daemon::host::tun_addresses(config.tun_subnet)?;
+
+    let daemon_config = DaemonConfig {
+        source: config.source,
+        context: config.context,
+        cluster: config.cluster,
+        namespace: config.namespace,
+        also_proxy: config.also_proxy,
+        never_proxy: config.never_proxy,
+        tun_name: config.tun_name,
+        tun_subnet: config.tun_subnet,
+        resolv_conf: config.resolv_conf,
+        dns_mode: config.dns_mode,
+        state_dir: config.state_dir.clone(),
+        log_filter: std::env::var("TETHER_LOG").unwrap_or_else(|_| "info".to_owned()),
+    };
+    let config_path = state.config_path();
+    // Serializing plain strings, paths and subnets cannot fail.
+    let text = serde_json::to_string_pretty(&daemon_config).expect("config serializes");
+    std::fs::write(&config_path, text).map_err(|source| {
+        crate::system::state::StateError::Write {
+            path: config_path.clone(),
             source,
         }
     })?;
-    // Until something is changed, an interrupt simply ends the attempt.
-    let (session, mut control, cluster, manager_version) = tokio::select! {
-        opened = open_session(addr, &token) => opened?,
-        _ = sigint.recv() => return Err(CliError::Interrupted),
-        _ = sigterm.recv() => return Err(CliError::Interrupted),
+
+    let progress = printer.progress();
+    progress.step("Starting the tether daemon");
+    let mut child = spawn_daemon(&config_path, &state)?;
+    let mut replies = tokio::select! {
+        replies = wait_for_socket(&socket, &mut child, &state) => replies?,
+        _ = sigint.recv() => return Err(interrupt(&socket).await),
+        _ = sigterm.recv() => return Err(interrupt(&socket).await),
     };
-    let subnets = subnets_to_route(&cluster, &config, addr)?;
-
-    let mut hosts = config.tun_subnet.hosts();
-    let (Some(tun_ip), Some(dns_ip)) = (hosts.next(), hosts.next()) else {
-        return Err(CliError::TunSubnetTooSmall(config.tun_subnet));
-    };
-    let original_resolv = resolv::read(&config.resolv_conf)?;
-    let upstream: Vec<SocketAddr> = resolv::nameservers(&original_resolv)
-        .into_iter()
-        .filter(|ns| ns.ip() != dns_ip)
-        .collect();
-
-    let record = SessionRecord {
-        pid: std::process::id(),
-        tun_name: config.tun_name.clone(),
-        resolv_conf: config.resolv_conf.clone(),
-        resolv_backup: state.backup_path(),
-        manager: addr.to_string(),
-    };
-    state.write(&record)?;
-    // From here on, every exit path goes through `undo`.
-    let mut changes = Changes {
-        state: &state,
-        record,
-        resolv_rewritten: false,
-    };
-    let result = async {
-        let tun = stack::tun_device::open(
-            &config.tun_name,
-            tun_ip,
-            config.tun_subnet.prefix_len(),
-            TUN_MTU,
-        )
-        .map_err(|e| match &e {
-            StackError::CreateTun { source, .. } if is_permission_error(source) => {
-                CliError::Privileges(e.to_string())
-            }
-            _ => CliError::Stack(e),
-        })?;
-        Routes::new()?.add(&config.tun_name, &subnets).await?;
-        let new_resolv = resolv::render(&original_resolv, dns_ip, &cluster.search, &state.backup_path());
-        resolv::rewrite(&config.resolv_conf, &state.backup_path(), &original_resolv, &new_resolv)?;
-        changes.resolv_rewritten = true;
-
-        let routed: Vec<String> = subnets.iter().map(ToString::to_string).collect();
-        printer.emit(
-            &format!(
-                "Connected to the manager at {addr} (tether-agent {manager_version}).\n  \
-                 device {} {tun_ip}/{}, routing {}\n  \
-                 DNS {dns_ip}, cluster domain {}, search {}\n\
-                 Press Ctrl-C to disconnect.",
-                config.tun_name,
-                config.tun_subnet.prefix_len(),
-                if routed.is_empty() { "nothing".to_owned() } else { routed.join(", ") },
-                cluster.dns_domain,
-                cluster.search.join(" "),
-            ),
-            json!({
-                "event": "connected",
-                "manager": addr.to_string(),
-                "manager_version": manager_version,
-                "device": config.tun_name,
-                "device_address": format!("{tun_ip}/{}", config.tun_subnet.prefix_len()),
-                "routes": routed,
-                "dns": { "server": dns_ip.to_string(), "domain": cluster.dns_domain, "search": cluster.search },
-            }),
-        );
-
-        let tun = std::sync::Arc::new(tun);
-        let shutdown = CancellationToken::new();
-        let stack_config = StackConfig {
-            mtu: usize::from(TUN_MTU),
-            anchor: dns_ip,
-            dns: DnsConfig {
-                listen: SocketAddr::new(dns_ip.into(), 53),
-                domain: cluster.dns_domain.clone(),
-                upstream,
-            },
-            udp_idle_timeout: Duration::from_secs(60),
-        };
-        let stack = tokio::spawn(stack::run(tun, session.clone(), stack_config, shutdown.clone()));
-        tokio::pin!(stack);
-        let reason = tokio::select! {
-            _ = sigint.recv() => None,
-            _ = sigterm.recv() => None,
-            lost = keepalive(&mut control) => Some(lost),
-            ended = &mut stack => Some(match ended {
-                Ok(Ok(())) => "the network stack stopped".to_owned(),
-                Ok(Err(e)) => e.to_string(),
-                Err(e) => format!("the network stack failed: {e}"),
-            }),
-        };
-        shutdown.cancel();
-        if !stack.is_finished() {
-            // The stack returns promptly once cancelled; do not wait forever regardless.
-            let _ = tokio::time::timeout(Duration::from_secs(5), &mut stack).await;
-        }
-        match reason {
-            None => Ok(()),
-            Some(reason) => Err(CliError::SessionLost { addr, reason }),
-        }
-    }
-    .await;
-    changes.undo();
-    if result.is_ok() {
-        printer.emit(
-            "Disconnected; routes, device and DNS settings are restored.",
-            json!({ "event": "disconnected" }),
-        );
-    }
-    result
-}
-
-/// What this run changed, undone exactly once whatever the exit path.
-struct Changes<'a> {
-    state: &'a StateDir,
-    record: SessionRecord,
-    resolv_rewritten: bool,
-}
-
-impl Changes<'_> {
-    fn undo(&mut self) {
-        if self.resolv_rewritten || self.record.resolv_backup.exists() {
-            match resolv::restore(&self.record.resolv_conf, &self.record.resolv_backup) {
-                Ok(true) => {}
-                Ok(false) => tracing::warn!(
-                    "{} was changed by another program while tether ran; left as it is",
-                    self.record.resolv_conf.display()
-                ),
-                Err(e) => {
-                    // Keep the record: the next run retries the restore from the backup.
-                    tracing::error!("could not restore the resolver configuration: {e}");
-                    return;
-                }
-            }
-            self.resolv_rewritten = false;
-        }
-        self.state.remove();
-    }
-}
-
-impl Drop for Changes<'_> {
-    fn drop(&mut self) {
-        // Reached only if `undo` was skipped by a panic; restoring is still right.
-        if self.resolv_rewritten {
-            self.undo();
-        }
-    }
-}
-
-fn read_token(path: &PathBuf) -> Result<String, CliError> {
-    let token = std::fs::read_to_string(path).map_err(|source| CliError::TokenFile {
-        path: path.clone(),
-        source,
-    })?;
-    let token = token.trim().to_owned();
-    if token.is_empty() {
-        return Err(CliError::EmptyToken(path.clone()));
-    }
-    Ok(token)
-}
-
-async fn open_session(
-    addr: SocketAddr,
-    token: &str,
-) -> Result<(Session, tether_tunnel::FlowStream, ClusterInfo, String), CliError> {
-    let unreachable = |reason: String| CliError::ManagerUnreachable { addr, reason };
-    let mut stream = match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(unreachable(e.to_string())),
-        Err(_) => return Err(unreachable(format!("no answer within {DIAL_TIMEOUT:?}"))),
-    };
-    let _ = stream.set_nodelay(true);
-    let accepted =
-        match tokio::time::timeout(DIAL_TIMEOUT, client_handshake(&mut stream, token)).await {
-            Ok(Ok(accepted)) => accepted,
-            Ok(Err(source)) => return Err(CliError::Handshake { addr, source }),
-            Err(_) => return Err(unreachable(format!("no handshake within {DIAL_TIMEOUT:?}"))),
-        };
-    let session = Session::client(stream);
-    let no_info = |reason: String| CliError::NoClusterInfo { addr, reason };
-    let mut control = session
-        .open(&FlowRequest::Control)
-        .await
-        .map_err(|e| no_info(e.to_string()))?;
-    let frame = tokio::time::timeout(
-        DIAL_TIMEOUT,
-        expect_frame(&mut control, MAX_FRAME, "cluster info"),
-    )
-    .await
-    .map_err(|_| no_info(format!("nothing within {DIAL_TIMEOUT:?}")))?
-    .map_err(|e| no_info(e.to_string()))?;
-    match ControlMessage::decode(&frame) {
-        Ok(ControlMessage::ClusterInfo(info)) => {
-            Ok((session, control, info, accepted.peer.software))
-        }
-        Ok(other) => Err(no_info(format!("unexpected message {other:?}"))),
-        Err(e) => Err(no_info(e.to_string())),
-    }
-}
-
-fn subnets_to_route(
-    cluster: &ClusterInfo,
-    config: &ConnectConfig,
-    manager: SocketAddr,
-) -> Result<Vec<IpNet>, CliError> {
-    let mut subnets: Vec<IpNet> = Vec::new();
-    for subnet in cluster.subnets.iter().chain(&config.also_proxy) {
-        let subnet = subnet.trunc();
-        if !subnets.contains(&subnet) {
-            subnets.push(subnet);
-        }
-    }
-    let tun: IpNet = config.tun_subnet.trunc().into();
-    for subnet in &subnets {
-        if matches!(subnet, IpNet::V6(_)) {
-            return Err(CliError::Ipv6(*subnet));
-        }
-        if subnet.contains(&manager.ip()) {
-            return Err(CliError::RoutesManager {
-                subnet: *subnet,
-                manager,
-            });
-        }
-        if subnet.contains(&tun.network()) || tun.contains(&subnet.network()) {
-            return Err(CliError::OverlapsTun {
-                subnet: *subnet,
-                tun,
-            });
-        }
-    }
-    Ok(subnets)
-}
-
-/// Pings the manager on the control stream; returns why the session is considered lost.
-async fn keepalive(control: &mut tether_tunnel::FlowStream) -> String {
-    let mut nonce = 0u64;
     loop {
-        tokio::time::sleep(KEEPALIVE_INTERVAL).await;
-        nonce += 1;
-        if let Err(e) = write_frame(control, &ControlMessage::Ping { nonce }.encode()).await {
-            return format!("keepalive failed: {e}");
-        }
-        let answer =
-            tokio::time::timeout(KEEPALIVE_TIMEOUT, expect_frame(control, MAX_FRAME, "pong")).await;
-        match answer {
-            Ok(Ok(frame)) => match ControlMessage::decode(&frame) {
-                Ok(ControlMessage::Pong { nonce: n }) if n == nonce => {}
-                Ok(_) => {}
-                Err(e) => return format!("bad keepalive answer: {e}"),
-            },
-            Ok(Err(e)) => return format!("keepalive failed: {e}"),
-            Err(_) => return format!("no keepalive answer within {KEEPALIVE_TIMEOUT:?}"),
+        let reply = tokio::select! {
+            reply = replies.next() => reply,
+            _ = sigint.recv() => return Err(interrupt(&socket).await),
+            _ = sigterm.recv() => return Err(interrupt(&socket).await),
+        };
+        match reply {
+            Ok(Some(Reply::Progress { message })) => progress.step(&message),
+            Ok(Some(cleaned @ Reply::CleanedUp { .. })) => {
+                progress.finish();
+                crate::quit::print_cleaned(&cleaned, printer);
+            }
+            Ok(Some(Reply::Connected { status })) => {
+                progress.finish();
+                printer.emit(&connected_text(&status), status::to_json(&status, "connected"));
+                return Ok(());
+            }
+            Ok(Some(Reply::Failed { error, exit_code })) => {
+                progress.finish();
+                // Give the daemon its moment to exit, so a retry does not find it.
+                let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+                return Err(CliError::Daemon {
+                    message: error,
+                    exit_code,
+                });
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => {
+                progress.finish();
+                let reason = match child.try_wait() {
+                    Ok(Some(status)) => format!("it exited ({status})"),
+                    _ => "its socket closed".to_owned(),
+                };
+                return Err(CliError::DaemonLost {
+                    reason,
+                    log: state.log_path(),
+                });
+            }
         }
     }
 }
 
-fn is_permission_error(err: &tun::Error) -> bool {
-    match err {
-        tun::Error::Io(e) => e.kind() == std::io::ErrorKind::PermissionDenied,
-        other => other.to_string().contains("ermission"),
+fn connected_text(s: &ipc::Status) -> String {
+    format!(
+        "Connected to the manager at {} (tether-agent {}).\n  \
+         device {} {}, routing {}\n  \
+         DNS {} ({}), cluster domain {}, search {}\n\
+         `tether status` shows the connection, `tether quit` ends it.",
+        s.manager.address,
+        s.manager.version,
+        s.device,
+        s.device_address,
+        if s.routes.is_empty() {
+            "nothing".to_owned()
+        } else {
+            s.routes.join(", ")
+        },
+        s.dns.server,
+        s.dns.mode,
+        s.dns.domain,
+        s.dns.search.join(" "),
+    )
+}
+
+/// Starts `tether daemon`: directly as root, else through sudo. Its stderr goes to the log
+/// (panics and early errors land there); the daemon detaches itself from the terminal.
+fn spawn_daemon(config_path: &std::path::Path, state: &StateDir) -> Result<Child, CliError> {
+    let exe = std::env::current_exe().map_err(CliError::Spawn)?;
+    let mut cmd = if crate::sudo::is_root() {
+        Command::new(&exe)
+    } else {
+        crate::sudo::prepare("create its network device and change routes and DNS")?;
+        let mut cmd = crate::sudo::command(&exe);
+        // Out of the terminal's process group, so Ctrl-C here is not relayed by sudo; the
+        // daemon starts its own session anyway.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        cmd
+    };
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state.log_path())
+        .map_err(CliError::Spawn)?;
+    cmd.arg("daemon")
+        .arg("--config")
+        .arg(config_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(CliError::Spawn)
+}
+
+/// Waits until the daemon accepts a `watch` request, or says why it will not.
+async fn wait_for_socket(
+    socket: &std::path::Path,
+    child: &mut Child,
+    state: &StateDir,
+) -> Result<ipc::Replies, CliError> {
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(CliError::DaemonDied {
+                status: status.to_string(),
+                log: state.log_path(),
+                tail: log_tail(&state.log_path()),
+            });
+        }
+        if let Ok(replies) = ipc::send(socket, Request::Watch).await {
+            return Ok(replies);
+        }
+        if start.elapsed() > SOCKET_DEADLINE {
+            return Err(CliError::DaemonSilent(socket.to_owned()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The last lines of the daemon's log, for an error message.
+fn log_tail(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(5)..];
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("\n{}", tail.join("\n"))
+    }
+}
+
+/// Ctrl-C while connecting: stop the daemon, which undoes whatever it did so far.
+async fn interrupt(socket: &std::path::Path) -> CliError {
+    if let Ok(mut replies) = ipc::send(socket, Request::Quit).await {
+        let _ = tokio::time::timeout(Duration::from_secs(15), replies.next()).await;
+    }
+    CliError::Interrupted
 }

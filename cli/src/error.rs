@@ -1,6 +1,6 @@
 //! Errors as the user sees them: what failed, the likely cause, and what to do next.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use ipnet::IpNet;
@@ -33,25 +33,33 @@ pub enum CliError {
         source: std::io::Error,
     },
     #[error(
-        "cannot reach the manager at {addr}: {reason}. Check that tether-agent manager runs there and that this machine can reach that address."
+        "cannot reach the manager at {manager}: {reason}. Check that tether-agent manager runs there and that this machine can reach that address."
     )]
-    ManagerUnreachable { addr: SocketAddr, reason: String },
-    #[error("the manager at {addr} refused the session: {source}")]
+    ManagerUnreachable { manager: String, reason: String },
+    #[error("the manager at {manager} refused the session: {source}")]
     Handshake {
-        addr: SocketAddr,
+        manager: String,
         #[source]
         source: HandshakeError,
     },
-    #[error("the manager at {addr} did not send the cluster's configuration: {reason}")]
-    NoClusterInfo { addr: SocketAddr, reason: String },
+    #[error("the manager at {manager} did not send the cluster's configuration: {reason}")]
+    NoClusterInfo { manager: String, reason: String },
     #[error(
         "tether connect is already running here (pid {pid}, manager {manager}). Run `tether quit` to stop it first."
     )]
     AlreadyConnected { pid: u32, manager: String },
     #[error(
-        "cannot route {subnet}: it contains the manager's address {manager}, so the tunnel would be routed into itself. Remove it from --also-proxy."
+        "cannot route {subnet}: it contains {manager}, the address the tunnel itself goes to, so the tunnel would be routed into itself. Leave it out with --never-proxy or remove it from --also-proxy."
     )]
-    RoutesManager { subnet: IpNet, manager: SocketAddr },
+    RoutesManager { subnet: IpNet, manager: IpAddr },
+    #[error(
+        "cannot route {subnet}: it overlaps {existing}, which this machine already routes via {device}. Keep it out of the tunnel with --never-proxy {existing} (or leave it out of --also-proxy)."
+    )]
+    OverlapsRoute {
+        subnet: IpNet,
+        existing: IpNet,
+        device: String,
+    },
     #[error(
         "cannot route {subnet}: it overlaps tether's own device subnet {tun}. Choose another --tun-subnet."
     )]
@@ -69,18 +77,16 @@ pub enum CliError {
     #[error(transparent)]
     Resolv(#[from] ResolvError),
     #[error(
-        "{0}. If a route to that subnet already exists on this machine, leave the subnet out of --also-proxy."
+        "{0}. If a route to that subnet already exists on this machine, keep it out of the tunnel with --never-proxy."
     )]
     Route(#[from] RouteError),
+    #[error("cannot configure systemd-resolved for {link}: {reason}")]
+    Resolved { link: String, reason: String },
     #[error(transparent)]
     Stack(#[from] StackError),
-    #[error(
-        "lost the tunnel to the manager at {addr}: {reason}. Everything tether changed has been undone; run tether connect again."
-    )]
-    SessionLost { addr: SocketAddr, reason: String },
-    #[error("tether connect (pid {0}) did not stop within 10 seconds after SIGTERM")]
+    #[error("the tether daemon (pid {0}) did not stop within 10 seconds")]
     QuitTimeout(u32),
-    #[error("cannot signal tether connect (pid {pid}): {source}")]
+    #[error("cannot signal the tether daemon (pid {pid}): {source}")]
     Signal {
         pid: u32,
         #[source]
@@ -90,6 +96,37 @@ pub enum CliError {
     Interrupted,
     #[error("cannot set up signal handling: {0}")]
     Signals(std::io::Error),
+    #[error("cannot start the tether daemon: {0}")]
+    Spawn(std::io::Error),
+    #[error("the tether daemon exited before it was connected ({status}). Its log: {log}{tail}")]
+    DaemonDied {
+        status: String,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("the tether daemon did not open its socket {0} within 10 seconds")]
+    DaemonSilent(PathBuf),
+    #[error(
+        "lost contact with the tether daemon ({reason}). Its log: {log}; `tether quit` stops it."
+    )]
+    DaemonLost { reason: String, log: PathBuf },
+    #[error("{message}")]
+    Daemon { message: String, exit_code: u8 },
+    #[error(
+        "tether needs root to create its network device and change routes and DNS, and sudo {0}. Run tether connect as root."
+    )]
+    Sudo(String),
+    /// A command run on this one's behalf (through sudo) failed and said why itself.
+    #[error("")]
+    Exited(u8),
+    #[error("cannot read the daemon configuration {path}: {reason}")]
+    DaemonConfig { path: PathBuf, reason: String },
+    #[error("cannot open the daemon socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl CliError {
@@ -97,8 +134,8 @@ impl CliError {
         match self {
             CliError::AlreadyConnected { .. } => 3,
             CliError::ManagerUnreachable { .. } | CliError::Handshake { .. } => 4,
-            CliError::SessionLost { .. } => 5,
             CliError::Interrupted => 130,
+            CliError::Daemon { exit_code, .. } | CliError::Exited(exit_code) => *exit_code,
             _ => 1,
         }
     }

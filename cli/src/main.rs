@@ -1,16 +1,24 @@
 //! tether: put this machine inside a Kubernetes cluster.
 //!
 //! `main` only wires the parts: [`args`] parses the command line into plain configuration,
-//! each command is one module with one entry function ([`connect`], [`quit`]), [`output`]
-//! prints results as text or JSON, [`system`] owns every change to this machine (resolver,
-//! routes, the session record) and [`error`] turns failures into messages that say what to
-//! do. The data plane itself lives in the `tether-tunnel` crate.
+//! each command is one module with one entry function ([`connect`], [`status`], [`quit`]),
+//! [`daemon`] is the background process that owns the session and [`ipc`] the socket the
+//! commands reach it on. [`output`] prints results as text or JSON and progress on stderr,
+//! [`subnets`] decides what is routed, [`system`] owns every change to this machine
+//! (resolver, routes, the session record), [`sudo`] gets root when the user is not, and
+//! [`error`] turns failures into messages that say what to do. The data plane itself lives
+//! in the `tether-tunnel` crate.
 
 mod args;
 mod connect;
+mod daemon;
 mod error;
+mod ipc;
 mod output;
 mod quit;
+mod status;
+mod subnets;
+mod sudo;
 mod system;
 
 use std::process::ExitCode;
@@ -18,10 +26,16 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use args::{Cli, Command};
+use error::CliError;
 use output::Printer;
 use system::state::StateDir;
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Daemon(args) = &cli.command {
+        // The daemon logs to its own file and has no terminal.
+        return daemon::main(&args.config);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
@@ -29,11 +43,8 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let printer = Printer::new(cli.output);
     let state_dir = cli.state_dir.unwrap_or_else(StateDir::default_path);
-    // One thread: the stack, the session driver and the flow tasks hand each other work
-    // constantly, and cross-thread wakeups cost more than a second core gains.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -47,25 +58,41 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Connect(a) => runtime.block_on(connect::run(
             connect::ConnectConfig {
-                manager: a.manager_address,
-                token_file: a.token_file,
+                source: daemon::Source::Direct {
+                    manager: a.manager_address,
+                    token_file: absolute(a.token_file),
+                },
+                context: None,
+                cluster: None,
+                namespace: None,
                 also_proxy: a.also_proxy,
+                never_proxy: a.never_proxy,
                 tun_name: a.tun_name,
                 tun_subnet: a.tun_subnet,
-                resolv_conf: a.resolv_conf,
-                state_dir,
+                resolv_conf: absolute(a.resolv_conf),
+                dns_mode: a.dns_mode,
+                state_dir: absolute(state_dir),
             },
             printer,
         )),
-        Command::Quit => quit::run(&state_dir, printer),
+        Command::Status => runtime.block_on(status::run(&state_dir, printer)),
+        Command::Quit => runtime.block_on(quit::run(&state_dir, printer)),
+        // Returned above, before logging to stderr was set up.
+        Command::Daemon(_) => return ExitCode::FAILURE,
     };
-    // Flows may still hold tasks; do not wait for them after the session is torn down.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Exited(code)) => ExitCode::from(code),
         Err(e) => {
             printer.error(&e.to_string());
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+
+/// Paths handed to the daemon must not depend on its working directory.
+fn absolute(path: std::path::PathBuf) -> std::path::PathBuf {
+    std::path::absolute(&path).unwrap_or(path)
 }

@@ -34,7 +34,7 @@ pub enum StateError {
     },
 }
 
-/// What a running `tether connect` changed.
+/// What a running tether daemon changed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SessionRecord {
     pub pid: u32,
@@ -43,6 +43,29 @@ pub struct SessionRecord {
     pub resolv_conf: PathBuf,
     pub resolv_backup: PathBuf,
     pub manager: String,
+    /// How DNS was configured; per-link DNS in systemd-resolved goes away with the device.
+    #[serde(default)]
+    pub dns_mode: DnsMode,
+}
+
+/// How cluster names reach tether's DNS server.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DnsMode {
+    /// Per-link DNS servers and domains on the TUN device, through systemd-resolved.
+    Resolved,
+    /// The resolver file rewritten, with a backup restored on exit.
+    #[default]
+    ResolvConf,
+}
+
+impl DnsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsMode::Resolved => "resolved",
+            DnsMode::ResolvConf => "resolv-conf",
+        }
+    }
 }
 
 pub struct StateDir {
@@ -76,6 +99,21 @@ impl StateDir {
 
     pub fn backup_path(&self) -> PathBuf {
         self.dir.join("resolv.conf.orig")
+    }
+
+    /// The daemon's Unix socket.
+    pub fn socket_path(&self) -> PathBuf {
+        self.dir.join("daemon.sock")
+    }
+
+    /// The daemon's log.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("daemon.log")
+    }
+
+    /// The configuration `tether connect` hands to the daemon it starts.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("daemon.json")
     }
 
     pub fn read(&self) -> Result<Option<SessionRecord>, StateError> {
@@ -150,6 +188,7 @@ mod tests {
             resolv_conf: "/etc/resolv.conf".into(),
             resolv_backup: state.backup_path(),
             manager: "10.0.0.1:8022".into(),
+            dns_mode: DnsMode::ResolvConf,
         };
         state.write(&record).unwrap();
         assert_eq!(state.read().unwrap(), Some(record));

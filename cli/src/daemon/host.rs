@@ -1,0 +1,162 @@
+//! This machine's side of a session: the TUN device, the routes on it and the DNS settings.
+//! They are set up once, stay in place while the tunnel reconnects, follow the cluster's
+//! `ClusterInfo` updates, and are undone on quit.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use ipnet::{IpNet, Ipv4Net};
+use tether_tunnel::stack::{self, StackError};
+use tether_tunnel::wire::control::ClusterInfo;
+
+use crate::error::CliError;
+use crate::subnets;
+use crate::system::dns::HostDns;
+use crate::system::routes::Routes;
+
+/// A TUN MTU near the IPv4 maximum: the kernel hands over 64 KiB segments, so each packet
+/// carries as much as possible through the userspace stack.
+pub const TUN_MTU: u16 = 65_000;
+
+/// What the routes are made of, besides what the cluster reports.
+pub struct RouteFlags {
+    pub also_proxy: Vec<IpNet>,
+    pub never_proxy: Vec<IpNet>,
+}
+
+pub struct Host {
+    pub tun: Arc<tun::AsyncDevice>,
+    pub tun_name: String,
+    pub tun_subnet: Ipv4Net,
+    pub tun_ip: Ipv4Addr,
+    pub dns_ip: Ipv4Addr,
+    routes: Routes,
+    /// Subnets routed into the TUN device right now.
+    pub routed: Vec<IpNet>,
+    pub dns: HostDns,
+    flags: RouteFlags,
+    pub cluster: ClusterInfo,
+}
+
+/// The device's address and the DNS server's: the first two hosts of the TUN subnet.
+pub fn tun_addresses(tun_subnet: Ipv4Net) -> Result<(Ipv4Addr, Ipv4Addr), CliError> {
+    let mut hosts = tun_subnet.hosts();
+    match (hosts.next(), hosts.next()) {
+        (Some(tun_ip), Some(dns_ip)) => Ok((tun_ip, dns_ip)),
+        _ => Err(CliError::TunSubnetTooSmall(tun_subnet)),
+    }
+}
+
+impl Host {
+    /// Checks the routes, then creates the device, adds the routes and points DNS at it.
+    /// On error, what was done goes with the device when it is dropped; DNS, applied last,
+    /// is reverted here.
+    pub async fn up(
+        tun_name: &str,
+        tun_subnet: Ipv4Net,
+        flags: RouteFlags,
+        mut dns: HostDns,
+        cluster: ClusterInfo,
+        peer_ip: Option<IpAddr>,
+    ) -> Result<Host, CliError> {
+        let (tun_ip, dns_ip) = tun_addresses(tun_subnet)?;
+        let routes = Routes::new()?;
+        let wanted = subnets::plan(&cluster.subnets, &flags.also_proxy, &flags.never_proxy);
+        let existing = routes.existing(tun_name).await?;
+        for subnet in &wanted {
+            subnets::check(*subnet, peer_ip, tun_subnet.trunc().into(), &existing)?;
+        }
+        let tun = stack::tun_device::open(tun_name, tun_ip, tun_subnet.prefix_len(), TUN_MTU)
+            .map_err(|e| match &e {
+                StackError::CreateTun { source, .. } if is_permission_error(source) => {
+                    CliError::Privileges(e.to_string())
+                }
+                _ => CliError::Stack(e),
+            })?;
+        routes.add(tun_name, &wanted).await?;
+        if let Err(e) = dns.apply(&cluster.dns_domain, &cluster.search).await {
+            // A half-written resolver file must not outlive this attempt.
+            dns.revert().await;
+            return Err(e);
+        }
+        Ok(Host {
+            tun: Arc::new(tun),
+            tun_name: tun_name.to_owned(),
+            tun_subnet,
+            tun_ip,
+            dns_ip,
+            routes,
+            routed: wanted,
+            dns,
+            flags,
+            cluster,
+        })
+    }
+
+    /// Follows a new `ClusterInfo`: routes added and removed, DNS domain and search path.
+    /// A subnet that cannot be routed is left out with a warning rather than ending a
+    /// running session.
+    pub async fn update(&mut self, cluster: ClusterInfo, peer_ip: Option<IpAddr>) {
+        if cluster == self.cluster {
+            return;
+        }
+        let wanted = subnets::plan(
+            &cluster.subnets,
+            &self.flags.also_proxy,
+            &self.flags.never_proxy,
+        );
+        let existing = match self.routes.existing(&self.tun_name).await {
+            Ok(existing) => existing,
+            Err(e) => {
+                tracing::warn!("cannot list this machine's routes, keeping the old ones: {e}");
+                return;
+            }
+        };
+        let tun: IpNet = self.tun_subnet.trunc().into();
+        let (added, removed) = subnets::diff(&self.routed, &wanted);
+        let added: Vec<IpNet> = added
+            .into_iter()
+            .filter(|s| match subnets::check(*s, peer_ip, tun, &existing) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!("not routing a subnet the cluster reported: {e}");
+                    false
+                }
+            })
+            .collect();
+        if let Err(e) = self.routes.delete(&self.tun_name, &removed).await {
+            tracing::warn!("{e}");
+        }
+        self.routed.retain(|s| !removed.contains(s));
+        for subnet in added {
+            match self.routes.add(&self.tun_name, &[subnet]).await {
+                Ok(()) => self.routed.push(subnet),
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+        tracing::info!(routes = ?self.routed, "cluster info updated");
+        if let Err(e) = self.dns.apply(&cluster.dns_domain, &cluster.search).await {
+            tracing::warn!("{e}");
+        }
+        self.cluster = cluster;
+    }
+
+    /// Undoes the DNS settings and removes the routes; the device goes when the last handle
+    /// is dropped (the process exits right after). False if the session record must stay
+    /// so that the next run retries.
+    pub async fn down(&mut self) -> bool {
+        let dns_done = self.dns.revert().await;
+        if let Err(e) = self.routes.delete(&self.tun_name, &self.routed).await {
+            tracing::warn!("{e}");
+        }
+        self.routed.clear();
+        dns_done
+    }
+}
+
+fn is_permission_error(err: &tun::Error) -> bool {
+    match err {
+        tun::Error::Io(e) => e.kind() == std::io::ErrorKind::PermissionDenied,
+        other => other.to_string().contains("ermission"),
+    }
+}

@@ -1,0 +1,204 @@
+//! The daemon's socket server: `status`, `quit` and `watch` requests ([`crate::ipc`]), and
+//! the history of start-up events that `tether connect` follows.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::CliError;
+use crate::ipc::{Reply, Request, Status, encode};
+use crate::system::flows;
+use crate::system::state::StateDir;
+
+/// Everything the daemon reported since it started; a watcher gets all of it, then what
+/// follows, until `connected` or `failed`.
+#[derive(Clone)]
+pub struct Events {
+    tx: Arc<watch::Sender<Vec<Reply>>>,
+}
+
+impl Events {
+    pub fn new() -> Self {
+        Events {
+            tx: Arc::new(watch::Sender::new(Vec::new())),
+        }
+    }
+
+    pub fn push(&self, reply: Reply) {
+        if let Reply::Progress { message } = &reply {
+            tracing::info!("{message}");
+        }
+        self.tx.send_modify(|all| all.push(reply));
+    }
+
+    pub fn progress(&self, message: String) {
+        self.push(Reply::Progress { message });
+    }
+
+    pub fn connected(&self) -> bool {
+        self.tx
+            .borrow()
+            .iter()
+            .any(|r| matches!(r, Reply::Connected { .. }))
+    }
+}
+
+pub struct Server {
+    accept: JoinHandle<()>,
+    socket: std::path::PathBuf,
+    // Handlers -> finish: each handler holds a sender; all dropped means all answered.
+    handlers_rx: mpsc::Receiver<()>,
+}
+
+/// A `quit` request: the client's end, answered once everything is undone.
+pub type QuitRequest = OwnedWriteHalf;
+
+impl Server {
+    /// Binds the socket (mode 0600, owned by the user who ran connect) and serves it.
+    pub fn start(
+        state: &StateDir,
+        events: Events,
+        status: Arc<Mutex<Status>>,
+        stop: CancellationToken,
+    ) -> Result<(Server, mpsc::UnboundedReceiver<QuitRequest>), CliError> {
+        let socket = state.socket_path();
+        let bind_error = |source| CliError::Socket {
+            path: socket.clone(),
+            source,
+        };
+        // A socket file left by a crashed daemon; no daemon runs (checked by the caller).
+        let _ = std::fs::remove_file(&socket);
+        // Created with no access for others from the start, then narrowed to 0600.
+        // SAFETY: umask has no memory-safety preconditions.
+        let old_umask = unsafe { libc::umask(0o077) };
+        let listener = UnixListener::bind(&socket);
+        // SAFETY: as above.
+        unsafe { libc::umask(old_umask) };
+        let listener = listener.map_err(bind_error)?;
+        std::fs::set_permissions(
+            &socket,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .map_err(bind_error)?;
+        super::chown_to_invoker(&socket);
+
+        // Handler -> daemon: quit requests.
+        let (quits_tx, quits_rx) = mpsc::unbounded_channel();
+        let (handlers_tx, handlers_rx) = mpsc::channel(1);
+        let accept = tokio::spawn(async move {
+            loop {
+                let conn = match listener.accept().await {
+                    Ok((conn, _)) => conn,
+                    Err(e) => {
+                        tracing::warn!("socket accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let handler = Handler {
+                    events: events.clone(),
+                    status: status.clone(),
+                    stop: stop.clone(),
+                    quits_tx: quits_tx.clone(),
+                    _alive: handlers_tx.clone(),
+                };
+                tokio::spawn(handler.serve(conn));
+            }
+        });
+        Ok((
+            Server {
+                accept,
+                socket,
+                handlers_rx,
+            },
+            quits_rx,
+        ))
+    }
+
+    /// Stops accepting, answers the quit requests, and gives watchers a moment to read the
+    /// last event.
+    pub async fn finish(mut self, quits: &mut mpsc::UnboundedReceiver<QuitRequest>, manager: &str) {
+        self.accept.abort();
+        let _ = self.accept.await;
+        let _ = std::fs::remove_file(&self.socket);
+        let bye = encode(&Reply::Disconnected {
+            manager: manager.to_owned(),
+            pid: std::process::id(),
+        });
+        while let Ok(mut client) = quits.try_recv() {
+            let _ = client.write_all(bye.as_bytes()).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.handlers_rx.recv()).await;
+    }
+}
+
+struct Handler {
+    events: Events,
+    status: Arc<Mutex<Status>>,
+    stop: CancellationToken,
+    quits_tx: mpsc::UnboundedSender<QuitRequest>,
+    _alive: mpsc::Sender<()>,
+}
+
+impl Handler {
+    async fn serve(self, conn: UnixStream) {
+        let (read, mut write) = conn.into_split();
+        let mut lines = BufReader::new(read).lines();
+        let request = match lines.next_line().await {
+            Ok(Some(line)) => serde_json::from_str::<Request>(&line),
+            _ => return,
+        };
+        let request = match request {
+            Ok(request) => request,
+            Err(e) => {
+                tracing::debug!("bad request on the socket: {e}");
+                return;
+            }
+        };
+        match request {
+            Request::Status => {
+                let mut status = match self.status.lock() {
+                    Ok(status) => status.clone(),
+                    Err(_) => return,
+                };
+                let routed: Vec<IpNet> = status.routes.iter().filter_map(|r| r.parse().ok()).collect();
+                status.open_flows = flows::count(&routed);
+                let reply = Reply::Status {
+                    status: Box::new(status),
+                };
+                let _ = write.write_all(encode(&reply).as_bytes()).await;
+            }
+            Request::Quit => {
+                tracing::info!("quit requested");
+                self.stop.cancel();
+                let _ = self.quits_tx.send(write);
+            }
+            Request::Watch => {
+                let mut rx = self.events.tx.subscribe();
+                let mut sent = 0;
+                loop {
+                    let new: Vec<Reply> = rx.borrow_and_update()[sent..].to_vec();
+                    for reply in &new {
+                        if write.write_all(encode(reply).as_bytes()).await.is_err() {
+                            return;
+                        }
+                        if matches!(reply, Reply::Connected { .. } | Reply::Failed { .. }) {
+                            return;
+                        }
+                    }
+                    sent += new.len();
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
