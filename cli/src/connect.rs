@@ -195,6 +195,14 @@ async fn wait_for_socket(
     let start = Instant::now();
     loop {
         if let Ok(Some(status)) = child.try_wait() {
+            // It may have failed before this process could listen: its last words are in
+            // the log, its exit code says what kind of failure it was.
+            if let (Some(code), Some(message)) = (status.code(), last_error(&state.log_path()))
+                && let Ok(exit_code) = u8::try_from(code)
+                && exit_code != 0
+            {
+                return Err(CliError::Daemon { message, exit_code });
+            }
             return Err(CliError::DaemonDied {
                 status: status.to_string(),
                 log: state.log_path(),
@@ -209,6 +217,14 @@ async fn wait_for_socket(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The daemon's final error, as it logged it on exit.
+fn last_error(path: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().last()?;
+    line.split_once(crate::daemon::EXIT_ERROR)
+        .map(|(_, message)| message.to_owned())
 }
 
 /// The last lines of the daemon's log, for an error message.

@@ -75,6 +75,10 @@ impl Source {
     }
 }
 
+/// Prefix of the daemon's last log line when it fails; `tether connect` quotes what follows
+/// when the daemon ends before it could report over the socket.
+pub const EXIT_ERROR: &str = "daemon exits with an error: ";
+
 pub fn read_config(path: &Path) -> Result<DaemonConfig, CliError> {
     let text = std::fs::read_to_string(path).map_err(|e| CliError::DaemonConfig {
         path: path.to_owned(),
@@ -123,7 +127,7 @@ pub fn main(config_path: &Path) -> ExitCode {
         let result = run(config, &state).await;
         match &result {
             Ok(()) => tracing::info!("daemon exits"),
-            Err(e) => tracing::error!("daemon exits: {e}"),
+            Err(e) => tracing::error!("{EXIT_ERROR}{e}"),
         }
         result.map_or_else(|e| e.exit_code(), |()| 0)
     });

@@ -28,7 +28,7 @@ fn main() {
     let direct = measure(&dc, &target);
     dc.laptop.ip(&[&["route", "del"][..], &route].concat());
 
-    let mut tether = dc.connect(&[]);
+    let tether = dc.connect(&[]);
     let tunnel = measure(&dc, &target);
     let tether_rss = rss_kib(tether.pid());
     let manager_rss = rss_kib(dc.manager_pid());
@@ -55,7 +55,7 @@ fn main() {
         );
     }
     println!(
-        "| tether connect RSS after the run (MiB) | | {:.1} | |",
+        "| tether daemon RSS after the run (MiB) | | {:.1} | |",
         tether_rss as f64 / 1024.0
     );
     println!(

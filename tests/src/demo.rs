@@ -22,7 +22,7 @@ fn main() {
     println!(
         "\nlaptop$ tether connect --manager-address {MANAGER} --token-file ... --also-proxy {SERVICE_CIDR}"
     );
-    let mut tether = dc.connect(&[]);
+    let tether = dc.connect(&[]);
     println!("(connected; running in the background of this demo)");
 
     let mut ok = true;

@@ -26,6 +26,7 @@ pub const LAPTOP_RESOLV_CONF: &str = "nameserver 10.53.0.53\noptions timeout:2\n
 
 pub struct DirectCluster {
     // Fields drop in order: processes end before their namespaces are deleted.
+    manager: Option<Proc>,
     _servers: Vec<Proc>,
     pub cluster: Netns,
     pub laptop: Netns,
@@ -134,13 +135,91 @@ impl DirectCluster {
         for server in &mut servers {
             server.wait_line(Duration::from_secs(10), |l| l == "ready");
         }
-        let token = token_file.to_str().expect("temp paths are UTF-8");
-        let manager = cluster.spawn(
+        let mut dc = DirectCluster {
+            manager: None,
+            cluster,
+            laptop,
+            token_file,
+            state_dir,
+            _servers: servers,
+        };
+        dc.start_manager();
+        dc
+    }
+
+    /// `tether` run inside the laptop namespace with this topology's state directory.
+    pub fn tether(&self) -> std::process::Command {
+        let mut cmd = self.laptop.cmd(bin("tether"));
+        cmd.env("TETHER_STATE_DIR", &self.state_dir);
+        cmd
+    }
+
+    /// The arguments of `tether connect` to this topology's manager, then `extra`.
+    pub fn connect_args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![
+            "--output",
+            "json",
+            "--state-dir",
+            self.state_dir.to_str().expect("UTF-8"),
+            "connect",
+            "--manager-address",
+            MANAGER,
+            "--token-file",
+            self.token_file.to_str().expect("temp paths are UTF-8"),
+            "--also-proxy",
+            SERVICE_CIDR,
+        ];
+        args.extend_from_slice(extra);
+        args
+    }
+
+    /// Runs `tether connect` in the laptop; it returns once the daemon reports that traffic
+    /// flows. The daemon is killed when the handle is dropped, should the test fail first.
+    pub fn connect(&self, extra: &[&str]) -> Daemon {
+        let out = crate::run(self.laptop.cmd(bin("tether")).args(self.connect_args(extra)));
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "tether connect failed ({}):\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Earlier events (e.g. the clean-up after a crashed session) come first.
+        let connected = stdout
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|event| event["event"] == "connected")
+            .unwrap_or_else(|| panic!("tether connect did not report connected: {stdout}"));
+        let pid = connected["pid"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok())
+            .expect("the connected event names the daemon's pid");
+        Daemon { pid, connected }
+    }
+
+    /// `tether status --output json`, parsed.
+    pub fn status(&self) -> serde_json::Value {
+        let out = crate::check(self.tether().args(["status", "--output", "json"]));
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("status is JSON ({e}): {out}"))
+    }
+
+    /// Kills the manager (as a crash or a restart would) without starting it again.
+    pub fn stop_manager(&mut self) {
+        if let Some(manager) = self.manager.take() {
+            drop(manager);
+        }
+    }
+
+    /// Starts the manager (again) and waits until it listens.
+    pub fn start_manager(&mut self) {
+        self.stop_manager();
+        let token = self.token_file.to_str().expect("temp paths are UTF-8");
+        let manager = self.cluster.spawn(
             "manager",
             bin("tether-agent"),
             &["manager", "--listen", MANAGER, "--token-file", token],
         );
-        let cluster_ns = cluster.name.clone();
+        let cluster_ns = self.cluster.name.clone();
         crate::wait_for("the manager to listen", Duration::from_secs(10), || {
             let out = crate::run(std::process::Command::new("ip").args([
                 "netns",
@@ -153,57 +232,65 @@ impl DirectCluster {
                 .contains(MANAGER)
                 .then_some(())
         });
-        servers.push(manager);
-        DirectCluster {
-            cluster,
-            laptop,
-            token_file,
-            state_dir,
-            _servers: servers,
-        }
+        self.manager = Some(manager);
     }
 
-    /// `tether` run inside the laptop namespace with this topology's state directory.
-    pub fn tether(&self) -> std::process::Command {
-        let mut cmd = self.laptop.cmd(bin("tether"));
-        cmd.env("TETHER_STATE_DIR", &self.state_dir);
-        cmd
-    }
-
-    /// Starts `tether connect` in the laptop and waits until it reports that it is connected.
-    pub fn connect(&self, extra: &[&str]) -> Proc {
-        let token = self.token_file.to_str().expect("temp paths are UTF-8");
-        let mut args = vec![
-            "--output",
-            "json",
-            "--state-dir",
-            self.state_dir.to_str().expect("UTF-8"),
-            "connect",
-            "--manager-address",
-            MANAGER,
-            "--token-file",
-            token,
-            "--also-proxy",
-            SERVICE_CIDR,
-        ];
-        args.extend_from_slice(extra);
-        let mut tether = self.laptop.spawn("tether-connect", bin("tether"), &args);
-        // Earlier events (e.g. the clean-up after a crashed session) come first.
-        tether.wait_line(Duration::from_secs(20), |line| {
-            serde_json::from_str::<serde_json::Value>(line)
-                .is_ok_and(|event| event["event"] == "connected")
-        });
-        tether
+    /// The manager's pid.
+    pub fn manager_pid(&self) -> u32 {
+        self.manager.as_ref().expect("the manager runs").pid()
     }
 }
 
-impl DirectCluster {
-    /// The manager's pid (it is the last process started).
-    pub fn manager_pid(&self) -> u32 {
-        self._servers
-            .last()
-            .expect("the manager is started last")
-            .pid()
+/// A tether daemon started by `tether connect`. It is not this test's child, so it is
+/// watched through /proc; dropping the handle kills it if it still runs.
+pub struct Daemon {
+    pub pid: u32,
+    /// The `connected` event connect printed.
+    pub connected: serde_json::Value,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// True while the pid runs a tether binary (not a zombie, not a reused pid).
+    pub fn alive(&self) -> bool {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
+            return false;
+        };
+        let Some((head, tail)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let state = tail.split_whitespace().next().unwrap_or("");
+        head.ends_with("(tether") && state != "Z" && state != "X"
+    }
+
+    pub fn signal(&self, signal: &str) {
+        crate::check(
+            std::process::Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(self.pid.to_string()),
+        );
+    }
+
+    /// Waits until the daemon is gone; panics after `deadline`.
+    pub fn wait(&self, deadline: Duration) {
+        crate::wait_for(
+            &format!("the tether daemon (pid {}) to exit", self.pid),
+            deadline,
+            || (!self.alive()).then_some(()),
+        );
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.alive() {
+            // SAFETY: kill has no memory-safety preconditions; the pid was checked above to
+            // be the tether daemon this test started.
+            unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
+        }
     }
 }
 
