@@ -107,7 +107,10 @@ pub async fn run(config: ConnectConfig, printer: Printer) -> Result<(), CliError
             }
             Ok(Some(Reply::Connected { status })) => {
                 progress.finish();
-                printer.emit(&connected_text(&status), status::to_json(&status, "connected"));
+                printer.emit(
+                    &connected_text(&status),
+                    status::to_json(&status, "connected"),
+                );
                 return Ok(());
             }
             Ok(Some(Reply::Failed { error, exit_code })) => {

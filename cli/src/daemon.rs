@@ -143,7 +143,9 @@ fn init_logging(path: &Path, filter: &str) {
         .open(path);
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
     match file {
         Ok(file) => {
             chown_to_invoker(path);
@@ -354,7 +356,6 @@ async fn session<D: Dialer>(
     }
     Ok(())
 }
-
 
 fn fill_from_host(status: &mut Status, host: &Host) {
     status.device = host.tun_name.clone();

@@ -45,7 +45,7 @@ pub enum CliError {
     #[error("the manager at {manager} did not send the cluster's configuration: {reason}")]
     NoClusterInfo { manager: String, reason: String },
     #[error(
-        "tether connect is already running here (pid {pid}, manager {manager}). Run `tether quit` to stop it first."
+        "tether is already connected here (daemon pid {pid}, manager {manager}). Run `tether quit` to stop it first."
     )]
     AlreadyConnected { pid: u32, manager: String },
     #[error(

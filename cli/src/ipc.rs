@@ -27,17 +27,29 @@ pub enum Request {
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Reply {
     /// A step of the start, for the user to follow.
-    Progress { message: String },
+    Progress {
+        message: String,
+    },
     /// Leftovers of a crashed session were undone before this one started.
     CleanedUp {
         text: String,
         pid: u32,
         resolv_conf_restored: bool,
     },
-    Connected { status: Box<Status> },
-    Failed { error: String, exit_code: u8 },
-    Status { status: Box<Status> },
-    Disconnected { manager: String, pid: u32 },
+    Connected {
+        status: Box<Status>,
+    },
+    Failed {
+        error: String,
+        exit_code: u8,
+    },
+    Status {
+        status: Box<Status>,
+    },
+    Disconnected {
+        manager: String,
+        pid: u32,
+    },
 }
 
 /// Everything `tether status` shows.
@@ -139,7 +151,10 @@ mod tests {
             exit_code: 4,
         };
         let line = encode(&reply);
-        assert_eq!(line, "{\"event\":\"failed\",\"error\":\"no\",\"exit_code\":4}\n");
+        assert_eq!(
+            line,
+            "{\"event\":\"failed\",\"error\":\"no\",\"exit_code\":4}\n"
+        );
         assert!(matches!(
             serde_json::from_str::<Reply>(line.trim()).unwrap(),
             Reply::Failed { exit_code: 4, .. }

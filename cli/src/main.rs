@@ -91,7 +91,6 @@ fn main() -> ExitCode {
     }
 }
 
-
 /// Paths handed to the daemon must not depend on its working directory.
 fn absolute(path: std::path::PathBuf) -> std::path::PathBuf {
     std::path::absolute(&path).unwrap_or(path)

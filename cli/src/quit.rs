@@ -20,14 +20,22 @@ pub async fn run(state_dir: &Path, printer: Printer) -> Result<(), CliError> {
         Previous::Running(record) => {
             stop(&socket, record.pid).await?;
             printer.emit(
-                &format!("Disconnected from {}; this machine is as it was.", record.manager),
+                &format!(
+                    "Disconnected from {}; this machine is as it was.",
+                    record.manager
+                ),
                 json!({ "event": "disconnected", "pid": record.pid, "manager": record.manager }),
             );
         }
         Previous::Crashed(record) => {
             if !crate::sudo::is_root() {
-                let code = crate::sudo::rerun(state_dir, "undo what a crashed tether daemon changed")?;
-                return if code == 0 { Ok(()) } else { Err(CliError::Exited(code)) };
+                let code =
+                    crate::sudo::rerun(state_dir, "undo what a crashed tether daemon changed")?;
+                return if code == 0 {
+                    Ok(())
+                } else {
+                    Err(CliError::Exited(code))
+                };
             }
             let cleaned = undo_leftovers(&state, &record).await?;
             print_cleaned(&cleaned, printer);

@@ -49,13 +49,21 @@ pub fn render(s: &Status) -> String {
     } else {
         s.routes.join(", ")
     };
-    let since = match &s.connected_since {
-        Some(since) => since.clone(),
-        None => "-".to_owned(),
+    let since = s
+        .connected_since
+        .as_deref()
+        .map_or_else(|| "-".to_owned(), since);
+    let context = match (&s.context, &s.cluster, &s.namespace) {
+        (None, None, None) => String::new(),
+        _ => format!(
+            "\n  Context:     {}, cluster {}, namespace {}",
+            or_dash(&s.context),
+            or_dash(&s.cluster),
+            or_dash(&s.namespace)
+        ),
     };
     format!(
-        "{state} ({mode}) to the manager at {addr}, tether-agent {version}\n  \
-         Context:     {context}, cluster {cluster}, namespace {namespace}\n  \
+        "{state} ({mode}) to the manager at {addr}, tether-agent {version}{context}\n  \
          Device:      {device} {device_address}\n  \
          Routes:      {routes}\n  \
          DNS:         {dns_mode}, server {server}, domain {domain}, search {search}\n  \
@@ -66,9 +74,6 @@ pub fn render(s: &Status) -> String {
         mode = s.mode,
         addr = s.manager.address,
         version = s.manager.version,
-        context = or_dash(&s.context),
-        cluster = or_dash(&s.cluster),
-        namespace = or_dash(&s.namespace),
         device = s.device,
         device_address = s.device_address,
         dns_mode = s.dns.mode,
@@ -80,6 +85,23 @@ pub fn render(s: &Status) -> String {
         pid = s.pid,
         log = s.log.display(),
     )
+}
+
+/// An RFC 3339 time as "2025-01-02T03:04:05Z (5m 3s ago)".
+fn since(at: &str) -> String {
+    let Ok(at) = at.parse::<jiff::Timestamp>() else {
+        return at.to_owned();
+    };
+    let seconds = jiff::Timestamp::now().duration_since(at).as_secs().max(0);
+    let ago = match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
+        s => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+    };
+    let at = at
+        .round(jiff::Unit::Second)
+        .map_or_else(|_| at.to_string(), |t| t.to_string());
+    format!("{at} ({ago} ago)")
 }
 
 fn capitalize(word: &str) -> String {

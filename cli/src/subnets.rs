@@ -52,7 +52,10 @@ pub fn plan(discovered: &[IpNet], also: &[IpNet], never: &[IpNet]) -> Vec<IpNet>
     for subnet in discovered.iter().chain(also) {
         let mut pieces = vec![subnet.trunc()];
         for hole in never {
-            pieces = pieces.into_iter().flat_map(|p| subtract(p, *hole)).collect();
+            pieces = pieces
+                .into_iter()
+                .flat_map(|p| subtract(p, *hole))
+                .collect();
         }
         for piece in pieces {
             if !subnets.iter().any(|s| s.contains(&piece)) {
@@ -153,19 +156,41 @@ mod tests {
             subnet: "10.96.0.0/24".parse().unwrap(),
             device: "eth1".into(),
         }];
-        let ok = |s: &str| check(s.parse().unwrap(), Some([172, 30, 0, 1].into()), tun, &existing);
+        let ok = |s: &str| {
+            check(
+                s.parse().unwrap(),
+                Some([172, 30, 0, 1].into()),
+                tun,
+                &existing,
+            )
+        };
         assert!(ok("10.244.0.0/16").is_ok());
         let err = ok("10.96.0.0/12").unwrap_err().to_string();
-        assert!(err.contains("10.96.0.0/12") && err.contains("10.96.0.0/24"), "{err}");
-        assert!(err.contains("eth1") && err.contains("--never-proxy"), "{err}");
-        assert!(matches!(ok("172.30.0.0/16"), Err(CliError::RoutesManager { .. })));
-        assert!(matches!(ok("198.18.0.0/16"), Err(CliError::OverlapsTun { .. })));
+        assert!(
+            err.contains("10.96.0.0/12") && err.contains("10.96.0.0/24"),
+            "{err}"
+        );
+        assert!(
+            err.contains("eth1") && err.contains("--never-proxy"),
+            "{err}"
+        );
+        assert!(matches!(
+            ok("172.30.0.0/16"),
+            Err(CliError::RoutesManager { .. })
+        ));
+        assert!(matches!(
+            ok("198.18.0.0/16"),
+            Err(CliError::OverlapsTun { .. })
+        ));
         assert!(matches!(ok("fd00::/64"), Err(CliError::Ipv6(_))));
     }
 
     #[test]
     fn diffing() {
-        let (added, removed) = diff(&nets(&["10.0.0.0/8", "10.1.0.0/16"]), &nets(&["10.1.0.0/16", "10.2.0.0/16"]));
+        let (added, removed) = diff(
+            &nets(&["10.0.0.0/8", "10.1.0.0/16"]),
+            &nets(&["10.1.0.0/16", "10.2.0.0/16"]),
+        );
         assert_eq!(added, nets(&["10.2.0.0/16"]));
         assert_eq!(removed, nets(&["10.0.0.0/8"]));
     }

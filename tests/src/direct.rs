@@ -176,7 +176,11 @@ impl DirectCluster {
     /// Runs `tether connect` in the laptop; it returns once the daemon reports that traffic
     /// flows. The daemon is killed when the handle is dropped, should the test fail first.
     pub fn connect(&self, extra: &[&str]) -> Daemon {
-        let out = crate::run(self.laptop.cmd(bin("tether")).args(self.connect_args(extra)));
+        let out = crate::run(
+            self.laptop
+                .cmd(bin("tether"))
+                .args(self.connect_args(extra)),
+        );
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),

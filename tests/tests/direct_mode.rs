@@ -45,7 +45,11 @@ fn connect_carries_tcp_udp_and_dns_then_restores_the_laptop() {
     );
 
     let tether = dc.connect(&[]);
-    assert_eq!(tether.connected["state"], "connected", "{}", tether.connected);
+    assert_eq!(
+        tether.connected["state"], "connected",
+        "{}",
+        tether.connected
+    );
 
     // TCP by full name, by the search path's short form, and by IP.
     for url in [
@@ -168,7 +172,13 @@ fn connect_carries_tcp_udp_and_dns_then_restores_the_laptop() {
 
     // `tether status`, for people and for scripts.
     let text = check(dc.tether().arg("status"));
-    for part in ["Connected (direct)", MANAGER, SERVICE_CIDR, "resolv-conf", "reconnects 0"] {
+    for part in [
+        "Connected (direct)",
+        MANAGER,
+        SERVICE_CIDR,
+        "resolv-conf",
+        "reconnects 0",
+    ] {
         assert!(text.contains(part), "status lacks {part:?}:\n{text}");
     }
     let status = dc.status();
@@ -176,7 +186,11 @@ fn connect_carries_tcp_udp_and_dns_then_restores_the_laptop() {
     assert_eq!(status["mode"], "direct", "{status}");
     assert_eq!(status["pid"], tether.pid, "{status}");
     assert_eq!(status["manager"]["address"], MANAGER, "{status}");
-    assert_eq!(status["routes"], serde_json::json!([SERVICE_CIDR]), "{status}");
+    assert_eq!(
+        status["routes"],
+        serde_json::json!([SERVICE_CIDR]),
+        "{status}"
+    );
     assert_eq!(status["dns"]["mode"], "resolv-conf", "{status}");
     assert_eq!(status["dns"]["domain"], "cluster.local", "{status}");
     assert_eq!(status["reconnects"], 0, "{status}");
@@ -338,28 +352,29 @@ fn the_session_survives_a_manager_restart() {
     // While the tunnel is down, new connections fail at once instead of hanging, and the
     // device, routes and DNS settings stay as they were.
     let start = Instant::now();
-    let out = run(dc
-        .laptop
-        .cmd("curl")
-        .args(["-v", "--max-time", "5", &format!("http://{WEB_IP}/")]));
+    let out =
+        run(dc
+            .laptop
+            .cmd("curl")
+            .args(["-v", "--max-time", "5", &format!("http://{WEB_IP}/")]));
     assert_eq!(out.status.code(), Some(7), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("No route to host"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(start.elapsed() < Duration::from_secs(1), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        start.elapsed()
+    );
     assert_eq!(dc.laptop.snapshot(), connected, "kept while reconnecting");
 
     dc.start_manager();
-    let status = tether_tests::wait_for(
-        "the daemon to reconnect",
-        Duration::from_secs(20),
-        || {
-            let status = dc.status();
-            (status["state"] == "connected").then_some(status)
-        },
-    );
+    let status = tether_tests::wait_for("the daemon to reconnect", Duration::from_secs(20), || {
+        let status = dc.status();
+        (status["state"] == "connected").then_some(status)
+    });
     assert_eq!(status["reconnects"], 1, "{status}");
     assert_eq!(status["pid"], tether.pid, "the same daemon: {status}");
     assert_eq!(curl(&dc, "http://web.shop/").trim(), WEB_BODY);
@@ -385,7 +400,10 @@ fn a_subnet_the_laptop_already_routes_is_refused_until_never_proxied() {
     let (code, stderr) = refused_connect(&dc, MANAGER, token, &["--also-proxy", SERVICE_CIDR]);
     assert_eq!(code, Some(1), "{stderr}");
     for part in [SERVICE_CIDR, "10.96.0.0/24", "veth0", "--never-proxy"] {
-        assert!(stderr.contains(part), "the refusal names {part:?}: {stderr}");
+        assert!(
+            stderr.contains(part),
+            "the refusal names {part:?}: {stderr}"
+        );
     }
     assert_eq!(dc.laptop.snapshot(), before, "after the refusal");
 
@@ -393,10 +411,21 @@ fn a_subnet_the_laptop_already_routes_is_refused_until_never_proxied() {
     let tether = dc.connect(&["--never-proxy", "10.96.0.0/24"]);
     let routes = dc.status()["routes"].clone();
     assert!(
-        !routes.as_array().unwrap().iter().any(|r| r == SERVICE_CIDR || r == "10.96.0.0/24"),
+        !routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == SERVICE_CIDR || r == "10.96.0.0/24"),
         "{routes}"
     );
-    assert!(routes.as_array().unwrap().iter().any(|r| r == "10.96.1.0/24"), "{routes}");
+    assert!(
+        routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "10.96.1.0/24"),
+        "{routes}"
+    );
     assert_eq!(curl(&dc, &format!("http://{WEB_IP}/")).trim(), WEB_BODY);
     check(dc.tether().arg("quit"));
     tether.wait(Duration::from_secs(10));

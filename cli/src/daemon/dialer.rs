@@ -115,10 +115,12 @@ pub async fn open(dialed: Dialed) -> Result<Opened, CliError> {
     let accepted = match tokio::time::timeout(DIAL_TIMEOUT, client_handshake(&mut io, &token)).await
     {
         Ok(Ok(accepted)) => accepted,
-        Ok(Err(source)) => return Err(CliError::Handshake {
-            manager: manager.clone(),
-            source,
-        }),
+        Ok(Err(source)) => {
+            return Err(CliError::Handshake {
+                manager: manager.clone(),
+                source,
+            });
+        }
         Err(_) => return Err(unreachable(format!("no handshake within {DIAL_TIMEOUT:?}"))),
     };
     let session = Session::client(io);

@@ -82,11 +82,8 @@ impl Server {
         // SAFETY: as above.
         unsafe { libc::umask(old_umask) };
         let listener = listener.map_err(bind_error)?;
-        std::fs::set_permissions(
-            &socket,
-            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        )
-        .map_err(bind_error)?;
+        std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(bind_error)?;
         super::chown_to_invoker(&socket);
 
         // Handler -> daemon: quit requests.
@@ -168,7 +165,11 @@ impl Handler {
                     Ok(status) => status.clone(),
                     Err(_) => return,
                 };
-                let routed: Vec<IpNet> = status.routes.iter().filter_map(|r| r.parse().ok()).collect();
+                let routed: Vec<IpNet> = status
+                    .routes
+                    .iter()
+                    .filter_map(|r| r.parse().ok())
+                    .collect();
                 status.open_flows = flows::count(&routed);
                 let reply = Reply::Status {
                     status: Box::new(status),

@@ -69,8 +69,7 @@ pub async fn serve(
     let (messages_tx, mut messages_rx) = mpsc::channel::<Result<ControlMessage, String>>(16);
     let reader = tokio::spawn(async move {
         loop {
-            let message = match expect_frame(&mut control_rx, MAX_FRAME, "control message").await
-            {
+            let message = match expect_frame(&mut control_rx, MAX_FRAME, "control message").await {
                 Ok(frame) => ControlMessage::decode(&frame).map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };

@@ -123,19 +123,17 @@ impl HostDns {
                     tracing::warn!("{e}");
                 }
             }
-            DnsMode::ResolvConf => {
-                match resolv::restore(&self.resolv_conf, &self.backup) {
-                    Ok(true) => {}
-                    Ok(false) => tracing::warn!(
-                        "{} was changed by another program while tether ran; left as it is",
-                        self.resolv_conf.display()
-                    ),
-                    Err(e) => {
-                        tracing::error!("could not restore the resolver configuration: {e}");
-                        return false;
-                    }
+            DnsMode::ResolvConf => match resolv::restore(&self.resolv_conf, &self.backup) {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(
+                    "{} was changed by another program while tether ran; left as it is",
+                    self.resolv_conf.display()
+                ),
+                Err(e) => {
+                    tracing::error!("could not restore the resolver configuration: {e}");
+                    return false;
                 }
-            }
+            },
         }
         self.applied = None;
         true

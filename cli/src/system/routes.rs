@@ -96,7 +96,13 @@ impl Routes {
     pub async fn delete(&self, device: &str, subnets: &[IpNet]) -> Result<(), RouteError> {
         let index = self.device_index(device).await?;
         for subnet in subnets {
-            match self.handle.route().del(message(*subnet, index)).execute().await {
+            match self
+                .handle
+                .route()
+                .del(message(*subnet, index))
+                .execute()
+                .await
+            {
                 Ok(()) => {}
                 Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ESRCH => {}
                 Err(source) => {
