@@ -12,11 +12,15 @@
 
 pub mod ipam;
 pub mod netns;
+// Started by `daemon::serve` and used by the kubelet once part 2 is wired together.
+#[allow(dead_code)]
 pub mod network;
+#[allow(dead_code)]
 pub mod proxy;
 #[cfg(test)]
 mod tests;
 
+#[allow(unused_imports)] // used by the kubelet and daemon (part 2)
 pub use network::{Node, NodeError, PodNet, cleanup};
 
 use std::hash::{Hash, Hasher};

@@ -18,9 +18,9 @@
 //!   drops. Without it, Service traffic always takes the routed path described above, the
 //!   same on every host.
 //! - The node sends no ICMP redirects. It forwards pod-to-Service traffic back onto the bridge
-//!   it came from, which is exactly when a router tells the sender to use the next hop
-//!   directly; a pod that obeyed would send the next packets for the ClusterIP straight to the
-//!   endpoint pod, which drops them.
+//!   it came from, which is when a router tells the sender to use the next hop directly; the
+//!   next hop of a Service is a DNATed pod, and a pod that sent ClusterIP packets there would
+//!   have them dropped. Service traffic must always go through the node.
 //! - Everything is done with `ip`, one command at a time, and undone by deleting namespaces:
 //!   deleting a namespace takes its interfaces with it, which is also how the leftovers of a
 //!   crashed sandbox are cleaned up ([`cleanup`]).

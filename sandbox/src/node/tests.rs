@@ -69,8 +69,9 @@ fn slice(service: &str, ip: Ipv4Addr, port: u16, proto: &str, ready: bool) -> Va
         "endpoints": [{"addresses": [ip.to_string()], "conditions": {"ready": ready}}]})
 }
 
-/// Serves TCP on `addr` inside `ns` on a thread: each connection gets `hello <peer ip>` back.
-fn echo_tcp(ns: &Netns, addr: SocketAddr) {
+/// Serves TCP on `addr` inside `ns` on a thread: each connection gets `hello <peer ip>` back,
+/// and ` from <addr ip>` when `sign` is set.
+fn echo_tcp(ns: &Netns, addr: SocketAddr, sign: bool) {
     let listener = ns.bind_tcp(addr).expect("listen");
     listener.set_nonblocking(false).expect("blocking");
     std::thread::spawn(move || {
@@ -80,7 +81,12 @@ fn echo_tcp(ns: &Netns, addr: SocketAddr) {
                 .peer_addr()
                 .map(|a| a.ip().to_string())
                 .unwrap_or_default();
-            let _ = conn.write_all(format!("hello {peer}").as_bytes());
+            let from = if sign {
+                format!(" from {}", addr.ip())
+            } else {
+                String::new()
+            };
+            let _ = conn.write_all(format!("hello {peer}{from}").as_bytes());
         }
     });
 }
@@ -126,18 +132,18 @@ fn pods_reach_services_by_cluster_ip_node_port_and_hairpin() {
     let b = t.node.add_pod(UID_B).unwrap();
     assert_eq!(t.node.add_pod(UID_A).unwrap(), a, "add_pod is idempotent");
     assert_ne!(a.ip, b.ip);
-    echo_tcp(&b.netns, SocketAddr::new(b.ip.into(), 8080));
+    echo_tcp(&b.netns, SocketAddr::new(b.ip.into(), 8080), false);
+    echo_tcp(&a.netns, SocketAddr::new(a.ip.into(), 9090), true);
+    echo_tcp(&b.netns, SocketAddr::new(b.ip.into(), 9090), true);
 
     // Pod to pod, straight over the bridge.
     let direct = ask_tcp(&a.netns, SocketAddr::new(b.ip.into(), 8080)).unwrap();
     assert_eq!(direct, format!("hello {}", a.ip));
 
     let store = Store::new(0);
-    put(
-        &store,
-        Shape::Service,
-        service("web", "10.96.0.50", 80, 30080, "TCP"),
-    );
+    let mut web = service("web", "10.96.0.50", 80, 30080, "TCP");
+    web["spec"]["externalIPs"] = json!(["192.0.2.7"]);
+    put(&store, Shape::Service, web);
     put(
         &store,
         Shape::EndpointSlice,
@@ -171,10 +177,11 @@ fn pods_reach_services_by_cluster_ip_node_port_and_hairpin() {
     let expected = format!("hello {node_ip}");
     assert_eq!(ask_tcp(&a.netns, addr("10.96.0.50", 80)).unwrap(), expected);
     assert_eq!(ask_tcp(&a.netns, addr(&node_ip, 30080)).unwrap(), expected);
+    assert_eq!(ask_tcp(&a.netns, addr("192.0.2.7", 80)).unwrap(), expected);
     assert_eq!(
         ask_tcp(&a.netns, addr("10.96.0.50", 80)).unwrap(),
         expected,
-        "again: no ICMP redirect made the pod bypass the node"
+        "a second connection takes the same path"
     );
     assert_eq!(
         ask_tcp(&b.netns, addr("10.96.0.50", 80)).unwrap(),
@@ -185,6 +192,27 @@ fn pods_reach_services_by_cluster_ip_node_port_and_hairpin() {
         ask_tcp(t.node.netns(), addr("10.96.0.50", 80)).unwrap(),
         expected,
         "node-local traffic gets the same DNAT"
+    );
+
+    // Two endpoints: new connections land on both.
+    put(
+        &store,
+        Shape::Service,
+        service("both", "10.96.0.53", 90, 30091, "TCP"),
+    );
+    let mut two = slice("both", a.ip, 9090, "TCP", true);
+    two["endpoints"] =
+        json!([{"addresses": [a.ip.to_string()]}, {"addresses": [b.ip.to_string()]}]);
+    put(&store, Shape::EndpointSlice, two);
+    proxy::sync(&store, t.node.netns()).unwrap();
+    let answers: std::collections::BTreeSet<String> = (0..30)
+        .map(|_| ask_tcp(t.node.netns(), addr("10.96.0.53", 90)).unwrap())
+        .collect();
+    assert_eq!(
+        answers,
+        [a.ip, b.ip]
+            .map(|ip| format!("hello {node_ip} from {ip}"))
+            .into(),
     );
 
     assert!(refused(&a.netns, addr("10.96.0.51", 81)));
@@ -221,7 +249,7 @@ fn pods_reach_services_by_cluster_ip_node_port_and_hairpin() {
 fn the_proxy_follows_the_store() {
     let Some(t) = start() else { return };
     let a = t.node.add_pod(UID_A).unwrap();
-    echo_tcp(&a.netns, SocketAddr::new(a.ip.into(), 8080));
+    echo_tcp(&a.netns, SocketAddr::new(a.ip.into(), 8080), false);
     let store = Arc::new(Store::new(0));
     // The proxy runs on the runtime's worker while this thread checks, blocking.
     let runtime = tokio::runtime::Builder::new_multi_thread()

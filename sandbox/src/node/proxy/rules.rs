@@ -17,6 +17,9 @@
 //! - A Service port without a ready endpoint is rejected (TCP reset, ICMP port unreachable
 //!   otherwise) before DNAT, so clients fail at once instead of waiting for a timeout.
 //!
+//! Hook priorities are numbers because nft 1.0 accepts the name `dstnat` on prerouting only:
+//! -110 rejects after conntrack (-200) and before DNAT (-100); masquerade runs at `srcnat`.
+//!
 //! Endpoints count when `conditions.ready` is not false and `conditions.terminating` is not
 //! true. The target port comes from each EndpointSlice's port of the same name and protocol,
 //! which is how named targetPorts resolve per pod.
