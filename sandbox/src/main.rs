@@ -35,7 +35,8 @@
 //!   A watch older than the last 50,000 events, or from before a restart, gets 410 Expired.
 //! - Strategic merge patch knows the merge keys of the served built-in types only.
 //! - `generation` is kept for every type and bumps on any change outside metadata and status.
-//! - Deletion ignores grace periods (objects go at once unless finalizers hold them).
+//! - Graceful deletion applies to pods on the node only (other objects go at once unless
+//!   finalizers hold them).
 //! - Validation covers names, labels and the fields tether relies on (pods, workloads,
 //!   Services), not everything kube-apiserver checks.
 
