@@ -31,7 +31,7 @@ pub struct Endpoints;
 struct Member {
     ip: String,
     pod: Value,
-    /// Resolved ports: (name, port, protocol, appProtocol).
+    /// Resolved ports, as EndpointPort objects.
     ports: Vec<Value>,
     ready: bool,
     serving: bool,
@@ -109,7 +109,7 @@ fn members(state: &State, svc: &Value) -> Vec<Member> {
             })
         })
         .collect();
-    out.sort_by(|a, b| ip_key(&a.ip).cmp(&ip_key(&b.ip)));
+    out.sort_by_key(|m| ip_key(&m.ip));
     out
 }
 
@@ -138,10 +138,18 @@ fn labels(svc: &Value) -> serde_json::Map<String, Value> {
     l
 }
 
+/// One Endpoints subset being built.
+#[derive(Default)]
+struct Subset {
+    ports: Vec<Value>,
+    ready: Vec<Value>,
+    not_ready: Vec<Value>,
+}
+
 /// The `subsets` of the Service's Endpoints: addresses grouped by their port set.
 fn subsets(svc: &Value, members: &[Member]) -> Value {
     let publish_not_ready = svc["spec"]["publishNotReadyAddresses"] == true;
-    let mut groups: BTreeMap<String, (Vec<Value>, Vec<Value>, Vec<Value>)> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Subset> = BTreeMap::new();
     for m in members
         .iter()
         .filter(|m| !m.terminating || publish_not_ready)
@@ -149,32 +157,33 @@ fn subsets(svc: &Value, members: &[Member]) -> Value {
         let mut ports = m.ports.clone();
         ports.sort_by_key(|p| p["name"].as_str().unwrap_or_default().to_string());
         let key = Value::from(ports.clone()).to_string();
-        let group = groups
-            .entry(key)
-            .or_insert_with(|| (ports, Vec::new(), Vec::new()));
+        let group = groups.entry(key).or_insert_with(|| Subset {
+            ports,
+            ..Default::default()
+        });
         let mut address =
             json!({"ip": m.ip, "nodeName": node_name(&m.pod), "targetRef": target_ref(&m.pod)});
         if let Some(h) = &m.hostname {
             address["hostname"] = json!(h);
         }
         if m.ready {
-            group.1.push(address);
+            group.ready.push(address);
         } else {
-            group.2.push(address);
+            group.not_ready.push(address);
         }
     }
     let list: Vec<Value> = groups
         .into_values()
-        .map(|(ports, ready, not_ready)| {
+        .map(|g| {
             let mut s = json!({});
-            if !ready.is_empty() {
-                s["addresses"] = json!(ready);
+            if !g.ready.is_empty() {
+                s["addresses"] = json!(g.ready);
             }
-            if !not_ready.is_empty() {
-                s["notReadyAddresses"] = json!(not_ready);
+            if !g.not_ready.is_empty() {
+                s["notReadyAddresses"] = json!(g.not_ready);
             }
-            if !ports.is_empty() {
-                s["ports"] = json!(ports);
+            if !g.ports.is_empty() {
+                s["ports"] = json!(g.ports);
             }
             s
         })
