@@ -15,13 +15,14 @@
 //!   deletes (finalizers, propagation).
 //! - [`store`] holds every object as JSON under one lock with a global resourceVersion, a
 //!   bounded event history and a broadcast that watches and [`controllers`] (garbage
-//!   collection, namespaces) subscribe to; [`persist`] snapshots it to disk; [`bootstrap`]
+//!   collection, namespaces, Deployments, ReplicaSets, Endpoints/EndpointSlices) subscribe to; [`persist`] snapshots it to disk; [`bootstrap`]
 //!   creates the objects every cluster starts with.
 //!
 //! What still differs from a real API server:
 //!
-//! - Nothing runs pods yet (part 2): no scheduler, kubelet, Deployment/ReplicaSet controllers,
-//!   Endpoints controller, kube-proxy or DNS. The node reports `Ready=False`. No pods/log,
+//! - Nothing runs pods yet (part 2): no scheduler, kubelet, kube-proxy or DNS (the workload
+//!   and endpoints controllers exist; no Deployment progress deadline, no proportional scaling
+//!   of a Deployment resized mid-rollout). The node reports `Ready=False`. No pods/log,
 //!   pods/exec or pods/portforward.
 //! - One admin token, no RBAC enforcement (RBAC objects are stored only), no service-account
 //!   tokens, no anonymous access except /healthz, /livez and /readyz.
@@ -35,7 +36,8 @@
 //!   A watch older than the last 50,000 events, or from before a restart, gets 410 Expired.
 //! - Strategic merge patch knows the merge keys of the served built-in types only.
 //! - `generation` is kept for every type and bumps on any change outside metadata and status.
-//! - Deletion ignores grace periods (objects go at once unless finalizers hold them).
+//! - Graceful deletion applies to pods on the node only (other objects go at once unless
+//!   finalizers hold them).
 //! - Validation covers names, labels and the fields tether relies on (pods, workloads,
 //!   Services), not everything kube-apiserver checks.
 
