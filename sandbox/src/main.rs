@@ -47,6 +47,7 @@ mod auth;
 mod bootstrap;
 mod controllers;
 mod daemon;
+mod dns;
 mod error;
 mod kubeconfig;
 mod lifecycle;
