@@ -2,9 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::daemon::Config;
+use crate::workload;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,6 +28,31 @@ enum Cmd {
     Status(StatusArgs),
     /// Run the API server in the foreground (what `up` starts).
     Serve(ServeArgs),
+    /// Run a demo workload in the foreground (what the sandbox's pods run).
+    Workload(WorkloadArgs),
+}
+
+// The names are the subcommand's words (`http-echo`...).
+#[allow(clippy::enum_variant_names)]
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum WorkloadKind {
+    /// HTTP/1.1: identity text, /healthz, /bytes?n=N, POST /echo (default port 8080).
+    HttpEcho,
+    /// TCP echo (default port 9000).
+    TcpEcho,
+    /// UDP echo (default port 9001).
+    UdpEcho,
+}
+
+#[derive(Debug, Args)]
+struct WorkloadArgs {
+    kind: WorkloadKind,
+    /// The port to listen on at 0.0.0.0 (default: 8080, 9000 or 9001 by kind).
+    #[arg(long, env = "PORT")]
+    port: Option<u16>,
+    /// Answer /healthz with 503, to make a pod that fails readiness (http-echo).
+    #[arg(long, env = "UNREADY", value_parser = clap::builder::BoolishValueParser::new())]
+    unready: bool,
 }
 
 #[derive(Debug, Args)]
@@ -65,6 +91,7 @@ pub enum Command {
     Down(Config),
     Status(Config),
     Serve(Config),
+    Workload(workload::Config),
 }
 
 /// `/var/lib/tether-sandbox` for root, else `$XDG_STATE_HOME/tether-sandbox`
@@ -102,5 +129,14 @@ pub fn parse() -> Command {
         Cmd::Serve(a) => Command::Serve(config(a.dir, a.kubeconfig, a.port)),
         Cmd::Down(d) => Command::Down(config(d, None, 0)),
         Cmd::Status(s) => Command::Status(config(s.dir, s.kubeconfig, 0)),
+        Cmd::Workload(w) => Command::Workload(workload::Config {
+            kind: match w.kind {
+                WorkloadKind::HttpEcho => workload::Kind::HttpEcho,
+                WorkloadKind::TcpEcho => workload::Kind::TcpEcho,
+                WorkloadKind::UdpEcho => workload::Kind::UdpEcho,
+            },
+            port: w.port,
+            unready: w.unready,
+        }),
     }
 }
