@@ -178,6 +178,11 @@ fn in_cluster(zone: &Zone, rel: &[&str], q: &Query) -> Found {
             None => Found::NxDomain,
         },
         [label, svc, ns, "svc"] => match zone.service(ns, svc) {
+            Some(service)
+                if service.kind == Kind::Headless && service.published().next().is_none() =>
+            {
+                Found::NxDomain
+            }
             Some(service) if label.starts_with('_') => {
                 let proto = &label[1..];
                 let has = service.ports.iter().any(|p| p.protocol == proto)
@@ -263,6 +268,11 @@ fn service_records(
             )]),
             Err(_) => Found::NoData,
         };
+    }
+    // A headless Service without published endpoints has no records at or below its name:
+    // NXDOMAIN, as kube-dns and CoreDNS answer and the Kubernetes DNS specification says.
+    if service.kind == Kind::Headless && service.published().next().is_none() {
+        return Found::NxDomain;
     }
     if qtype == RecordType::SRV {
         let mut srvs: Vec<(u16, Name)> = Vec::new();

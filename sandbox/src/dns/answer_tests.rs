@@ -14,6 +14,8 @@ fn zone() -> Zone {
             "spec": {"clusterIP": "None", "ports": [{"name": "pg", "port": 5432}]}}),
         json!({"metadata": {"namespace": "default", "name": "all"},
             "spec": {"clusterIP": "None", "publishNotReadyAddresses": true}}),
+        json!({"metadata": {"namespace": "default", "name": "none"},
+            "spec": {"clusterIP": "None", "ports": [{"name": "pg", "port": 5432}]}}),
         json!({"metadata": {"namespace": "default", "name": "ext"},
             "spec": {"type": "ExternalName", "externalName": "example.com"}}),
     ];
@@ -91,6 +93,12 @@ fn headless_service_lists_ready_endpoints_unless_publishing_not_ready() {
     assert_eq!(data(&r.answers), ["10.244.0.5", "10.244.0.6"]);
     let r = ask("all.default.svc.cluster.local.", RecordType::A);
     assert_eq!(data(&r.answers), ["10.244.0.8"]);
+    // No ready endpoints: the name does not exist (the Kubernetes DNS specification).
+    nxdomain(&ask("none.default.svc.cluster.local.", RecordType::A));
+    nxdomain(&ask(
+        "_pg._tcp.none.default.svc.cluster.local.",
+        RecordType::SRV,
+    ));
 }
 
 #[test]

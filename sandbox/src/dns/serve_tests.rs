@@ -217,3 +217,77 @@ async fn garbage_gets_formerr_and_the_server_keeps_going() {
     let r = udp_exchange(addr, &q.to_vec().unwrap()).await;
     assert_eq!(r.answers.len(), 1);
 }
+
+/// A namespace made for one test, deleted on drop.
+struct TestNetns(crate::node::netns::Netns);
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = self.0.delete();
+    }
+}
+
+/// The server listening inside a network namespace (as the node namespace holds it) still
+/// forwards through the host's namespace: the fake upstream on the host's loopback is out of
+/// reach from inside the namespace, so an answer proves where the upstream socket lives.
+#[tokio::test]
+async fn listening_in_a_namespace_forwards_from_the_host() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    let name = format!("tsbdnstest-{}", std::process::id());
+    let ns = match crate::node::netns::Netns::create(name) {
+        Ok(ns) => TestNetns(ns),
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+    };
+    let fake = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let fake_addr = fake.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0; 4096];
+        while let Ok((n, from)) = fake.recv_from(&mut buf).await {
+            let q = Message::from_vec(&buf[..n]).unwrap();
+            let mut r = answer::response_to(&q, ResponseCode::NoError);
+            r.answers.push(hickory_proto::rr::Record::from_rdata(
+                q.queries[0].name().clone(),
+                60,
+                hickory_proto::rr::RData::A(hickory_proto::rr::rdata::A([192, 0, 2, 9].into())),
+            ));
+            fake.send_to(&r.to_vec().unwrap(), from).await.unwrap();
+        }
+    });
+    let listen: SocketAddr = "127.0.0.1:53".parse().unwrap();
+    let udp = ns.0.bind_udp(listen).unwrap();
+    let tcp = ns.0.bind_tcp(listen).unwrap();
+    tokio::spawn(serve_with(store(), udp, tcp, Some(fake_addr)));
+    let ns_name = ns.0.name().to_string();
+    let dig_in_ns = |name: &str, tcp: bool| {
+        let mut args: Vec<String> = ["netns", "exec", &ns_name, "dig", "@127.0.0.1", "+short"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(["+time=3".into(), "+tries=1".into(), name.to_string()]);
+        if tcp {
+            args.push("+tcp".into());
+        }
+        async move {
+            let out = tokio::task::spawn_blocking(move || Command::new("ip").args(&args).output())
+                .await
+                .unwrap()
+                .expect("ip netns exec dig runs");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        }
+    };
+    assert_eq!(
+        dig_in_ns("kubernetes.default.svc.cluster.local", false).await,
+        "10.96.0.1"
+    );
+    assert_eq!(
+        dig_in_ns("kube-dns.kube-system.svc.cluster.local", true).await,
+        "10.96.0.10"
+    );
+    assert_eq!(dig_in_ns("example.com", false).await, "192.0.2.9");
+}
