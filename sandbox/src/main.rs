@@ -17,6 +17,9 @@
 //!   bounded event history and a broadcast that watches and [`controllers`] (garbage
 //!   collection, namespaces, Deployments, ReplicaSets, Endpoints/EndpointSlices) subscribe to; [`persist`] snapshots it to disk; [`bootstrap`]
 //!   creates the objects every cluster starts with.
+//! - [`dns`] is cluster DNS (the `cluster.local` zone from Services and EndpointSlices, other
+//!   names forwarded to the host's resolver); [`workload`] holds the demo servers pods run
+//!   (`tether-sandbox workload http-echo|tcp-echo|udp-echo`).
 //!
 //! What still differs from a real API server:
 //!
@@ -50,6 +53,7 @@ mod bootstrap;
 mod controllers;
 mod daemon;
 mod demo;
+mod dns;
 mod error;
 mod kubeconfig;
 mod lifecycle;
@@ -61,6 +65,7 @@ mod resources;
 mod server;
 mod shell;
 mod store;
+mod workload;
 
 use std::process::ExitCode;
 
@@ -82,6 +87,15 @@ fn main() -> ExitCode {
         Command::Down(cfg) => daemon::down(&cfg.state_dir),
         Command::Serve(cfg) => daemon::serve(cfg),
         Command::Shell(cfg, command) => return shell::run(cfg, command),
+        Command::Workload(cfg) => {
+            return match workload::run(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tether-sandbox workload: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Status(cfg) => {
             return if daemon::status(cfg) {
                 ExitCode::SUCCESS
