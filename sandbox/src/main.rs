@@ -49,6 +49,7 @@ mod controllers;
 mod daemon;
 mod error;
 mod kubeconfig;
+mod kubelet;
 mod lifecycle;
 mod node;
 mod patch;
