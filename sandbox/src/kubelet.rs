@@ -124,7 +124,11 @@ fn bind(store: &Store, pod: &Arc<Stored>) {
         let Some(cur) = s.get(rt, ns, name).filter(|p| p.uid() == uid).cloned() else {
             return Ok::<_, ()>(());
         };
-        if !cur.value["spec"]["nodeName"].as_str().unwrap_or_default().is_empty() {
+        if !cur.value["spec"]["nodeName"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty()
+        {
             return Ok(());
         }
         let mut value = cur.value.clone();
@@ -132,11 +136,18 @@ fn bind(store: &Store, pod: &Arc<Stored>) {
         if value["status"]["phase"].is_null() {
             value["status"]["phase"] = json!("Pending");
         }
-        let conditions = value["status"]["conditions"].as_array().cloned().unwrap_or_default();
-        let mut conditions: Vec<Value> =
-            conditions.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
-        conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
-            "lastTransitionTime": admission::now()}));
+        let conditions = value["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut conditions: Vec<Value> = conditions
+            .into_iter()
+            .filter(|c| c["type"] != "PodScheduled")
+            .collect();
+        conditions.push(
+            json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
+            "lastTransitionTime": admission::now()}),
+        );
         value["status"]["conditions"] = json!(conditions);
         s.put(rt, value);
         Ok(())

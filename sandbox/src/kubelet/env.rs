@@ -99,10 +99,7 @@ fn service_vars(env: &mut Env, svc: &Value) {
     };
     let name = env_name(svc["metadata"]["name"].as_str().unwrap_or_default());
     env.set(format!("{name}_SERVICE_HOST"), ip.to_string());
-    env.set(
-        format!("{name}_SERVICE_PORT"),
-        ports[0]["port"].to_string(),
-    );
+    env.set(format!("{name}_SERVICE_PORT"), ports[0]["port"].to_string());
     for p in ports {
         if let Some(pn) = p["name"].as_str().filter(|n| !n.is_empty()) {
             env.set(
@@ -222,7 +219,11 @@ fn source<'a>(
     secret: bool,
     name: &str,
 ) -> Option<&'a std::sync::Arc<crate::store::Stored>> {
-    let rt = resources::by_shape(if secret { Shape::Secret } else { Shape::ConfigMap });
+    let rt = resources::by_shape(if secret {
+        Shape::Secret
+    } else {
+        Shape::ConfigMap
+    });
     state.get(rt, ns, name)
 }
 
@@ -259,7 +260,10 @@ pub fn build(
             }
             None if r["optional"] == true => {}
             None => {
-                return Err(ConfigError(format!("{} \"{name}\" not found", kind_word(secret))));
+                return Err(ConfigError(format!(
+                    "{} \"{name}\" not found",
+                    kind_word(secret)
+                )));
             }
         }
     }
@@ -274,7 +278,11 @@ pub fn build(
             field_ref(pod, facts, path)?
         } else if vf["configMapKeyRef"].is_object() || vf["secretKeyRef"].is_object() {
             let secret = vf["secretKeyRef"].is_object();
-            let r = if secret { &vf["secretKeyRef"] } else { &vf["configMapKeyRef"] };
+            let r = if secret {
+                &vf["secretKeyRef"]
+            } else {
+                &vf["configMapKeyRef"]
+            };
             let (src, key) = (
                 r["name"].as_str().unwrap_or_default(),
                 r["key"].as_str().unwrap_or_default(),
@@ -283,7 +291,10 @@ pub fn build(
             match source(state, ns, secret, src) {
                 None if optional => continue,
                 None => {
-                    return Err(ConfigError(format!("{} \"{src}\" not found", kind_word(secret))));
+                    return Err(ConfigError(format!(
+                        "{} \"{src}\" not found",
+                        kind_word(secret)
+                    )));
                 }
                 Some(obj) => match key_of(&obj.value, secret, key) {
                     Some(v) => v,
@@ -327,14 +338,34 @@ mod tests {
     #[test]
     fn builds_services_sources_and_fields() {
         let store = Store::new(0);
-        put(&store, Shape::Service, json!({"metadata": {"name": "kubernetes", "namespace": "default"},
-            "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP"}]}}));
-        put(&store, Shape::Service, json!({"metadata": {"name": "my-db", "namespace": "n"},
-            "spec": {"clusterIP": "10.96.0.7", "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}]}}));
-        put(&store, Shape::Service, json!({"metadata": {"name": "headless", "namespace": "n"},
-            "spec": {"clusterIP": "None", "ports": [{"port": 80}]}}));
-        put(&store, Shape::ConfigMap, json!({"metadata": {"name": "cm", "namespace": "n"}, "data": {"k": "v", "bad key": "x"}}));
-        put(&store, Shape::Secret, json!({"metadata": {"name": "s", "namespace": "n"}, "data": {"pw": "aHVudGVyMg=="}}));
+        put(
+            &store,
+            Shape::Service,
+            json!({"metadata": {"name": "kubernetes", "namespace": "default"},
+            "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP"}]}}),
+        );
+        put(
+            &store,
+            Shape::Service,
+            json!({"metadata": {"name": "my-db", "namespace": "n"},
+            "spec": {"clusterIP": "10.96.0.7", "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}]}}),
+        );
+        put(
+            &store,
+            Shape::Service,
+            json!({"metadata": {"name": "headless", "namespace": "n"},
+            "spec": {"clusterIP": "None", "ports": [{"port": 80}]}}),
+        );
+        put(
+            &store,
+            Shape::ConfigMap,
+            json!({"metadata": {"name": "cm", "namespace": "n"}, "data": {"k": "v", "bad key": "x"}}),
+        );
+        put(
+            &store,
+            Shape::Secret,
+            json!({"metadata": {"name": "s", "namespace": "n"}, "data": {"pw": "aHVudGVyMg=="}}),
+        );
         let pod = json!({"metadata": {"name": "p", "namespace": "n", "uid": "u", "labels": {"app": "web"}},
             "spec": {"nodeName": "sandbox", "serviceAccountName": "default"}});
         let c = json!({"envFrom": [{"configMapRef": {"name": "cm"}, "prefix": "CM_"}],
@@ -343,7 +374,10 @@ mod tests {
                     {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
                     {"name": "URL", "value": "http://$(IP):$(MY_DB_SERVICE_PORT)"},
                     {"name": "OPT", "valueFrom": {"configMapKeyRef": {"name": "nope", "key": "k", "optional": true}}}]});
-        let facts = PodFacts { pod_ip: "10.244.0.5".into(), host_ip: "10.244.0.1".into() };
+        let facts = PodFacts {
+            pod_ip: "10.244.0.5".into(),
+            host_ip: "10.244.0.1".into(),
+        };
         let env = store.read(|s| build(s, &pod, &c, &facts)).unwrap();
         assert_eq!(env.get("KUBERNETES_SERVICE_HOST"), Some("10.96.0.1"));
         assert_eq!(env.get("KUBERNETES_SERVICE_PORT"), Some("443"));
@@ -358,7 +392,9 @@ mod tests {
         assert_eq!(env.get("OPT"), None);
         let missing = json!({"env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "nope", "key": "k"}}}]});
         assert_eq!(
-            store.read(|s| build(s, &pod, &missing, &facts)).unwrap_err(),
+            store
+                .read(|s| build(s, &pod, &missing, &facts))
+                .unwrap_err(),
             ConfigError("configmap \"nope\" not found".into())
         );
     }

@@ -144,7 +144,10 @@ mod tests {
         let plan = write(dir.path(), &f).unwrap();
         let sa = plan.run_dir.join(SA_DIR);
         assert_eq!(std::fs::read_to_string(sa.join("token")).unwrap(), "tok");
-        assert_eq!(std::fs::read_to_string(sa.join("namespace")).unwrap(), "demo");
+        assert_eq!(
+            std::fs::read_to_string(sa.join("namespace")).unwrap(),
+            "demo"
+        );
         let hosts = std::fs::read_to_string(dir.path().join("etc/hosts")).unwrap();
         assert!(hosts.contains("10.244.0.9\tweb-0.web.demo.svc.cluster.local\tweb-0\n"));
         assert!(hosts.contains("1.2.3.4\tfoo\tbar\n"));

@@ -92,12 +92,19 @@ pub fn entrypoint(image: &str, state_dir: &Path) -> Result<Entrypoint, ImageErro
     let Ok(text) = std::fs::read_to_string(&mapping) else {
         return Err(unknown());
     };
-    let map: Value = serde_json::from_str(&text)
-        .map_err(|e| ImageError::Invalid(format!("{} is not valid JSON: {e}", mapping.display())))?;
-    let entry = map.get(image).or_else(|| map.get(repo)).ok_or_else(unknown)?;
+    let map: Value = serde_json::from_str(&text).map_err(|e| {
+        ImageError::Invalid(format!("{} is not valid JSON: {e}", mapping.display()))
+    })?;
+    let entry = map
+        .get(image)
+        .or_else(|| map.get(repo))
+        .ok_or_else(unknown)?;
     let words: Vec<String> = match entry {
         Value::String(s) => vec![s.clone()],
-        Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
         _ => Vec::new(),
     };
     let Some((exe, args)) = words.split_first() else {
@@ -164,7 +171,14 @@ pub fn resolve(
                 ImageError::Invalid("no command specified (the image has no entrypoint)".into())
             })?;
             // Args replace the image's default arguments only when the command is not given.
-            (exe, if args.is_some() { Vec::new() } else { entry.default_args.clone() })
+            (
+                exe,
+                if args.is_some() {
+                    Vec::new()
+                } else {
+                    entry.default_args.clone()
+                },
+            )
         }
     };
     if let Some(a) = args {
@@ -179,9 +193,18 @@ mod tests {
 
     #[test]
     fn repositories_drop_tags_and_digests() {
-        assert_eq!(repository("tether-sandbox/http-echo:1.0"), "tether-sandbox/http-echo");
-        assert_eq!(repository("localhost:5000/x/tether-agent"), "localhost:5000/x/tether-agent");
-        assert_eq!(repository("ghcr.io/a/tether-agent:v2@sha256:ab"), "ghcr.io/a/tether-agent");
+        assert_eq!(
+            repository("tether-sandbox/http-echo:1.0"),
+            "tether-sandbox/http-echo"
+        );
+        assert_eq!(
+            repository("localhost:5000/x/tether-agent"),
+            "localhost:5000/x/tether-agent"
+        );
+        assert_eq!(
+            repository("ghcr.io/a/tether-agent:v2@sha256:ab"),
+            "ghcr.io/a/tether-agent"
+        );
     }
 
     #[test]
@@ -202,12 +225,20 @@ mod tests {
         .unwrap();
         let e = entrypoint("nginx:1.25", dir.path()).unwrap();
         let r = resolve(&e, None, None).unwrap();
-        assert_eq!((r.exe.as_path(), r.args), (Path::new("/bin/echo"), vec!["hi".to_string()]));
+        assert_eq!(
+            (r.exe.as_path(), r.args),
+            (Path::new("/bin/echo"), vec!["hi".to_string()])
+        );
         assert!(entrypoint("redis:7", dir.path()).is_ok());
         assert!(entrypoint("redis:6", dir.path()).is_err());
         let host = entrypoint("tether-sandbox/host", dir.path()).unwrap();
         assert!(resolve(&host, None, None).is_err());
-        let r = resolve(&host, Some(&["sh".into(), "-c".into()]), Some(&["true".into()])).unwrap();
+        let r = resolve(
+            &host,
+            Some(&["sh".into(), "-c".into()]),
+            Some(&["true".into()]),
+        )
+        .unwrap();
         assert!(r.exe.ends_with("sh"));
         assert_eq!(r.args, vec!["-c", "true"]);
         assert!(entrypoint("ghcr.io/me/tether-agent:dev", dir.path()).is_ok());

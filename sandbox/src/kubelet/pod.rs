@@ -242,7 +242,9 @@ impl Worker {
                     let names = a["hostnames"].as_array().into_iter().flatten();
                     (
                         a["ip"].as_str().unwrap_or_default().to_string(),
-                        names.filter_map(|n| n.as_str().map(str::to_string)).collect(),
+                        names
+                            .filter_map(|n| n.as_str().map(str::to_string))
+                            .collect(),
                     )
                 })
                 .collect();
@@ -322,9 +324,7 @@ impl Worker {
             pod_ip: ip.to_string(),
             host_ip: crate::node::NODE_IP.to_string(),
         };
-        let built = shared
-            .store
-            .read(|s| env::build(s, &pod, &c.spec, &facts));
+        let built = shared.store.read(|s| env::build(s, &pod, &c.spec, &facts));
         let mut environment = match built {
             Ok(e) => e,
             Err(e) => {
@@ -428,22 +428,33 @@ impl Worker {
         c.ready = !matches!(readiness, Ok(Some(_)));
         for (what, r) in [("readiness", &readiness), ("liveness", &liveness)] {
             if let Err(e) = r {
-                tracing::warn!("pod {}/{} container {}: {what} probe ignored: {e}", self.ns, self.name, c.name);
+                tracing::warn!(
+                    "pod {}/{} container {}: {what} probe ignored: {e}",
+                    self.ns,
+                    self.name,
+                    c.name
+                );
             }
         }
         if let Ok(Some(p)) = readiness {
             let tx = self.msgs_tx.clone();
-            c.probes.push(tokio::spawn(probe::run(p, target.clone(), false, move |ready| {
-                let _ = tx.send(Msg::Ready { idx, run, ready });
-            })));
+            c.probes.push(tokio::spawn(probe::run(
+                p,
+                target.clone(),
+                false,
+                move |ready| {
+                    let _ = tx.send(Msg::Ready { idx, run, ready });
+                },
+            )));
         }
         if let Ok(Some(p)) = liveness {
             let tx = self.msgs_tx.clone();
-            c.probes.push(tokio::spawn(probe::run(p, target, true, move |alive| {
-                if !alive {
-                    let _ = tx.send(Msg::Unhealthy { idx, run });
-                }
-            })));
+            c.probes
+                .push(tokio::spawn(probe::run(p, target, true, move |alive| {
+                    if !alive {
+                        let _ = tx.send(Msg::Unhealthy { idx, run });
+                    }
+                })));
         }
     }
 
@@ -467,7 +478,12 @@ impl Worker {
                     && let Some(pid) = c.pid
                     && c.kill_at.is_none()
                 {
-                    tracing::info!("pod {}/{} container {} failed its liveness probe, restarting", self.ns, self.name, c.name);
+                    tracing::info!(
+                        "pod {}/{} container {} failed its liveness probe, restarting",
+                        self.ns,
+                        self.name,
+                        c.name
+                    );
                     c.stop_probes();
                     c.ready = false;
                     process::signal_group(pid, Signal::TERM);
@@ -557,7 +573,11 @@ impl Worker {
             c.ready = false;
             c.next_start = None;
             if let Some(pid) = c.pid {
-                let signal = if grace.is_zero() { Signal::KILL } else { Signal::TERM };
+                let signal = if grace.is_zero() {
+                    Signal::KILL
+                } else {
+                    Signal::TERM
+                };
                 process::signal_group(pid, signal);
                 c.kill_at = Some(c.kill_at.map_or(kill_at, |k| k.min(kill_at)));
             } else if !c.done {
@@ -575,7 +595,10 @@ impl Worker {
             {
                 process::signal_group(pid, Signal::KILL);
                 if c.killed {
-                    tracing::warn!("container {} (pid {pid}) survived SIGKILL; giving up on it", c.name);
+                    tracing::warn!(
+                        "container {} (pid {pid}) survived SIGKILL; giving up on it",
+                        c.name
+                    );
                     c.pid = None;
                     c.kill_at = None;
                     c.done = true;
@@ -598,7 +621,9 @@ impl Worker {
             .filter(|c| !self.terminating && !c.done && c.pid.is_none())
             .filter_map(|c| c.next_start);
         let kills = self.containers.iter().filter_map(|c| c.kill_at);
-        let net = self.net_retry.filter(|_| self.net.is_none() && !self.terminating);
+        let net = self
+            .net_retry
+            .filter(|_| self.net.is_none() && !self.terminating);
         starts.chain(kills).chain(net).min()
     }
 
@@ -644,7 +669,10 @@ impl Worker {
         let view = self.view();
         let rt = resources::by_shape(Shape::Pod);
         let _ = self.shared.store.write(|s| {
-            let Some(cur) = s.get(rt, &self.ns, &self.name).filter(|p| p.uid() == self.uid) else {
+            let Some(cur) = s
+                .get(rt, &self.ns, &self.name)
+                .filter(|p| p.uid() == self.uid)
+            else {
                 return Ok::<_, ()>(());
             };
             let new = status::pod_status(&cur.value["status"], &view, &admission::now());
@@ -674,7 +702,11 @@ impl Worker {
         self.write_status();
         let rt = resources::by_shape(Shape::Pod);
         let _ = self.shared.store.write(|s| {
-            let Some(cur) = s.get(rt, &self.ns, &self.name).filter(|p| p.uid() == self.uid).cloned() else {
+            let Some(cur) = s
+                .get(rt, &self.ns, &self.name)
+                .filter(|p| p.uid() == self.uid)
+                .cloned()
+            else {
                 return Ok::<_, ()>(());
             };
             if finalizers(&cur.value).is_empty() {

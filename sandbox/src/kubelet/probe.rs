@@ -89,7 +89,10 @@ impl Probe {
                     .into_iter()
                     .flatten()
                     .filter_map(|x| {
-                        Some((x["name"].as_str()?.to_string(), x["value"].as_str()?.to_string()))
+                        Some((
+                            x["name"].as_str()?.to_string(),
+                            x["value"].as_str()?.to_string(),
+                        ))
                     })
                     .collect(),
             }
@@ -199,7 +202,13 @@ pub fn check(probe: &Probe, target: &Target) -> bool {
             path,
             headers,
             ..
-        } => http_get(&target.netns, addr(host, *port), path, headers, probe.timeout),
+        } => http_get(
+            &target.netns,
+            addr(host, *port),
+            path,
+            headers,
+            probe.timeout,
+        ),
         Handler::Exec { command } => {
             let Some((first, rest)) = command.split_first() else {
                 return false;
@@ -256,9 +265,12 @@ mod tests {
     #[test]
     fn parses_with_defaults_and_named_ports() {
         let c = json!({"ports": [{"name": "http", "containerPort": 8080}]});
-        let p = Probe::parse(&json!({"httpGet": {"port": "http", "path": "/healthz"}}), &c)
-            .unwrap()
-            .unwrap();
+        let p = Probe::parse(
+            &json!({"httpGet": {"port": "http", "path": "/healthz"}}),
+            &c,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(p.period, Duration::from_secs(10));
         assert_eq!(p.failure_threshold, 3);
         assert!(matches!(p.handler, Handler::Http { port: 8080, .. }));

@@ -130,7 +130,8 @@ fn condition(prev: &Value, kind: &str, ok: bool, reason: Option<&str>, now: &str
         Some(c) if c["status"] == status => c["lastTransitionTime"].clone(),
         _ => json!(now),
     };
-    let mut c = json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": since});
+    let mut c =
+        json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": since});
     if let Some(r) = reason {
         c["reason"] = json!(r);
     }
@@ -150,10 +151,28 @@ pub fn pod_status(prev: &Value, view: &PodView, now: &str) -> Value {
         Some("ContainersNotReady")
     };
     let conditions = vec![
-        condition(prev, "PodReadyToStartContainers", view.pod_ip.is_some(), None, now),
-        condition(prev, "Initialized", true, terminal.then_some("PodCompleted"), now),
+        condition(
+            prev,
+            "PodReadyToStartContainers",
+            view.pod_ip.is_some(),
+            None,
+            now,
+        ),
+        condition(
+            prev,
+            "Initialized",
+            true,
+            terminal.then_some("PodCompleted"),
+            now,
+        ),
         condition(prev, "Ready", all_ready && !terminal, not_ready_reason, now),
-        condition(prev, "ContainersReady", all_ready && !terminal, not_ready_reason, now),
+        condition(
+            prev,
+            "ContainersReady",
+            all_ready && !terminal,
+            not_ready_reason,
+            now,
+        ),
         condition(prev, "PodScheduled", true, None, now),
     ];
     status.insert("phase".into(), json!(view.phase));
@@ -174,7 +193,12 @@ pub fn pod_status(prev: &Value, view: &PodView, now: &str) -> Value {
     status.insert("qosClass".into(), json!("BestEffort"));
     status.insert(
         "containerStatuses".into(),
-        Value::Array(view.containers.iter().map(ContainerStatus::to_json).collect()),
+        Value::Array(
+            view.containers
+                .iter()
+                .map(ContainerStatus::to_json)
+                .collect(),
+        ),
     );
     Value::Object(status)
 }
