@@ -17,6 +17,9 @@
 //!   bounded event history and a broadcast that watches and [`controllers`] (garbage
 //!   collection, namespaces) subscribe to; [`persist`] snapshots it to disk; [`bootstrap`]
 //!   creates the objects every cluster starts with.
+//! - [`kubelet`] binds pods to the node and runs their containers as processes in the pods'
+//!   network namespaces (images map to host executables), with probes, restarts, status and
+//!   graceful deletion.
 //!
 //! What still differs from a real API server:
 //!

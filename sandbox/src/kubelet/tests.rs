@@ -424,3 +424,34 @@ async fn graceful_deletion_honours_traps_and_the_grace_period() {
         "{took:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_liveness_probe_restarts_the_container() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let sb = start();
+    // The first run never becomes alive; the second (the pod's /run survives restarts) does.
+    let mut c =
+        sh("if [ -e /run/once ]; then touch /run/alive; else touch /run/once; fi; exec sleep 60");
+    c["livenessProbe"] = json!({"exec": {"command": ["cat", "/run/alive"]}, "periodSeconds": 1, "failureThreshold": 1});
+    sb.create(
+        "live",
+        json!({"containers": [c], "terminationGracePeriodSeconds": 1}),
+    );
+    let pod = sb
+        .wait("live", "a restart", T, |p| {
+            p.is_some_and(|p| {
+                let cs = &p["status"]["containerStatuses"][0];
+                cs["restartCount"] == 1 && cs["state"]["running"].is_object()
+            })
+        })
+        .await
+        .unwrap();
+    let last = &pod["status"]["containerStatuses"][0]["lastState"]["terminated"];
+    assert_eq!(last["exitCode"], 128 + 15, "{last}");
+    assert_eq!(last["signal"], 15);
+    sb.delete("live", 0);
+    sb.wait("live", "removal", T, |p| p.is_none()).await;
+}
