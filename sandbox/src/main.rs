@@ -20,6 +20,9 @@
 //! - [`dns`] is cluster DNS (the `cluster.local` zone from Services and EndpointSlices, other
 //!   names forwarded to the host's resolver); [`workload`] holds the demo servers pods run
 //!   (`tether-sandbox workload http-echo|tcp-echo|udp-echo`).
+//! - [`kubelet`] binds pods to the node and runs their containers as processes in the pods'
+//!   network namespaces (images map to host executables), with probes, restarts, status and
+//!   graceful deletion.
 //!
 //! What still differs from a real API server:
 //!
@@ -56,6 +59,7 @@ mod demo;
 mod dns;
 mod error;
 mod kubeconfig;
+mod kubelet;
 mod lifecycle;
 mod node;
 mod patch;
