@@ -87,7 +87,6 @@ impl Resolver {
 
 /// Serves cluster DNS on non-blocking sockets until the runtime stops, forwarding other names
 /// to the host's resolver.
-#[allow(dead_code)] // started by the node setup (lead), in the node namespace
 pub async fn serve(store: Arc<Store>, udp: std::net::UdpSocket, tcp: std::net::TcpListener) {
     let upstream = upstream::from_resolv_conf(Path::new("/etc/resolv.conf"));
     if upstream.is_none() {

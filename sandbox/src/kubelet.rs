@@ -217,7 +217,6 @@ fn node_ready(store: &Store) {
 
 /// Runs the kubelet until the store's broadcast closes: marks the node Ready, then binds and
 /// runs pods. `ca_pem` is the cluster CA that pods get as `ca.crt`.
-#[allow(dead_code)] // wired into daemon::serve by the lead, with the node's PodNetwork
 pub async fn run(
     store: Arc<Store>,
     net: Arc<dyn PodNetwork>,

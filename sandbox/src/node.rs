@@ -12,16 +12,12 @@
 
 pub mod ipam;
 pub mod netns;
-// Started by `daemon::serve` and used by the kubelet once part 2 is wired together.
-#[allow(dead_code)]
 pub mod network;
-#[allow(dead_code)]
 pub mod proxy;
 #[cfg(test)]
 mod tests;
 
-#[allow(unused_imports)] // used by the kubelet and daemon (part 2)
-pub use network::{Node, NodeError, PodNet, cleanup};
+pub use network::cleanup;
 
 use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;

@@ -12,7 +12,8 @@
 //!
 //! As in Kubernetes, a container's `command` replaces the image's entrypoint (its first element
 //! is then looked up on the host's `PATH` unless it contains a `/`) and `args` replaces the
-//! default arguments.
+//! image's default arguments. The mapped images have none: their fixed words (`workload
+//! tcp-echo`, the array in `images.json`) belong to the entrypoint, so `args` add to them.
 
 use std::path::{Path, PathBuf};
 
@@ -36,7 +37,8 @@ pub enum ImageError {
 pub struct Entrypoint {
     /// None: the image has no entrypoint (`tether-sandbox/host`); `command` must be given.
     pub exe: Option<PathBuf>,
-    pub default_args: Vec<String>,
+    /// Arguments that are part of the entrypoint (kept unless `command` replaces it).
+    pub entry_args: Vec<String>,
 }
 
 /// The executable and arguments a container runs.
@@ -63,7 +65,7 @@ pub fn entrypoint(image: &str, state_dir: &Path) -> Result<Entrypoint, ImageErro
             exe: Some(std::env::current_exe().map_err(|e| {
                 ImageError::Invalid(format!("cannot find the sandbox executable: {e}"))
             })?),
-            default_args: vec!["workload".into(), which.into()],
+            entry_args: vec!["workload".into(), which.into()],
         })
     };
     match repo {
@@ -73,7 +75,7 @@ pub fn entrypoint(image: &str, state_dir: &Path) -> Result<Entrypoint, ImageErro
         "tether-sandbox/host" => {
             return Ok(Entrypoint {
                 exe: None,
-                default_args: Vec::new(),
+                entry_args: Vec::new(),
             });
         }
         _ => {}
@@ -81,7 +83,7 @@ pub fn entrypoint(image: &str, state_dir: &Path) -> Result<Entrypoint, ImageErro
     if repo == "tether-agent" || repo.ends_with("/tether-agent") {
         return Ok(Entrypoint {
             exe: Some(agent_binary()),
-            default_args: Vec::new(),
+            entry_args: Vec::new(),
         });
     }
     let mapping = state_dir.join(IMAGES_FILE);
@@ -115,7 +117,7 @@ pub fn entrypoint(image: &str, state_dir: &Path) -> Result<Entrypoint, ImageErro
     };
     Ok(Entrypoint {
         exe: Some(PathBuf::from(exe)),
-        default_args: args.to_vec(),
+        entry_args: args.to_vec(),
     })
 }
 
@@ -150,7 +152,7 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Applies Kubernetes' rules: `command` replaces the entrypoint, `args` the default arguments.
+/// Applies Kubernetes' rules: `command` replaces the entrypoint, `args` follow it.
 pub fn resolve(
     entry: &Entrypoint,
     command: Option<&[String]>,
@@ -170,15 +172,7 @@ pub fn resolve(
             let exe = entry.exe.clone().ok_or_else(|| {
                 ImageError::Invalid("no command specified (the image has no entrypoint)".into())
             })?;
-            // Args replace the image's default arguments only when the command is not given.
-            (
-                exe,
-                if args.is_some() {
-                    Vec::new()
-                } else {
-                    entry.default_args.clone()
-                },
-            )
+            (exe, entry.entry_args.clone())
         }
     };
     if let Some(a) = args {
@@ -211,9 +205,9 @@ mod tests {
     fn mapping_and_kubernetes_command_rules() {
         let dir = tempfile::tempdir().unwrap();
         let e = entrypoint("tether-sandbox/tcp-echo:latest", dir.path()).unwrap();
-        assert_eq!(e.default_args, vec!["workload", "tcp-echo"]);
+        assert_eq!(e.entry_args, vec!["workload", "tcp-echo"]);
         let r = resolve(&e, None, Some(&["--port".into(), "9".into()])).unwrap();
-        assert_eq!(r.args, vec!["--port", "9"]);
+        assert_eq!(r.args, vec!["workload", "tcp-echo", "--port", "9"]);
         assert!(matches!(
             entrypoint("nginx", dir.path()),
             Err(ImageError::Unknown { .. })

@@ -212,6 +212,18 @@ impl Node {
     }
 }
 
+impl crate::kubelet::PodNetwork for Node {
+    fn add_pod(&self, uid: &str) -> Result<(Netns, Ipv4Addr), String> {
+        Node::add_pod(self, uid)
+            .map(|n| (n.netns, n.ip))
+            .map_err(|e| e.to_string())
+    }
+
+    fn remove_pod(&self, uid: &str) {
+        Node::remove_pod(self, uid)
+    }
+}
+
 /// The node end of a pod's veth: `vp` and up to 12 letters and digits of the UID (interface
 /// names are at most 15 bytes, and only need to be unique inside the node namespace).
 fn host_if(uid: &str) -> Result<String, NodeError> {

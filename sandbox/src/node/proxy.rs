@@ -71,6 +71,7 @@ pub fn ruleset(store: &Store) -> String {
 }
 
 /// Renders the rules for what the store holds and loads them into `node` (blocking).
+#[cfg(test)]
 pub fn sync(store: &Store, node: &Netns) -> Result<(), NetnsError> {
     node.nft(&ruleset(store))
 }
