@@ -373,10 +373,9 @@ fn logs_follow_scenario(c: &Cluster) {
         false
     });
     curl(&node, &format!("http://10.244.0.1:30080{marker}"));
-    let found = wait_for("kubectl logs -f to show the request", WAIT, || {
+    wait_for("kubectl logs -f to show the request", WAIT, || {
         reader.is_finished().then_some(())
     });
-    let _ = found;
     let _ = follow.kill();
     let _ = follow.wait();
     assert!(reader.join().unwrap(), "kubectl logs -f showed the request");

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::netns::{self, Netns};
-use super::{Layout, NODE_IP, Node, proxy};
+use super::network::Node;
+use super::{Layout, NODE_IP, proxy};
 use crate::resources::{self, Shape};
 use crate::store::Store;
 
