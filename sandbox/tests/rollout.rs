@@ -1,7 +1,6 @@
 //! Deployments rolled out as a user sees it with the real kubectl: `rollout status`,
 //! `set image`, `rollout history` and `rollout undo`, and the Service's endpoints following
-//! the pods. No kubelet runs here, so the test plays its part: it patches each new pod's
-//! status to Running and Ready.
+//! the pods, which the sandbox's kubelet runs and probes.
 
 #[path = "support/sandbox.rs"]
 mod sandbox;
@@ -22,8 +21,9 @@ spec:
     spec:
       containers:
       - name: web
-        image: nginx:1.27
+        image: tether-sandbox/http-echo:1.27
         ports: [{name: http, containerPort: 8080}]
+        readinessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 1}
 ---
 apiVersion: v1
 kind: Service
@@ -33,40 +33,12 @@ spec:
   ports: [{name: http, port: 80, targetPort: http}]
 "#;
 
-const WAIT: Duration = Duration::from_secs(20);
+const WAIT: Duration = Duration::from_secs(60);
 
-/// Marks every pod that is not yet ready Running and Ready, as a kubelet would.
-fn ready_all_pods(sb: &Sandbox, next_ip: &mut u8) {
-    let out = sb.ok(&[
-        "get",
-        "pods",
-        "-o",
-        r#"jsonpath={range .items[?(@.status.phase=="Pending")]}{.metadata.name}{"\n"}{end}"#,
-    ]);
-    for pod in out.lines().filter(|l| !l.is_empty()) {
-        *next_ip += 1;
-        let ip = format!("10.244.0.{next_ip}");
-        let status = format!(
-            r#"{{"status":{{"phase":"Running","podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}],"hostIP":"10.244.0.1",
-            "conditions":[{{"type":"Ready","status":"True"}},{{"type":"ContainersReady","status":"True"}}]}}}}"#
-        );
-        sb.ok(&[
-            "patch",
-            "pod",
-            pod,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &status,
-        ]);
-    }
-}
-
-/// Plays the kubelet until `kubectl rollout status` reports success.
-fn roll_out(sb: &Sandbox, next_ip: &mut u8) -> String {
+/// Waits until `kubectl rollout status` reports success (the kubelet runs the pods).
+fn roll_out(sb: &Sandbox) -> String {
     wait_for("the rollout to finish", WAIT, || {
-        ready_all_pods(sb, next_ip);
-        let out = sb.kubectl(&["rollout", "status", "deployment/web", "--timeout=2s"]);
+        let out = sb.kubectl(&["rollout", "status", "deployment/web", "--timeout=5s"]);
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
@@ -77,8 +49,7 @@ fn roll_out(sb: &Sandbox, next_ip: &mut u8) -> String {
 fn rollout_status_history_and_undo() {
     let sb = Sandbox::start();
     sb.apply(APP);
-    let mut next_ip = 10;
-    let status = roll_out(&sb, &mut next_ip);
+    let status = roll_out(&sb);
     assert!(status.contains("successfully rolled out"), "{status}");
     // A plain `rollout status` (no timeout shorter than the test's) agrees.
     sb.ok(&["rollout", "status", "deployment/web", "--timeout=20s"]);
@@ -103,8 +74,8 @@ fn rollout_status_history_and_undo() {
     ]);
     assert_eq!(slice_port, "8080", "the named targetPort resolved ({ips})");
 
-    sb.ok(&["set", "image", "deployment/web", "web=nginx:1.28"]);
-    roll_out(&sb, &mut next_ip);
+    sb.ok(&["set", "image", "deployment/web", "web=tether-sandbox/http-echo:1.28"]);
+    roll_out(&sb);
     let history = sb.ok(&["rollout", "history", "deployment/web"]);
     assert!(history.contains('1') && history.contains('2'), "{history}");
     let rs = sb.ok(&[
@@ -120,7 +91,7 @@ fn rollout_status_history_and_undo() {
     assert_eq!(counts, vec!["0", "2"], "the old ReplicaSet was scaled to 0");
 
     sb.ok(&["rollout", "undo", "deployment/web"]);
-    roll_out(&sb, &mut next_ip);
+    roll_out(&sb);
     let image = sb.ok(&["get", "deployment/web", "-o", "jsonpath={.spec.template.spec.containers[0].image} {.metadata.annotations.deployment\\.kubernetes\\.io/revision}"]);
-    assert_eq!(image, "nginx:1.27 3");
+    assert_eq!(image, "tether-sandbox/http-echo:1.27 3");
 }
