@@ -38,8 +38,11 @@ pub fn covering_prefixes(addrs: impl IntoIterator<Item = IpAddr>) -> Vec<IpNet> 
 }
 
 fn routable_v4(a: Ipv4Addr) -> bool {
-    !(a.is_loopback() || a.is_link_local() || a.is_multicast() || a.is_unspecified())
-        && !a.is_broadcast()
+    !(a.is_loopback()
+        || a.is_link_local()
+        || a.is_multicast()
+        || a.is_unspecified()
+        || a.is_broadcast())
 }
 
 fn routable_v6(a: Ipv6Addr) -> bool {
