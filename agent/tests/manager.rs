@@ -29,7 +29,7 @@ struct Manager {
     child: Child,
     listen: SocketAddr,
     health: SocketAddr,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Manager {
@@ -56,7 +56,7 @@ impl Manager {
             child,
             listen,
             health,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -70,7 +70,7 @@ impl Drop for Manager {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            let log = std::fs::read_to_string(self._dir.path().join("manager.log"));
+            let log = std::fs::read_to_string(self.dir.path().join("manager.log"));
             eprintln!("manager log:\n{}", log.unwrap_or_default());
         }
     }
@@ -216,4 +216,37 @@ async fn discovering_manager_pushes_subnets_to_sessions() {
             "10.244.0.0/24"
         ])
     );
+}
+
+/// Until the first discovery is done, the manager is alive but not ready (here: forever,
+/// the API server does not answer).
+#[test]
+fn not_ready_before_the_first_discovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let dead = free_port();
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: dead\n\
+             clusters: [{{name: dead, cluster: {{server: 'https://{dead}', insecure-skip-tls-verify: true}}}}]\n\
+             users: [{{name: dead, user: {{token: nope}}}}]\n\
+             contexts: [{{name: dead, context: {{cluster: dead, user: dead, namespace: tether}}}}]\n"
+        ),
+    )
+    .unwrap();
+    let manager = Manager::start(
+        &["--discover"],
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    );
+    manager.wait_for_status("/livez", 200);
+    assert_eq!(
+        http_get(manager.health, "/readyz").unwrap(),
+        (503, "not ready\n".into())
+    );
+    // Still not ready a little later: the manager keeps retrying, it does not give up.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(http_get(manager.health, "/readyz").unwrap().0, 503);
+    let log = std::fs::read_to_string(manager.dir.path().join("manager.log")).unwrap();
+    assert!(log.contains("discovery failed (retrying"), "{log}");
 }
