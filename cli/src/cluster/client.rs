@@ -242,6 +242,17 @@ fn classify(error: kube::Error, context: String, server: String) -> ClusterError
     }
 }
 
+/// A kube error in words: an API error as its code and message (kube's own text adds a
+/// debug dump of the Status), anything else as its chain of causes.
+pub(crate) fn describe(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => {
+            format!("{} {}: {}", status.code, status.reason, status.message)
+        }
+        other => chain(other),
+    }
+}
+
 /// The innermost causes of an error, which name the real problem ("connection refused")
 /// where the outer layers only say which layer failed.
 pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {

@@ -27,7 +27,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 
-use super::client::Cluster;
+use super::client::{Cluster, describe};
 use super::manifests::{self, LABEL_MANAGED_BY, LABEL_PART_OF, LABEL_VERSION, NAME, VERSION};
 use super::progress::Progress;
 use super::rollout::{self, RolloutError};
@@ -92,9 +92,10 @@ pub enum InstallError {
         "your credentials may not {action}: {message}. Installing the manager needs rights to create namespaces, RBAC and Deployments; ask a cluster admin to install it once with `tether connect`."
     )]
     Forbidden { action: String, message: String },
-    #[error("cannot {action}: {source}")]
+    #[error("cannot {action}: {reason}")]
     Api {
         action: String,
+        reason: String,
         #[source]
         source: kube::Error,
     },
@@ -418,10 +419,10 @@ where
     .await
     {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(InstallError::Api {
-            action: format!("wait for {what} to be deleted"),
-            source: kube::Error::Service(Box::new(e)),
-        }),
+        Ok(Err(e)) => Err(api_error(
+            format!("wait for {what} to be deleted"),
+            kube::Error::Service(Box::new(e)),
+        )),
         Err(_) => Err(InstallError::DeleteTimeout {
             what,
             waited: DELETE_TIMEOUT,
@@ -507,10 +508,10 @@ where
             Err(e) => return Err(api_error(action(), e)),
         }
     }
-    Err(InstallError::Api {
-        action: action(),
-        source: kube::Error::Service("kept conflicting with other writers".into()),
-    })
+    Err(api_error(
+        action(),
+        kube::Error::Service("kept conflicting with other writers".into()),
+    ))
 }
 
 /// The kinds tether installs, as `'static` names for [`Progress`].
@@ -540,7 +541,11 @@ fn api_error(action: String, source: kube::Error) -> InstallError {
             action,
             message: status.message,
         },
-        source => InstallError::Api { action, source },
+        source => InstallError::Api {
+            action,
+            reason: describe(&source),
+            source,
+        },
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use futures::{StreamExt, stream};
+use futures::{FutureExt, StreamExt, stream};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -176,8 +176,14 @@ pub async fn wait_for_manager(
     let mut events = stream::select(pod_events, deploy_events);
     let mut last = String::from("watching the manager's Deployment and pods");
     loop {
-        match evaluate(&pod_store, &deploy_store, digest) {
-            Verdict::Done(pod) => return Ok(pod),
+        // Until both initial lists are in, the stores' emptiness means nothing.
+        let verdict = if listed(&pod_store) && listed(&deploy_store) {
+            evaluate(&pod_store, &deploy_store, digest)
+        } else {
+            Verdict::Pending(last.clone())
+        };
+        match verdict {
+            Verdict::Done(pod) => return Ok(Pod::clone(&pod)),
             Verdict::Failed(e) => return Err(e),
             Verdict::Pending(now) => {
                 if now != last {
@@ -210,8 +216,17 @@ pub async fn wait_for_manager(
     }
 }
 
+/// Whether a reflector store holds a complete initial list.
+pub(crate) fn listed<K>(store: &Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store.wait_until_ready().now_or_never().is_some()
+}
+
 enum Verdict {
-    Done(Pod),
+    Done(std::sync::Arc<Pod>),
     Pending(String),
     Failed(RolloutError),
 }
@@ -244,7 +259,7 @@ fn evaluate(pods: &Store<Pod>, deployments: &Store<Deployment>, digest: Option<&
     }
     let ready = current.iter().find(|p| is_ready(p));
     match (rollout_status(&deploy), ready) {
-        (Ok(()), Some(pod)) => Verdict::Done(Pod::clone(pod)),
+        (Ok(()), Some(pod)) => Verdict::Done(pod.clone()),
         (Err(missing), _) => Verdict::Pending(problem.unwrap_or(missing)),
         (Ok(()), None) => Verdict::Pending(problem.unwrap_or_else(|| {
             if current.is_empty() {

@@ -23,9 +23,9 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 use tokio::time::Instant;
 
-use super::client::{Cluster, chain};
+use super::client::{Cluster, describe as describe_error};
 use super::manifests::{self, TUNNEL_PORT};
-use super::rollout::{is_ready, pod_problem};
+use super::rollout::{is_ready, listed, pod_problem};
 
 /// The pod a stream leads to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +124,7 @@ pub async fn open(
         .await
         .map_err(|e| TransportError::List {
             namespace: namespace.into(),
-            reason: chain(&e),
+            reason: describe_error(&e),
         })?;
     let Some(pod) = choose(list.items.iter(), None) else {
         return Err(TransportError::NoReadyManager {
@@ -151,7 +151,7 @@ pub async fn forward(pods: &Api<Pod>, pod: &PodRef) -> Result<ManagerStream, Tra
             },
             e => TransportError::PortForward {
                 pod: pod.clone(),
-                reason: chain(&e),
+                reason: describe_error(&e),
             },
         })?;
     // Both were created for TUNNEL_PORT by the call above and are taken only here.
@@ -195,7 +195,7 @@ pub async fn wait_for_ready_pod(
     .boxed();
     let mut status = "watching the manager pods".to_string();
     loop {
-        if let Some(pod) = ready_in(&store, previous) {
+        if let Some(pod) = ready_in(&store, previous).filter(|_| listed(&store)) {
             return Ok(pod);
         }
         match tokio::time::timeout_at(deadline, events.next()).await {
@@ -234,19 +234,19 @@ fn choose<'a>(pods: impl Iterator<Item = &'a Pod>, avoid: Option<&PodRef>) -> Op
 
 /// What is wrong with the manager pods, for messages.
 fn describe<'a>(mut pods: impl Iterator<Item = &'a Pod>) -> Option<String> {
-    pods.find_map(|p| {
+    pods.next().map(|p| {
         let name = p.name_any();
         if p.metadata.deletion_timestamp.is_some() {
-            return Some(format!("pod {name} is terminating"));
+            return format!("pod {name} is terminating");
         }
         let phase = p.status.as_ref().and_then(|s| s.phase.clone());
-        Some(match pod_problem(p) {
+        match pod_problem(p) {
             Some(problem) => format!("pod {name}: {}", problem.text),
             None => format!(
                 "pod {name} is {} and not Ready",
                 phase.unwrap_or_else(|| "Pending".into())
             ),
-        })
+        }
     })
 }
 
