@@ -7,6 +7,7 @@
 //! do. The data plane itself lives in the `tether-tunnel` crate.
 
 mod args;
+mod cluster;
 mod connect;
 mod error;
 mod output;
