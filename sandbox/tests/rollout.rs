@@ -74,7 +74,12 @@ fn rollout_status_history_and_undo() {
     ]);
     assert_eq!(slice_port, "8080", "the named targetPort resolved ({ips})");
 
-    sb.ok(&["set", "image", "deployment/web", "web=tether-sandbox/http-echo:1.28"]);
+    sb.ok(&[
+        "set",
+        "image",
+        "deployment/web",
+        "web=tether-sandbox/http-echo:1.28",
+    ]);
     roll_out(&sb);
     let history = sb.ok(&["rollout", "history", "deployment/web"]);
     assert!(history.contains('1') && history.contains('2'), "{history}");
