@@ -2,7 +2,7 @@
 //! sandbox owns (the host's own namespace is never changed).
 //!
 //! - [`netns`]: named namespaces and acting inside them.
-//! - [`network`]: the [`Node`]: node namespace with the bridge `cbr0`, workstation namespace,
+//! - [`network`]: the [`Node`](network::Node): node namespace with the bridge `cbr0`, workstation namespace,
 //!   and one namespace per pod with a veth to the bridge; [`ipam`] hands out pod addresses.
 //! - [`proxy`]: kube-proxy, nftables rules in the node namespace for Services.
 //!
