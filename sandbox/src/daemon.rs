@@ -131,12 +131,21 @@ pub fn running(dir: &Path) -> Option<(i32, u16)> {
     is_server(pid).then_some((pid, port))
 }
 
-fn print_usage(port: u16, pid: i32, kubeconfig: &Path) {
+fn print_usage(port: u16, pid: i32, cfg: &Config) {
+    let kubeconfig = cfg.kubeconfig.display();
     println!("tether-sandbox is running at https://127.0.0.1:{port} (pid {pid})");
-    println!("kubeconfig: {}", kubeconfig.display());
+    println!("kubeconfig: {kubeconfig}");
+    println!(
+        "network namespaces: {}-*",
+        Layout::new(&cfg.state_dir).names.prefix()
+    );
     println!();
-    println!("  export KUBECONFIG={}", kubeconfig.display());
-    println!("  kubectl get nodes");
+    println!("  export KUBECONFIG={kubeconfig}");
+    println!("  kubectl get pods -A -o wide");
+    println!(
+        "  tether-sandbox shell --state-dir {} --kubeconfig {kubeconfig}   # the workstation",
+        cfg.state_dir.display()
+    );
 }
 
 fn log_tail(path: &Path) -> String {
@@ -153,7 +162,7 @@ fn log_tail(path: &Path) -> String {
 pub fn up(cfg: &Config) -> Result<(), DaemonError> {
     ensure_dir(&cfg.state_dir)?;
     if let Some((pid, port)) = running(&cfg.state_dir) {
-        print_usage(port, pid, &cfg.kubeconfig);
+        print_usage(port, pid, cfg);
         return Ok(());
     }
     let _ = fs::remove_file(pid_file(&cfg.state_dir));
@@ -197,7 +206,7 @@ pub fn up(cfg: &Config) -> Result<(), DaemonError> {
         if let (true, Some(port)) = (listening, read_number::<u16>(&port_file(&cfg.state_dir)))
             && probe::ready(&pki, port)
         {
-            print_usage(port, pid, &cfg.kubeconfig);
+            print_usage(port, pid, cfg);
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -276,7 +285,7 @@ fn remove_leftovers(dir: &Path) {
 pub fn status(cfg: &Config) -> bool {
     match running(&cfg.state_dir) {
         Some((pid, port)) => {
-            print_usage(port, pid, &cfg.kubeconfig);
+            print_usage(port, pid, cfg);
             true
         }
         None => {
