@@ -1,12 +1,5 @@
-//! tether-agent: the binary tether runs inside the cluster.
-//!
-//! Today it has one role, `manager`: it accepts authenticated tunnel sessions from laptops
-//! and re-creates their flows inside the cluster (TCP and UDP dials, DNS through the
-//! cluster's resolver). [`manager`] holds the accept loop and session setup,
-//! `manager::flows` the per-flow handlers and `manager::resolv` the reading of
-//! /etc/resolv.conf.
-
-mod manager;
+//! tether-agent's command line: parses the arguments into a `manager::Config` and runs the
+//! manager on a single-threaded runtime. The library (`lib.rs`) explains the parts.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ipnet::IpNet;
+use tether_agent::manager;
 
 #[derive(Parser)]
 #[command(name = "tether-agent", version, about = "tether's in-cluster agent")]
@@ -43,6 +37,14 @@ enum Role {
         /// defines the cluster domain.
         #[arg(long, default_value = "/etc/resolv.conf")]
         resolv_conf: PathBuf,
+        /// Find the Service and pod CIDRs through the Kubernetes API (in-cluster config, else
+        /// the kubeconfig) and keep clients' routes current as they change. `--subnet`
+        /// values are routed too.
+        #[arg(long)]
+        discover: bool,
+        /// Serve `GET /readyz` and `GET /livez` on this address, for the kubelet's probes.
+        #[arg(long)]
+        health_listen: Option<SocketAddr>,
     },
 }
 
@@ -61,6 +63,8 @@ fn main() -> ExitCode {
         token,
         subnets,
         resolv_conf,
+        discover,
+        health_listen,
     } = cli.role;
     let token = match (token_file, token) {
         (Some(path), _) => match std::fs::read_to_string(&path) {
@@ -88,6 +92,8 @@ fn main() -> ExitCode {
         token,
         subnets,
         resolv_conf,
+        discover,
+        health_listen,
     };
     // One thread: a session's flows hand work to the yamux driver constantly, and
     // cross-thread wakeups cost more than more cores gain (6.5 vs 5.5 Gbit/s measured with

@@ -1,5 +1,9 @@
 //! The traffic manager: accepts tunnel connections, authenticates them with the handshake,
 //! and serves each session's flows (see [`flows`]).
+//!
+//! What sessions are told to route is kept in a watch channel: the `--subnet` values, plus
+//! (with `--discover`) what [`crate::discovery`] finds and keeps current. Every session's
+//! control stream sends the current value first and every later change.
 
 mod flows;
 mod resolv;
@@ -15,8 +19,10 @@ use tether_tunnel::wire::control::ClusterInfo;
 use tether_tunnel::wire::handshake::server_handshake;
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
+use crate::discovery::{self, Discovered, Discovery};
+use crate::health::{self, Readiness};
 use resolv::ResolvConf;
 
 /// A client gets this long to complete the handshake.
@@ -27,8 +33,13 @@ const MAX_PENDING_HANDSHAKES: usize = 64;
 pub struct Config {
     pub listen: SocketAddr,
     pub token: String,
+    /// Always routed, whatever discovery finds.
     pub subnets: Vec<IpNet>,
     pub resolv_conf: PathBuf,
+    /// Discover (and watch) the Service and pod CIDRs through the Kubernetes API.
+    pub discover: bool,
+    /// Where to serve `/readyz` and `/livez`.
+    pub health_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Error)]
@@ -47,12 +58,15 @@ pub enum ManagerError {
     },
     #[error("cannot wait for signals: {0}")]
     Signals(std::io::Error),
+    #[error("cannot configure a Kubernetes client (needed by --discover): {0}")]
+    Kube(#[source] kube::Error),
 }
 
 /// What every session shares.
 pub struct Shared {
     token: String,
-    cluster: ClusterInfo,
+    /// Discovery -> every session's control stream: what to route, as of now.
+    cluster_tx: watch::Sender<ClusterInfo>,
     nameservers: Vec<SocketAddr>,
 }
 
@@ -64,30 +78,75 @@ pub async fn run(config: Config) -> Result<(), ManagerError> {
         }
     })?;
     let resolv = ResolvConf::parse(&text);
+    let base = ClusterInfo {
+        dns_domain: resolv.cluster_domain(),
+        search: resolv.search.clone(),
+        subnets: config.subnets.clone(),
+    };
+    let (cluster_tx, _) = watch::channel(base);
     let shared = Arc::new(Shared {
         token: config.token,
-        cluster: ClusterInfo {
-            dns_domain: resolv.cluster_domain(),
-            search: resolv.search.clone(),
-            subnets: config.subnets,
-        },
+        cluster_tx,
         nameservers: resolv.nameservers,
     });
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ManagerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    tracing::info!(
-        listen = %config.listen,
-        domain = %shared.cluster.dns_domain,
-        nameservers = ?shared.nameservers,
-        "manager ready"
-    );
-    let handshakes = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let readiness = Readiness::default();
+    let health = match config.health_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let listener = bind(config.listen).await?;
+    // Dropping the handle would not stop the task; aborting it on return does.
+    let _health = health.map(|l| AbortOnDrop(tokio::spawn(health::serve(l, readiness.clone()))));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(ManagerError::Signals)?;
+    let _discovery = if config.discover {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(ManagerError::Kube)?;
+        let namespace = discovery::own_namespace(&client);
+        // Discovery -> the forwarder below: every new answer.
+        let (found_tx, mut found_rx) = watch::channel(None);
+        let task = AbortOnDrop(tokio::spawn(
+            Discovery::new(client, namespace).run(found_tx),
+        ));
+        // Sessions wait in the listen backlog until the first answer: their first
+        // ClusterInfo must already hold the cluster's subnets.
+        tokio::select! {
+            found = found_rx.wait_for(Option::is_some) => {
+                // The sender lives in the discovery task, which only ends when found_rx is
+                // dropped; it is held here.
+                let found = found.expect("discovery runs while found_rx lives").clone();
+                publish(&shared, &config.subnets, found.as_ref());
+            }
+            _ = sigterm.recv() => return Ok(()),
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+        let forwarder = {
+            let shared = shared.clone();
+            let always = config.subnets.clone();
+            tokio::spawn(async move {
+                while found_rx.changed().await.is_ok() {
+                    let found = found_rx.borrow_and_update().clone();
+                    publish(&shared, &always, found.as_ref());
+                }
+            })
+        };
+        Some((task, AbortOnDrop(forwarder)))
+    } else {
+        None
+    };
+    readiness.set_ready();
+    {
+        let cluster = shared.cluster_tx.borrow();
+        tracing::info!(
+            listen = %config.listen,
+            domain = %cluster.dns_domain,
+            subnets = ?cluster.subnets,
+            nameservers = ?shared.nameservers,
+            "manager ready"
+        );
+    }
+    let handshakes = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -111,6 +170,37 @@ pub async fn run(config: Config) -> Result<(), ManagerError> {
                 return Ok(());
             }
         }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ManagerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ManagerError::Bind { addr, source })
+}
+
+/// Tells every session about `found` (with the `--subnet` values) if it changes what they
+/// route.
+fn publish(shared: &Shared, always: &[IpNet], found: Option<&Discovered>) {
+    let mut subnets = always.to_vec();
+    for net in found.map(Discovered::subnets).unwrap_or_default() {
+        if !subnets.contains(&net) {
+            subnets.push(net);
+        }
+    }
+    shared.cluster_tx.send_if_modified(|info| {
+        let changed = info.subnets != subnets;
+        info.subnets = subnets;
+        changed
+    });
+}
+
+/// Aborts a background task when the manager returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

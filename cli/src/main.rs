@@ -10,6 +10,7 @@
 //! in the `tether-tunnel` crate.
 
 mod args;
+mod cluster;
 mod connect;
 mod daemon;
 mod error;

@@ -126,6 +126,7 @@ pub struct Api {
     /// `host:port` of the API server, for `/api`'s serverAddressByClientCIDRs.
     pub address: String,
     /// Namespace names and pod directories, for pods/log and pods/portforward.
+    #[allow(dead_code)] // read by the pods/log and pods/portforward handlers (next merge)
     pub layout: Arc<crate::node::Layout>,
 }
 

@@ -2,9 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::daemon::Config;
+use crate::workload;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,6 +31,8 @@ enum Cmd {
     /// Open a shell in the sandbox's workstation: a network namespace whose only way into the
     /// cluster is the API server (as for a laptop outside a real cluster), with KUBECONFIG set.
     Shell(ShellArgs),
+    /// Run a demo workload in the foreground (what the sandbox's pods run).
+    Workload(WorkloadArgs),
 }
 
 #[derive(Debug, Args)]
@@ -42,6 +45,29 @@ struct ShellArgs {
     /// Run this command instead of an interactive shell (e.g. `-- kubectl get pods -A`).
     #[arg(last = true)]
     command: Vec<String>,
+}
+
+// The names are the subcommand's words (`http-echo`...).
+#[allow(clippy::enum_variant_names)]
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum WorkloadKind {
+    /// HTTP/1.1: identity text, /healthz, /bytes?n=N, POST /echo (default port 8080).
+    HttpEcho,
+    /// TCP echo (default port 9000).
+    TcpEcho,
+    /// UDP echo (default port 9001).
+    UdpEcho,
+}
+
+#[derive(Debug, Args)]
+struct WorkloadArgs {
+    kind: WorkloadKind,
+    /// The port to listen on at 0.0.0.0 (default: 8080, 9000 or 9001 by kind).
+    #[arg(long, env = "PORT")]
+    port: Option<u16>,
+    /// Answer /healthz with 503, to make a pod that fails readiness (http-echo).
+    #[arg(long, env = "UNREADY", value_parser = clap::builder::BoolishValueParser::new())]
+    unready: bool,
 }
 
 #[derive(Debug, Args)]
@@ -85,6 +111,7 @@ pub enum Command {
     Status(Config),
     Serve(Config),
     Shell(Config, Vec<String>),
+    Workload(workload::Config),
 }
 
 /// `/var/lib/tether-sandbox` for root, else `$XDG_STATE_HOME/tether-sandbox`
@@ -131,5 +158,14 @@ pub fn parse() -> Command {
         Cmd::Shell(a) => Command::Shell(config(a.dir, a.kubeconfig, 0), a.command),
         Cmd::Down(d) => Command::Down(config(d, None, 0)),
         Cmd::Status(s) => Command::Status(config(s.dir, s.kubeconfig, 0)),
+        Cmd::Workload(w) => Command::Workload(workload::Config {
+            kind: match w.kind {
+                WorkloadKind::HttpEcho => workload::Kind::HttpEcho,
+                WorkloadKind::TcpEcho => workload::Kind::TcpEcho,
+                WorkloadKind::UdpEcho => workload::Kind::UdpEcho,
+            },
+            port: w.port,
+            unready: w.unready,
+        }),
     }
 }

@@ -10,6 +10,7 @@ mod probe;
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -20,14 +21,20 @@ use std::time::{Duration, Instant};
 use rustix::process::{Pid, Signal};
 
 use crate::api::Api;
+use crate::auth::Tokens;
 use crate::kubeconfig::{self, KubeconfigError};
+use crate::node::netns::NetnsError;
+use crate::node::network::{Node, NodeError};
+use crate::node::{self, API_PORT, Layout, NODE_IP, proxy};
 use crate::persist::{self, PersistError};
 use crate::pki::{Pki, PkiError};
 use crate::server::{self, Server};
-use crate::{bootstrap, controllers};
+use crate::{bootstrap, controllers, demo, dns, kubelet};
 
-/// How long `up` waits for the server to answer /readyz.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `serve --demo` waits for the demo's pods to be ready.
+const DEMO_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long `up` waits for the server to answer /readyz (with `--demo`, its pods included).
+const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long `down` waits for the server to exit after SIGTERM before it sends SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -47,6 +54,12 @@ pub enum DaemonError {
     Persist(#[from] PersistError),
     #[error(transparent)]
     Kubeconfig(#[from] KubeconfigError),
+    #[error(
+        "cannot set up the node's network namespaces ({0}); the sandbox runs pods in network namespaces and needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and the `ip` and `nft` commands (scripts/install-deps.sh installs them)"
+    )]
+    Node(NodeError),
+    #[error("the demo workloads did not become ready: {0}")]
+    Demo(String),
     #[error("cannot create the bootstrap objects: {0}")]
     Bootstrap(crate::error::ApiError),
     #[error("the server exited ({status}) before it was ready; its log ({log}) ends with:\n{tail}")]
@@ -118,12 +131,21 @@ pub fn running(dir: &Path) -> Option<(i32, u16)> {
     is_server(pid).then_some((pid, port))
 }
 
-fn print_usage(port: u16, pid: i32, kubeconfig: &Path) {
+fn print_usage(port: u16, pid: i32, cfg: &Config) {
+    let kubeconfig = cfg.kubeconfig.display();
     println!("tether-sandbox is running at https://127.0.0.1:{port} (pid {pid})");
-    println!("kubeconfig: {}", kubeconfig.display());
+    println!("kubeconfig: {kubeconfig}");
+    println!(
+        "network namespaces: {}-*",
+        Layout::new(&cfg.state_dir).names.prefix()
+    );
     println!();
-    println!("  export KUBECONFIG={}", kubeconfig.display());
-    println!("  kubectl get nodes");
+    println!("  export KUBECONFIG={kubeconfig}");
+    println!("  kubectl get pods -A -o wide");
+    println!(
+        "  tether-sandbox shell --state-dir {} --kubeconfig {kubeconfig}   # the workstation",
+        cfg.state_dir.display()
+    );
 }
 
 fn log_tail(path: &Path) -> String {
@@ -140,7 +162,7 @@ fn log_tail(path: &Path) -> String {
 pub fn up(cfg: &Config) -> Result<(), DaemonError> {
     ensure_dir(&cfg.state_dir)?;
     if let Some((pid, port)) = running(&cfg.state_dir) {
-        print_usage(port, pid, &cfg.kubeconfig);
+        print_usage(port, pid, cfg);
         return Ok(());
     }
     let _ = fs::remove_file(pid_file(&cfg.state_dir));
@@ -184,7 +206,7 @@ pub fn up(cfg: &Config) -> Result<(), DaemonError> {
         if let (true, Some(port)) = (listening, read_number::<u16>(&port_file(&cfg.state_dir)))
             && probe::ready(&pki, port)
         {
-            print_usage(port, pid, &cfg.kubeconfig);
+            print_usage(port, pid, cfg);
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -210,15 +232,21 @@ fn wait_gone(pid: i32, timeout: Duration) -> bool {
     true
 }
 
-/// `tether-sandbox down`: stops the server of a state directory (SIGTERM, then SIGKILL).
+/// `tether-sandbox down`: stops the server of a state directory (SIGTERM, then SIGKILL), then
+/// removes whatever a crashed server left (its network namespaces and their processes).
 pub fn down(dir: &Path) -> Result<(), DaemonError> {
-    let Some((pid, _)) = running(dir) else {
-        println!(
+    match running(dir) {
+        Some((pid, _)) => stop(dir, pid)?,
+        None => println!(
             "tether-sandbox is not running (state directory {})",
             dir.display()
-        );
-        return Ok(());
-    };
+        ),
+    }
+    remove_leftovers(dir);
+    Ok(())
+}
+
+fn stop(dir: &Path, pid: i32) -> Result<(), DaemonError> {
     // `running` only returns positive pids read from our pid file.
     let target = Pid::from_raw(pid).expect("positive pid");
     let _ = rustix::process::kill_process(target, Signal::TERM);
@@ -234,11 +262,30 @@ pub fn down(dir: &Path) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// Deletes the namespaces of a server that died without cleaning up. Only while nobody holds
+/// the state directory's lock: a server that is still starting owns them.
+fn remove_leftovers(dir: &Path) {
+    let Ok(lock) = fs::OpenOptions::new().write(true).open(dir.join("lock")) else {
+        return;
+    };
+    if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        println!(
+            "a tether-sandbox server is starting in {}; left it alone",
+            dir.display()
+        );
+        return;
+    }
+    let removed = node::cleanup(&Layout::new(dir));
+    if removed > 0 {
+        println!("removed {removed} network namespaces left by a crashed server");
+    }
+}
+
 /// `tether-sandbox status`: whether a server runs for the state directory.
 pub fn status(cfg: &Config) -> bool {
     match running(&cfg.state_dir) {
         Some((pid, port)) => {
-            print_usage(port, pid, &cfg.kubeconfig);
+            print_usage(port, pid, cfg);
             true
         }
         None => {
@@ -268,6 +315,13 @@ pub fn serve(cfg: &Config) -> Result<(), DaemonError> {
     let store = Arc::new(persist::load(&cfg.state_dir)?);
     bootstrap::run(&store).map_err(DaemonError::Bootstrap)?;
 
+    let layout = Arc::new(Layout::new(&cfg.state_dir));
+    let prefix_path = cfg.state_dir.join("netns-prefix");
+    fs::write(&prefix_path, layout.names.prefix()).map_err(io("cannot write", &prefix_path))?;
+    // Dropped last on every way out of here, so the namespaces (and the pods' processes in
+    // them) never outlive the server.
+    let node = NodeGuard(Arc::new(Node::start(&layout).map_err(DaemonError::Node)?));
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -295,37 +349,100 @@ pub fn serve(cfg: &Config) -> Result<(), DaemonError> {
             &pki.admin_token,
         )?;
 
-        controllers::spawn(&store, &pki.ca_pem);
-        let persister = tokio::spawn(persist::run(store.clone(), cfg.state_dir.clone()));
+        let tokens = Arc::new(Tokens::default());
         let server = Arc::new(Server {
             api: Api {
                 store: store.clone(),
                 address,
-                layout: Arc::new(crate::node::Layout::new(&cfg.state_dir)),
+                layout: layout.clone(),
             },
             admin_token: pki.admin_token.clone(),
-            tokens: Arc::new(crate::auth::Tokens::default()),
+            tokens: tokens.clone(),
         });
-        let serving = tokio::spawn(server::serve(listener, tls, server));
+        // Inside the cluster: the node address that the `kubernetes` Service's endpoint
+        // names. In the workstation: the same address as on the host, so one kubeconfig
+        // serves both.
+        let node_ns = node.0.netns();
+        let in_node = SocketAddr::from((NODE_IP, API_PORT));
+        let in_workstation = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let listeners = [
+            listener,
+            tokio_listener(node_ns.bind_tcp(in_node))?,
+            tokio_listener(node.0.workstation().bind_tcp(in_workstation))?,
+        ];
+        let mut tasks: Vec<_> = listeners
+            .into_iter()
+            .map(|l| tokio::spawn(server::serve(l, tls.clone(), server.clone())))
+            .collect();
+
+        let dns_addr = SocketAddr::from((NODE_IP, 53));
+        let (udp, tcp) = (node_ns.bind_udp(dns_addr), node_ns.bind_tcp(dns_addr));
+        let (udp, tcp) = (udp.map_err(node_error)?, tcp.map_err(node_error)?);
+        tasks.push(tokio::spawn(dns::serve(store.clone(), udp, tcp)));
+        tasks.push(tokio::spawn(proxy::run(store.clone(), node_ns.clone())));
+        controllers::spawn(&store, &pki.ca_pem);
+        tasks.push(tokio::spawn(kubelet::run(
+            store.clone(),
+            node.0.clone(),
+            layout.clone(),
+            tokens,
+            pki.ca_pem.clone(),
+        )));
+        tasks.push(tokio::spawn(persist::run(
+            store.clone(),
+            cfg.state_dir.clone(),
+        )));
+
+        if cfg.demo {
+            demo::apply(&store).map_err(DaemonError::Bootstrap)?;
+            tracing::info!("demo applied; waiting for its pods");
+            let waited = tokio::select! {
+                waited = demo::wait_ready(&store, DEMO_TIMEOUT) => waited,
+                () = wait_for_signal() => Err("stopped while waiting".to_string()),
+            };
+            waited.map_err(DaemonError::Demo)?;
+        }
         fs::write(port_file(&cfg.state_dir), port.to_string())
             .map_err(io("cannot write", &port_file(&cfg.state_dir)))?;
         fs::write(pid_file(&cfg.state_dir), std::process::id().to_string())
             .map_err(io("cannot write", &pid_file(&cfg.state_dir)))?;
         tracing::info!(
-            "serving https://127.0.0.1:{port}, state in {}",
+            "serving https://127.0.0.1:{port} (in the cluster https://{in_node}), state in {}",
             cfg.state_dir.display()
         );
 
         wait_for_signal().await;
         tracing::info!("stopping");
-        serving.abort();
-        persister.abort();
+        for task in tasks {
+            task.abort();
+        }
         let _ = fs::remove_file(pid_file(&cfg.state_dir));
         Ok::<_, DaemonError>(())
     })?;
     runtime.shutdown_timeout(Duration::from_secs(1));
     persist::save(&store, &cfg.state_dir)?;
     Ok(())
+}
+
+/// Removes the node's namespaces (and so the pods' processes) when `serve` ends, however.
+struct NodeGuard(Arc<Node>);
+
+impl Drop for NodeGuard {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
+}
+
+fn node_error(e: NetnsError) -> DaemonError {
+    DaemonError::Node(NodeError::from(e))
+}
+
+fn tokio_listener(
+    bound: Result<std::net::TcpListener, NetnsError>,
+) -> Result<tokio::net::TcpListener, DaemonError> {
+    let listener = bound.map_err(node_error)?;
+    tokio::net::TcpListener::from_std(listener)
+        .map_err(io("cannot register a listener of", Path::new("the node")))
 }
 
 async fn wait_for_signal() {

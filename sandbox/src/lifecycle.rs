@@ -3,6 +3,11 @@
 //! policies (`Orphan` and `Foreground` become the `orphan` and `foregroundDeletion` finalizers
 //! the garbage collector honours), and namespaces, which always go through the namespace
 //! controller (`spec.finalizers: [kubernetes]`).
+//!
+//! Pods on a node are deleted gracefully: DELETE sets `deletionTimestamp` (now + grace) and
+//! `deletionGracePeriodSeconds` and leaves the object for the kubelet, which stops the
+//! containers and then deletes it again with grace 0. An object goes only when it has no
+//! finalizers and its grace period is 0, as in kube-apiserver.
 
 use std::sync::Arc;
 
@@ -31,15 +36,18 @@ pub struct DeleteOptions {
     pub uid: Option<String>,
     pub resource_version: Option<String>,
     pub dry_run: bool,
+    /// `gracePeriodSeconds`; None: the object's own (a pod's `terminationGracePeriodSeconds`).
+    pub grace_period_seconds: Option<i64>,
 }
 
 impl DeleteOptions {
     /// Reads DeleteOptions from a request body (possibly empty) and the query's
-    /// `propagationPolicy`/`orphanDependents`.
+    /// `propagationPolicy`/`orphanDependents`/`gracePeriodSeconds`.
     pub fn parse(
         body: &[u8],
         query_policy: Option<&str>,
         query_orphan: Option<&str>,
+        query_grace: Option<&str>,
     ) -> Result<Self, ApiError> {
         let v: Value = if body.iter().all(u8::is_ascii_whitespace) {
             json!({})
@@ -62,8 +70,17 @@ impl DeleteOptions {
                 )));
             }
         };
+        let grace_period_seconds =
+            match (&v["gracePeriodSeconds"], query_grace) {
+                (Value::Number(n), _) => n.as_i64(),
+                (_, Some(q)) => Some(q.trim().parse::<i64>().map_err(|_| {
+                    ApiError::BadRequest(format!("invalid gracePeriodSeconds: {q:?}"))
+                })?),
+                _ => None,
+            };
         let pre = &v["preconditions"];
         Ok(DeleteOptions {
+            grace_period_seconds,
             propagation,
             uid: pre["uid"].as_str().map(str::to_string),
             resource_version: pre["resourceVersion"].as_str().map(str::to_string),
@@ -118,6 +135,11 @@ pub fn delete(
     {
         return Err(ApiError::conflict(rt, name));
     }
+    if let Some(grace) = pod_grace(rt, &current.value, opts)
+        && grace > 0
+    {
+        return delete_gracefully(state, rt, current, grace, opts);
+    }
     let mut fins = finalizers(&current.value);
     let mut value = current.value.clone();
     let being_deleted = !value["metadata"]["deletionTimestamp"].is_null();
@@ -144,12 +166,13 @@ pub fn delete(
         // Checked above that it exists.
         return Ok(state.remove(rt, namespace, name).expect("object exists"));
     }
-    if being_deleted && !changed {
+    if being_deleted && !changed && grace_seconds(&value) == 0 {
         return Ok(current);
     }
+    // A forced delete of an object held by finalizers ends its grace period now.
+    value["metadata"]["deletionGracePeriodSeconds"] = json!(0);
     if !being_deleted {
         value["metadata"]["deletionTimestamp"] = json!(admission::now());
-        value["metadata"]["deletionGracePeriodSeconds"] = json!(0);
         if rt.shape == Shape::Namespace {
             value["status"]["phase"] = json!("Terminating");
         }
@@ -163,8 +186,76 @@ pub fn delete(
     Ok(state.put(rt, value))
 }
 
-/// Stores an updated object, or removes it when it is being deleted and has no finalizers left
-/// (the last finalizer was just removed).
+/// The grace period a DELETE gives a pod (None for other types): the request's, else the pod's
+/// `terminationGracePeriodSeconds`, else 30; 0 for a pod no node runs or that has finished,
+/// since nothing would stop its containers.
+fn pod_grace(rt: &ResourceType, pod: &Value, opts: &DeleteOptions) -> Option<i64> {
+    if rt.shape != Shape::Pod {
+        return None;
+    }
+    let unscheduled = pod["spec"]["nodeName"].as_str().is_none_or(str::is_empty);
+    let finished = matches!(
+        pod["status"]["phase"].as_str(),
+        Some("Succeeded" | "Failed")
+    );
+    if unscheduled || finished {
+        return Some(0);
+    }
+    let grace = opts
+        .grace_period_seconds
+        .or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64())
+        .unwrap_or(30);
+    Some(grace.max(0))
+}
+
+/// The grace period an object being deleted still has (0 when none was given).
+fn grace_seconds(value: &Value) -> i64 {
+    value["metadata"]["deletionGracePeriodSeconds"]
+        .as_i64()
+        .unwrap_or(0)
+}
+
+/// Starts (or shortens) a pod's graceful deletion: the object stays, with `deletionTimestamp`
+/// at the end of the grace period. A later delete may shorten the period, never extend it.
+fn delete_gracefully(
+    state: &mut State,
+    rt: &'static ResourceType,
+    current: Arc<Stored>,
+    grace: i64,
+    opts: &DeleteOptions,
+) -> Result<Arc<Stored>, ApiError> {
+    let meta = &current.value["metadata"];
+    if !meta["deletionTimestamp"].is_null() && grace_seconds(&current.value) <= grace {
+        return Ok(current);
+    }
+    let mut value = current.value.clone();
+    let mut fins = finalizers(&value);
+    let extra = match opts.propagation {
+        Propagation::Orphan => Some(ORPHAN),
+        Propagation::Foreground => Some(FOREGROUND),
+        Propagation::Background => None,
+    };
+    if let Some(f) = extra
+        && meta["deletionTimestamp"].is_null()
+        && !fins.iter().any(|x| x == f)
+    {
+        fins.push(f.into());
+        value["metadata"]["finalizers"] = json!(fins);
+    }
+    let deadline = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_secs(grace))
+        .unwrap_or_else(|_| jiff::Timestamp::now());
+    value["metadata"]["deletionTimestamp"] =
+        json!(deadline.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+    value["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+    if opts.dry_run {
+        return Ok(current);
+    }
+    Ok(state.put(rt, value))
+}
+
+/// Stores an updated object, or removes it when it is being deleted, has no finalizers left
+/// (the last finalizer was just removed) and no grace period left.
 pub fn store_update(state: &mut State, rt: &'static ResourceType, value: Value) -> Arc<Stored> {
     let namespace_pending = rt.shape == Shape::Namespace
         && value["spec"]["finalizers"]
@@ -172,6 +263,7 @@ pub fn store_update(state: &mut State, rt: &'static ResourceType, value: Value) 
             .is_some_and(|f| !f.is_empty());
     if !value["metadata"]["deletionTimestamp"].is_null()
         && finalizers(&value).is_empty()
+        && grace_seconds(&value) == 0
         && !namespace_pending
     {
         let ns = value["metadata"]["namespace"]
@@ -227,8 +319,8 @@ mod tests {
                 ))
             })
             .unwrap();
-        let opts =
-            DeleteOptions::parse(br#"{"preconditions":{"uid":"other"}}"#, None, None).unwrap();
+        let opts = DeleteOptions::parse(br#"{"preconditions":{"uid":"other"}}"#, None, None, None)
+            .unwrap();
         assert_eq!(
             store
                 .write(|s| delete(s, cm, "n", "a", &opts))
@@ -236,10 +328,12 @@ mod tests {
                 .code(),
             409
         );
-        let opts = DeleteOptions::parse(b"", Some("Orphan"), None).unwrap();
+        let opts = DeleteOptions::parse(b"", Some("Orphan"), None, None).unwrap();
         assert_eq!(opts.propagation, Propagation::Orphan);
-        assert!(DeleteOptions::parse(b"{", None, None).is_err());
-        assert!(DeleteOptions::parse(br#"{"propagationPolicy":"Sideways"}"#, None, None).is_err());
+        assert!(DeleteOptions::parse(b"{", None, None, None).is_err());
+        assert!(
+            DeleteOptions::parse(br#"{"propagationPolicy":"Sideways"}"#, None, None, None).is_err()
+        );
         let gone = store
             .write(|s| delete(s, cm, "n", "a", &DeleteOptions::default()))
             .unwrap();

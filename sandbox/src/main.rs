@@ -1,30 +1,45 @@
 //! tether-sandbox: a single-node, Kubernetes-API-compatible cluster for tether's tests and for
-//! trying tether without a cluster. Part 1 (this crate today) is the control plane: an HTTPS
-//! API server that the real `kubectl` and kube-rs accept.
+//! trying tether without a cluster: an HTTPS API server that the real `kubectl` and kube-rs
+//! accept, the controllers a Deployment needs, and a node whose pods are host processes in
+//! network namespaces, with kube-proxy and cluster DNS.
 //!
 //! How the modules fit, from the socket inwards:
 //!
 //! - [`args`] parses the command line; [`daemon`] runs `serve` in the foreground and manages a
 //!   detached one for `up`/`down`/`status` (pid file, readiness probe); [`pki`] keeps the CA,
 //!   serving certificate and admin token; [`kubeconfig`] writes the kubeconfig.
-//! - [`server`] terminates TLS on 127.0.0.1, authenticates bearer tokens and collects bodies;
-//!   [`api`] routes Kubernetes REST paths to discovery, object handlers, watches and tables.
+//! - [`server`] terminates TLS (on 127.0.0.1, in the node and in the workstation),
+//!   authenticates bearer tokens and collects bodies; [`api`] routes Kubernetes REST paths to discovery, object handlers, watches and tables.
 //! - [`resources`] is the table of served types; [`admission`] turns request bodies into stored
 //!   objects (typed decoding through k8s-openapi, defaults, validation, Service allocation from
 //!   [`alloc`]); [`patch`] applies merge, JSON and strategic merge patches; [`lifecycle`]
 //!   deletes (finalizers, propagation).
 //! - [`store`] holds every object as JSON under one lock with a global resourceVersion, a
 //!   bounded event history and a broadcast that watches and [`controllers`] (garbage
-//!   collection, namespaces) subscribe to; [`persist`] snapshots it to disk; [`bootstrap`]
-//!   creates the objects every cluster starts with.
+//!   collection, namespaces, Deployments, ReplicaSets, Endpoints/EndpointSlices) subscribe to;
+//!   [`persist`] snapshots it to disk; [`bootstrap`] creates the objects every cluster starts
+//!   with.
+//! - [`dns`] is cluster DNS (the `cluster.local` zone from Services and EndpointSlices, other
+//!   names forwarded to the host's resolver); [`workload`] holds the demo servers pods run
+//!   (`tether-sandbox workload http-echo|tcp-echo|udp-echo`).
+//! - [`node`] is the node's network: namespaces for the node, the workstation and each pod on
+//!   a bridge, with kube-proxy's Service rules in nftables; [`kubelet`] binds pods to the node
+//!   and runs their containers as processes in the pods' network namespaces (images map to
+//!   host executables), with probes, restarts, status and graceful deletion; [`auth`] holds
+//!   the pods' service-account tokens. [`daemon`] wires them together in `serve`; [`demo`]
+//!   is the `--demo` namespace; [`shell`] enters the workstation.
 //!
-//! What still differs from a real API server:
+//! What still differs from a real cluster:
 //!
-//! - Nothing runs pods yet (part 2): no scheduler, kubelet, Deployment/ReplicaSet controllers,
-//!   Endpoints controller, kube-proxy or DNS. The node reports `Ready=False`. No pods/log,
-//!   pods/exec or pods/portforward.
-//! - One admin token, no RBAC enforcement (RBAC objects are stored only), no service-account
-//!   tokens, no anonymous access except /healthz, /livez and /readyz.
+//! - One node, and no scheduler: every pod is bound to it (node selectors, affinity and taints
+//!   are not looked at). Containers are host processes: no images, no filesystem or PID
+//!   isolation, no resource limits or security contexts; no init containers, startup probes,
+//!   lifecycle hooks, or volumes besides the service-account token. IPv4 only; no
+//!   NetworkPolicy, no LoadBalancer addresses. No StatefulSet, DaemonSet or Job controllers, no
+//!   Deployment progress deadline or proportional scaling of a Deployment resized mid-rollout.
+//!   No pods/exec or pods/attach.
+//! - An admin token and the pods' service-account tokens; no RBAC enforcement (RBAC objects
+//!   are stored only), no anonymous access except /healthz, /livez and /readyz.
 //! - No server-side apply (415). Responses are JSON only; request bodies are JSON, YAML, or
 //!   protobuf for the kinds kubectl's typed clients create (Service, Namespace, ConfigMap,
 //!   Secret, ServiceAccount, Deployment; other kinds and unknown fields get 415). No OpenAPI v2 (404);
@@ -35,7 +50,8 @@
 //!   A watch older than the last 50,000 events, or from before a restart, gets 410 Expired.
 //! - Strategic merge patch knows the merge keys of the served built-in types only.
 //! - `generation` is kept for every type and bumps on any change outside metadata and status.
-//! - Deletion ignores grace periods (objects go at once unless finalizers hold them).
+//! - Graceful deletion applies to pods on the node only (other objects go at once unless
+//!   finalizers hold them).
 //! - Validation covers names, labels and the fields tether relies on (pods, workloads,
 //!   Services), not everything kube-apiserver checks.
 
@@ -48,8 +64,10 @@ mod bootstrap;
 mod controllers;
 mod daemon;
 mod demo;
+mod dns;
 mod error;
 mod kubeconfig;
+mod kubelet;
 mod lifecycle;
 mod node;
 mod patch;
@@ -59,6 +77,7 @@ mod resources;
 mod server;
 mod shell;
 mod store;
+mod workload;
 
 use std::process::ExitCode;
 
@@ -80,6 +99,15 @@ fn main() -> ExitCode {
         Command::Down(cfg) => daemon::down(&cfg.state_dir),
         Command::Serve(cfg) => daemon::serve(cfg),
         Command::Shell(cfg, command) => return shell::run(cfg, command),
+        Command::Workload(cfg) => {
+            return match workload::run(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tether-sandbox workload: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Status(cfg) => {
             return if daemon::status(cfg) {
                 ExitCode::SUCCESS

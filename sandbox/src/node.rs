@@ -2,12 +2,22 @@
 //! sandbox owns (the host's own namespace is never changed).
 //!
 //! - [`netns`]: named namespaces and acting inside them.
+//! - [`network`]: the [`Node`](network::Node): node namespace with the bridge `cbr0`, workstation namespace,
+//!   and one namespace per pod with a veth to the bridge; [`ipam`] hands out pod addresses.
+//! - [`proxy`]: kube-proxy, nftables rules in the node namespace for Services.
 //!
 //! Every namespace of one sandbox starts with the prefix [`Names`] derives from its state
 //! directory, so two sandboxes never collide and the leftovers of a crashed one are found by
 //! name.
 
+pub mod ipam;
 pub mod netns;
+pub mod network;
+pub mod proxy;
+#[cfg(test)]
+mod tests;
+
+pub use network::cleanup;
 
 use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;

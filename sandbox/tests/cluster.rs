@@ -7,7 +7,8 @@
 //! One sandbox serves every scenario of the demo (starting one costs a few seconds); the
 //! scenarios only read the demo or add objects of their own.
 
-mod support;
+#[path = "support/sandbox.rs"]
+mod sandbox;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -16,7 +17,7 @@ use std::os::fd::AsFd;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use support::sandbox::{Sandbox, sandbox_cmd, wait_for};
+use sandbox::{Sandbox, sandbox_cmd, wait_for};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -125,7 +126,14 @@ fn curl(netns: &str, url: &str) -> String {
 }
 
 fn dig(netns: &str, args: &[&str]) -> String {
-    let mut all = vec!["dig", "@10.96.0.10", "+time=2", "+tries=2", "+noall", "+answer"];
+    let mut all = vec![
+        "dig",
+        "@10.96.0.10",
+        "+time=2",
+        "+tries=2",
+        "+noall",
+        "+answer",
+    ];
     all.extend(args);
     in_netns_ok(netns, &all)
 }
@@ -179,7 +187,10 @@ fn demo_cluster_scenarios(c: &Cluster) {
         "{.items[*].metadata.name}",
     );
     assert!(!flaky_pods.is_empty());
-    assert!(c.ready_pods("track=flaky").is_empty(), "flaky is never ready");
+    assert!(
+        c.ready_pods("track=flaky").is_empty(),
+        "flaky is never ready"
+    );
 
     // From the api pod: web by ClusterIP spreads over both replicas and never reaches flaky.
     let api_pod = &c.ready_pods("app=api")[0];
@@ -203,7 +214,13 @@ fn demo_cluster_scenarios(c: &Cluster) {
     let flaky_ip = c.jsonpath(&["get", "svc", "-n", "demo", "flaky"], "{.spec.clusterIP}");
     let refused = in_netns(
         &client,
-        &["curl", "-sS", "--max-time", "5", &format!("http://{flaky_ip}/")],
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            &format!("http://{flaky_ip}/"),
+        ],
     );
     assert!(!refused.status.success());
 
@@ -225,7 +242,10 @@ fn demo_cluster_scenarios(c: &Cluster) {
     let db0_ip = c.jsonpath(&["get", "pod", "-n", "demo", "db-0"], "{.status.podIP}");
     let answer = dig(&client, &["db-0.db.demo.svc.cluster.local"]);
     assert!(answer.contains(&db0_ip), "{answer}");
-    let answer = dig(&client, &["SRV", "_postgres._tcp.db.demo.svc.cluster.local"]);
+    let answer = dig(
+        &client,
+        &["SRV", "_postgres._tcp.db.demo.svc.cluster.local"],
+    );
     assert!(answer.contains("5432"), "{answer}");
     let answer = dig(&client, &["legacy.demo.svc.cluster.local"]);
     assert!(
@@ -243,7 +263,10 @@ fn demo_cluster_scenarios(c: &Cluster) {
     // UDP through a ClusterIP.
     let udp_ip = c.jsonpath(&["get", "svc", "-n", "demo", "udp"], "{.spec.clusterIP}");
     let to: SocketAddr = format!("{udp_ip}:9001").parse().unwrap();
-    assert_eq!(udp_exchange(&client, to, b"ping over udp"), b"ping over udp");
+    assert_eq!(
+        udp_exchange(&client, to, b"ping over udp"),
+        b"ping over udp"
+    );
 
     // TCP echo to a headless pod by its address.
     let db_netns_echo = {
@@ -350,10 +373,9 @@ fn logs_follow_scenario(c: &Cluster) {
         false
     });
     curl(&node, &format!("http://10.244.0.1:30080{marker}"));
-    let found = wait_for("kubectl logs -f to show the request", WAIT, || {
+    wait_for("kubectl logs -f to show the request", WAIT, || {
         reader.is_finished().then_some(())
     });
-    let _ = found;
     let _ = follow.kill();
     let _ = follow.wait();
     assert!(reader.join().unwrap(), "kubectl logs -f showed the request");
@@ -419,6 +441,7 @@ fn kube_port_forward_scenario(c: &Cluster) {
         .enable_all()
         .build()
         .unwrap();
+    let name = pod.clone();
     let body = rt.block_on(async move {
         let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
         let config =
@@ -427,7 +450,7 @@ fn kube_port_forward_scenario(c: &Cluster) {
                 .unwrap();
         let client = kube::Client::try_from(config).unwrap();
         let pods: kube::Api<Pod> = kube::Api::namespaced(client, "demo");
-        let mut pf = pods.portforward(&pod, &[8080]).await.expect("portforward");
+        let mut pf = pods.portforward(&name, &[8080]).await.expect("portforward");
         let mut stream = pf.take_stream(8080).expect("stream");
         stream
             .write_all(b"GET /through-kube-rs HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
@@ -449,10 +472,7 @@ fn kube_port_forward_scenario(c: &Cluster) {
 /// Changing the template rolls the Deployment: new pods become ready, old ones go.
 fn rolling_update_scenario(c: &Cluster) {
     let s = &c.sandbox;
-    let before: BTreeSet<String> = c
-        .ready_pods("app=web,track=stable")
-        .into_iter()
-        .collect();
+    let before: BTreeSet<String> = c.ready_pods("app=web,track=stable").into_iter().collect();
     s.ok(&["set", "env", "-n", "demo", "deployment/web", "ROLLOUT=2"]);
     s.ok(&[
         "rollout",
@@ -483,11 +503,7 @@ fn rolling_update_scenario(c: &Cluster) {
 fn demo_cluster_works_and_leaves_nothing_behind() {
     let before = host_network();
     let c = Cluster::start();
-    assert!(
-        netns_list().contains(&c.node_netns()),
-        "{}",
-        netns_list()
-    );
+    assert!(netns_list().contains(&c.node_netns()), "{}", netns_list());
     demo_cluster_scenarios(&c);
     pod_view_scenarios(&c);
     logs_follow_scenario(&c);

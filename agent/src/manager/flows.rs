@@ -12,6 +12,7 @@ use tether_tunnel::wire::flow::{FlowReply, FlowRequest};
 use tether_tunnel::wire::frame::{MAX_FRAME, expect_frame, read_frame, write_frame};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::mpsc;
 
 use super::Shared;
 
@@ -42,17 +43,52 @@ pub async fn handle(mut stream: FlowStream, shared: Arc<Shared>) {
 
 type FlowResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
-async fn control(mut stream: FlowStream, shared: &Shared) -> FlowResult {
-    let info = ControlMessage::ClusterInfo(shared.cluster.clone());
-    write_frame(&mut stream, &info.encode()).await?;
-    while let Some(frame) = read_frame(&mut stream, MAX_FRAME).await? {
-        match ControlMessage::decode(&frame)? {
-            ControlMessage::Ping { nonce } => {
-                write_frame(&mut stream, &ControlMessage::Pong { nonce }.encode()).await?;
+/// Pings answered before the control stream's writer catches up; more wait for it.
+const PENDING_PONGS: usize = 8;
+
+/// The control stream: the cluster's current ClusterInfo first, then every change of it, and
+/// a Pong for every Ping.
+async fn control(stream: FlowStream, shared: &Shared) -> FlowResult {
+    let mut cluster_rx = shared.cluster_tx.subscribe();
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let first = ControlMessage::ClusterInfo(cluster_rx.borrow_and_update().clone());
+    write_frame(&mut writer, &first.encode()).await?;
+    // The reader -> the writer: nonces of pings to answer.
+    let (pongs_tx, mut pongs_rx) = mpsc::channel(PENDING_PONGS);
+    let reads = async move {
+        while let Some(frame) = read_frame(&mut reader, MAX_FRAME).await? {
+            match ControlMessage::decode(&frame)? {
+                ControlMessage::Ping { nonce } => {
+                    if pongs_tx.send(nonce).await.is_err() {
+                        break;
+                    }
+                }
+                other => tracing::debug!("ignoring control message {other:?}"),
             }
-            other => tracing::debug!("ignoring control message {other:?}"),
         }
-    }
+        FlowResult::Ok(())
+    };
+    let writes = async {
+        loop {
+            tokio::select! {
+                nonce = pongs_rx.recv() => match nonce {
+                    Some(nonce) => {
+                        write_frame(&mut writer, &ControlMessage::Pong { nonce }.encode()).await?;
+                    }
+                    // The client closed its side: the session is ending.
+                    None => return FlowResult::Ok(()),
+                },
+                // The sender lives in Shared, which outlives every session.
+                Ok(()) = cluster_rx.changed() => {
+                    let info = ControlMessage::ClusterInfo(cluster_rx.borrow_and_update().clone());
+                    write_frame(&mut writer, &info.encode()).await?;
+                }
+            }
+        }
+    };
+    // Ends at the first error either way; otherwise when the client closes its side and
+    // the pongs owed are written.
+    tokio::try_join!(reads, writes)?;
     Ok(())
 }
 

@@ -260,6 +260,7 @@ fn delete_options(req: &Request) -> Result<DeleteOptions, ApiError> {
         &req.body,
         req.query.get("propagationPolicy"),
         req.query.get("orphanDependents"),
+        req.query.get("gracePeriodSeconds"),
     )?;
     opts.dry_run |= req.query.dry_run()?;
     Ok(opts)

@@ -1,0 +1,38 @@
+//! Everything tether does with a Kubernetes cluster on the laptop's side.
+//!
+//! The parts follow the order of a `tether connect`:
+//! - [`client`] reads the user's kubeconfig (the same files and context kubectl would use),
+//!   builds a kube-rs client and checks that the API server answers, with errors that name the
+//!   context and the server.
+//! - [`manifests`] builds the typed objects of the traffic manager (namespace, RBAC, token
+//!   Secret, Deployment): the one place that knows the shared install contract.
+//! - [`install`] makes the cluster hold exactly those objects (create, upgrade, or accept a
+//!   compatible newer manager), waits for a Ready manager pod, and removes it all again.
+//! - [`rollout`] holds the waiting: rollout completion, Ready pods, and the pod problems
+//!   (image pulls, crash loops, scheduling) worth telling the user about.
+//! - [`transport`] opens the byte stream to the manager's tunnel port through the API
+//!   server's pod port-forward, the only way tether reaches the manager.
+//! - [`progress`] turns install progress events into a spinner on a terminal, plain lines
+//!   otherwise.
+//!
+//! No module here prints: they return values and errors, and report progress through a
+//! callback, so the daemon and the commands decide what the user sees.
+
+// The commands are being restructured to call this module (daemon, connect, status); until
+// they do, parts of the API have no caller inside the binary.
+#![allow(dead_code, unused_imports)]
+
+pub mod client;
+pub mod install;
+pub mod manifests;
+pub mod progress;
+pub mod rollout;
+pub mod transport;
+
+#[cfg(test)]
+mod tests;
+
+pub use client::{Cluster, ClusterError, KubeOptions, connect};
+pub use install::{InstallError, InstallOptions, Manager, Removed, ensure_manager, uninstall};
+pub use progress::Progress;
+pub use transport::{ManagerStream, PodRef, TransportError, open};

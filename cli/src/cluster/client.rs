@@ -1,0 +1,300 @@
+//! The connection to the user's cluster, found the way kubectl finds it.
+//!
+//! The kubeconfig comes from `--kubeconfig`, else from `KUBECONFIG` (several files merged by
+//! kubectl's rules: the first file to set a value wins), else `~/.kube/config`. The context is
+//! `--context` or the kubeconfig's current context. Credentials are whatever kube-rs supports
+//! for that user: tokens, client certificates, exec plugins (EKS, GKE, ...).
+//!
+//! [`connect`] asks the server for `/version` with a short deadline, so that a wrong context or
+//! a cluster that is down fails at once with the context and server named, not later in the
+//! middle of an install.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
+use kube::{Client, Config};
+use thiserror::Error;
+
+/// How long the API server has to answer `/version` before it counts as unreachable.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Which cluster to use; every field left `None` means "what kubectl would use".
+#[derive(Debug, Clone, Default)]
+pub struct KubeOptions {
+    /// One kubeconfig file, instead of `KUBECONFIG` / `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    /// A context of the kubeconfig, instead of its current context.
+    pub context: Option<String>,
+    /// The namespace for namespaced commands, instead of the context's.
+    pub namespace: Option<String>,
+}
+
+/// A cluster whose API server answered.
+#[derive(Clone)]
+pub struct Cluster {
+    pub client: Client,
+    /// The kubeconfig context in use.
+    pub context: String,
+    /// The API server's URL, as the kubeconfig names it.
+    pub server: String,
+    /// `--namespace`, else the context's namespace, else `default`.
+    pub namespace: String,
+    /// The server's version, as `/version` reports it (e.g. `v1.33.1`).
+    pub server_version: String,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("context", &self.context)
+            .field("server", &self.server)
+            .field("namespace", &self.namespace)
+            .field("server_version", &self.server_version)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ClusterError {
+    #[error(
+        "cannot read the kubeconfig: {0}. Point KUBECONFIG or --kubeconfig at a kubeconfig file (the one kubectl uses)."
+    )]
+    Kubeconfig(#[source] KubeconfigError),
+    #[error(
+        "the kubeconfig has no current context. Pick one with --context, or set it with `kubectl config use-context NAME`."
+    )]
+    NoCurrentContext,
+    #[error(
+        "the kubeconfig has no context {context:?} (it has: {available}). Check --context, or list them with `kubectl config get-contexts`."
+    )]
+    NoSuchContext { context: String, available: String },
+    #[error(
+        "the kubeconfig's context {context:?} cannot be used: {source}. Check it with `kubectl config view --minify --context {context}`."
+    )]
+    BadContext {
+        context: String,
+        #[source]
+        source: KubeconfigError,
+    },
+    #[error(
+        "cannot set up a client for context {context:?}: {reason}. Check its certificates with `kubectl config view --minify --raw --context {context}`."
+    )]
+    ClientSetup { context: String, reason: String },
+    #[error(
+        "cannot reach the cluster of context {context:?} at {server}: {reason}. Check that the cluster runs and that this machine can reach it (VPN, proxy), e.g. with `kubectl --context {context} version`."
+    )]
+    Unreachable {
+        context: String,
+        server: String,
+        reason: String,
+    },
+    #[error(
+        "the TLS connection to the cluster of context {context:?} at {server} failed: {reason}. The kubeconfig's certificate authority does not match the server; refresh the kubeconfig from your cluster provider."
+    )]
+    Tls {
+        context: String,
+        server: String,
+        reason: String,
+    },
+    #[error(
+        "the cluster of context {context:?} at {server} rejected the credentials ({code} {reason}). Log in again or refresh the kubeconfig's credentials (e.g. `aws eks update-kubeconfig`, `gcloud container clusters get-credentials`)."
+    )]
+    Unauthorized {
+        context: String,
+        server: String,
+        code: u16,
+        reason: String,
+    },
+    #[error(
+        "cannot get credentials for context {context:?}: {reason}. The kubeconfig's credential plugin or token failed; run `kubectl --context {context} version` to see why."
+    )]
+    Credentials { context: String, reason: String },
+    #[error(
+        "the API server of context {context:?} at {server} answered /version with an error: {reason}"
+    )]
+    Server {
+        context: String,
+        server: String,
+        reason: String,
+    },
+}
+
+/// Loads the kubeconfig, builds a client for the chosen context and checks that the server
+/// answers within [`PROBE_TIMEOUT`].
+pub async fn connect(opts: &KubeOptions) -> Result<Cluster, ClusterError> {
+    let kubeconfig = match &opts.kubeconfig {
+        Some(path) => Kubeconfig::read_from(path),
+        None => Kubeconfig::read(),
+    }
+    .map_err(ClusterError::Kubeconfig)?;
+    let context = opts
+        .context
+        .clone()
+        .or_else(|| kubeconfig.current_context.clone())
+        .filter(|c| !c.is_empty())
+        .ok_or(ClusterError::NoCurrentContext)?;
+    let Some(named) = kubeconfig.contexts.iter().find(|c| c.name == context) else {
+        let available: Vec<&str> = kubeconfig
+            .contexts
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        return Err(ClusterError::NoSuchContext {
+            context,
+            available: if available.is_empty() {
+                "none".into()
+            } else {
+                available.join(", ")
+            },
+        });
+    };
+    // The server URL only for messages: kube-rs resolves the same cluster below.
+    let server = named
+        .context
+        .as_ref()
+        .and_then(|c| kubeconfig.clusters.iter().find(|n| n.name == c.cluster))
+        .and_then(|n| n.cluster.as_ref())
+        .and_then(|c| c.server.clone())
+        .unwrap_or_else(|| "(no server in the kubeconfig)".into());
+    let options = KubeConfigOptions {
+        context: Some(context.clone()),
+        ..Default::default()
+    };
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .map_err(|source| ClusterError::BadContext {
+            context: context.clone(),
+            source,
+        })?;
+    config.connect_timeout = Some(PROBE_TIMEOUT);
+    let namespace = opts
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = Client::try_from(config).map_err(|e| ClusterError::ClientSetup {
+        context: context.clone(),
+        reason: chain(&e),
+    })?;
+    tracing::debug!(%context, %server, "probing the API server");
+    let version = match tokio::time::timeout(PROBE_TIMEOUT, client.apiserver_version()).await {
+        Err(_) => {
+            return Err(ClusterError::Unreachable {
+                context,
+                server,
+                reason: format!("no answer within {} s", PROBE_TIMEOUT.as_secs()),
+            });
+        }
+        Ok(Err(e)) => return Err(classify(e, context, server)),
+        Ok(Ok(info)) => info,
+    };
+    Ok(Cluster {
+        client,
+        context,
+        server,
+        namespace,
+        server_version: version.git_version,
+    })
+}
+
+/// Sorts a failed `/version` request into what the user has to fix.
+fn classify(error: kube::Error, context: String, server: String) -> ClusterError {
+    match &error {
+        kube::Error::Api(status) if matches!(status.code, 401 | 403) => {
+            ClusterError::Unauthorized {
+                context,
+                server,
+                code: status.code,
+                reason: if status.message.is_empty() {
+                    status.reason.clone()
+                } else {
+                    status.message.clone()
+                },
+            }
+        }
+        kube::Error::Api(status) => ClusterError::Server {
+            context,
+            server,
+            reason: format!("{} {}", status.code, status.message),
+        },
+        kube::Error::Auth(_) => ClusterError::Credentials {
+            context,
+            reason: chain(&error),
+        },
+        _ => {
+            let reason = chain(&error);
+            let lower = reason.to_lowercase();
+            if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
+            {
+                ClusterError::Tls {
+                    context,
+                    server,
+                    reason,
+                }
+            } else {
+                ClusterError::Unreachable {
+                    context,
+                    server,
+                    reason,
+                }
+            }
+        }
+    }
+}
+
+/// A kube error in words: an API error as its code and message (kube's own text adds a
+/// debug dump of the Status), anything else as its chain of causes.
+pub(crate) fn describe(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => {
+            format!("{} {}: {}", status.code, status.reason, status.message)
+        }
+        other => chain(other),
+    }
+}
+
+/// The innermost causes of an error, which name the real problem ("connection refused")
+/// where the outer layers only say which layer failed.
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        // hyper and tower repeat their source's text in their own; keep each cause once.
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn a_missing_context_lists_the_ones_there_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: Config\ncurrent-context: a\ncontexts:\n- name: a\n  context: {cluster: c, user: u}\n- name: b\n  context: {cluster: c, user: u}\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:1'}\nusers:\n- name: u\n  user: {token: t}\n",
+        )
+        .unwrap();
+        let opts = KubeOptions {
+            kubeconfig: Some(path),
+            context: Some("nope".into()),
+            namespace: None,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let err = rt.block_on(connect(&opts)).unwrap_err();
+        assert!(
+            matches!(&err, ClusterError::NoSuchContext { available, .. } if available == "a, b"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,466 @@
+//! The cluster module against a real `tether-sandbox` (and the real kubectl to check what it
+//! did). Each test starts its own sandbox in a temporary state directory and stops it on drop.
+//! The sandbox's controllers and kubelet run the manager: its image maps to the
+//! `tether-agent` built next to the test binaries.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use super::Cluster;
+use super::client::{ClusterError, KubeOptions, connect};
+use super::install::{InstallError, InstallOptions, ensure_manager, uninstall};
+use super::manifests::{self, NAME, VERSION};
+use super::progress::Progress;
+use super::rollout::RolloutError;
+use super::transport::{self, TransportError};
+
+const NS: &str = "tether";
+
+/// `tether-sandbox`, built next to this test binary (`cargo build -p tether-sandbox`), or
+/// `TETHER_SANDBOX_BIN`.
+fn sandbox_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("TETHER_SANDBOX_BIN") {
+        return path.into();
+    }
+    // target/debug/deps/tether-<hash> -> target/debug/tether-sandbox
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/debug")
+        .join("tether-sandbox");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p tether-sandbox` first",
+        bin.display()
+    );
+    bin
+}
+
+struct Sandbox {
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+impl Sandbox {
+    fn start() -> Sandbox {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sandbox = Sandbox {
+            kubeconfig: dir.path().join("kubeconfig"),
+            dir,
+        };
+        let out = sandbox.run(&["up"]);
+        assert!(out.status.success(), "up failed: {}", text(&out.stderr));
+        sandbox
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(sandbox_bin())
+            .args(args)
+            .arg("--state-dir")
+            .arg(self.dir.path())
+            .output()
+            .expect("run tether-sandbox")
+    }
+
+    fn options(&self) -> KubeOptions {
+        KubeOptions {
+            kubeconfig: Some(self.kubeconfig.clone()),
+            ..Default::default()
+        }
+    }
+
+    async fn cluster(&self) -> Cluster {
+        connect(&self.options()).await.expect("connect")
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new(std::env::var("TETHER_KUBECTL").unwrap_or_else(|_| "kubectl".into()))
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("KUBECACHEDIR", self.dir.path().join("kube-cache"))
+            .output()
+            .expect("run kubectl")
+    }
+
+    /// kubectl's stdout; panics when it fails.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    /// The resourceVersion of every object the install writes; the Deployment's generation
+    /// (its controller keeps writing its status).
+    fn versions(&self) -> Vec<String> {
+        INSTALLED
+            .iter()
+            .map(|o| {
+                let mut args = o.to_vec();
+                let field = if o.contains(&"deployment") {
+                    "jsonpath={.metadata.generation}"
+                } else {
+                    "jsonpath={.metadata.resourceVersion}"
+                };
+                args.extend(["-o", field]);
+                self.ok(&args)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let out = self.run(&["down"]);
+        if !out.status.success() {
+            // Last resort: the pid the server wrote, which is ours.
+            if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("tether-sandbox.pid")) {
+                let _ = Command::new("kill").arg("-9").arg(pid.trim()).status();
+            }
+        }
+    }
+}
+
+/// The objects of the install contract, as kubectl arguments.
+const INSTALLED: &[&[&str]] = &[
+    &["get", "namespace", NS],
+    &["-n", NS, "get", "serviceaccount", NAME],
+    &["get", "clusterrole", NAME],
+    &["get", "clusterrolebinding", NAME],
+    &["-n", NS, "get", "secret", manifests::TOKEN_SECRET],
+    &["-n", NS, "get", "deployment", NAME],
+];
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn options() -> InstallOptions {
+    InstallOptions {
+        namespace: NS.into(),
+        image: None,
+        timeout: Duration::from_secs(20),
+    }
+}
+
+#[tokio::test]
+async fn connect_names_the_context_and_checks_the_credentials() {
+    let sb = Sandbox::start();
+    let cluster = sb.cluster().await;
+    assert_eq!(cluster.context, "tether-sandbox");
+    assert!(
+        cluster.server.starts_with("https://127.0.0.1:"),
+        "{}",
+        cluster.server
+    );
+    assert_eq!(cluster.namespace, "default");
+
+    // The same kubeconfig with a token the server does not know.
+    let config = std::fs::read_to_string(&sb.kubeconfig).unwrap();
+    let bad: String = config
+        .lines()
+        .map(|l| match l.split_once("token:") {
+            Some((indent, _)) => format!("{indent}token: not-the-token\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    let path = sb.dir.path().join("bad-kubeconfig");
+    std::fs::write(&path, bad).unwrap();
+    let err = connect(&KubeOptions {
+        kubeconfig: Some(path),
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, ClusterError::Unauthorized { code: 401, context, .. } if context == "tether-sandbox"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_server_fails_within_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config");
+    std::fs::write(
+        &path,
+        "apiVersion: v1\nkind: Config\ncurrent-context: gone\ncontexts:\n- name: gone\n  context: {cluster: c, user: u}\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:1'}\nusers:\n- name: u\n  user: {token: t}\n",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let err = connect(&KubeOptions {
+        kubeconfig: Some(path),
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    match &err {
+        ClusterError::Unreachable {
+            context, server, ..
+        } => {
+            assert_eq!(
+                (context.as_str(), server.as_str()),
+                ("gone", "https://127.0.0.1:1")
+            )
+        }
+        other => panic!("expected unreachable, got {other}"),
+    }
+    assert!(err.to_string().contains("https://127.0.0.1:1"), "{err}");
+}
+
+#[tokio::test]
+async fn install_is_complete_idempotent_upgrades_and_uninstalls() {
+    let sb = Sandbox::start();
+    let cluster = sb.cluster().await;
+
+    let mut events = Vec::new();
+    let manager = ensure_manager(&cluster, &options(), &mut |p| events.push(p))
+        .await
+        .expect("install");
+    assert_eq!(
+        (manager.namespace.as_str(), manager.version.as_str()),
+        (NS, VERSION)
+    );
+    assert_eq!(manager.token.len(), 64);
+    assert!(manager.pod.starts_with(NAME), "{}", manager.pod);
+    for kind in [
+        "namespace",
+        "serviceaccount",
+        "clusterrole",
+        "clusterrolebinding",
+        "secret",
+        "deployment",
+    ] {
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Progress::Created { kind: k, .. } if *k == kind)),
+            "no {kind} created: {events:?}"
+        );
+    }
+    // Every object exists, as kubectl sees it, with the contract's details.
+    let before = sb.versions();
+    let labels = sb.ok(&[
+        "-n",
+        NS,
+        "get",
+        "deployment",
+        NAME,
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]);
+    assert!(
+        labels.contains(&format!("\"app.kubernetes.io/version\":\"{VERSION}\"")),
+        "{labels}"
+    );
+    let args = sb.ok(&[
+        "-n",
+        NS,
+        "get",
+        "deployment",
+        NAME,
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].args}",
+    ]);
+    assert!(args.contains("--discover"), "{args}");
+    let token = sb.ok(&[
+        "-n",
+        NS,
+        "get",
+        "secret",
+        manifests::TOKEN_SECRET,
+        "-o",
+        "jsonpath={.data.token}",
+    ]);
+    assert!(!token.is_empty());
+    let subjects = sb.ok(&[
+        "get",
+        "clusterrolebinding",
+        NAME,
+        "-o",
+        "jsonpath={.subjects[0].namespace}",
+    ]);
+    assert_eq!(subjects, NS);
+
+    // A second run writes nothing and reuses the token.
+    let mut again = Vec::new();
+    let second = ensure_manager(&cluster, &options(), &mut |p| again.push(p))
+        .await
+        .expect("second install");
+    assert_eq!(second.token, manager.token);
+    assert_eq!(
+        sb.versions(),
+        before,
+        "the second install changed something: {again:?}"
+    );
+    assert!(
+        again
+            .iter()
+            .any(|e| matches!(e, Progress::UsingInstalled { .. })),
+        "{again:?}"
+    );
+
+    // An older manager is upgraded.
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), NS);
+    let mut old = manifests::deployment(NS, "ghcr.io/tether-dev/tether-agent:0.0.1", "0.0.1");
+    old.metadata.resource_version = deployments
+        .get(NAME)
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    deployments
+        .replace(NAME, &PostParams::default(), &old)
+        .await
+        .unwrap();
+    let mut upgrade = Vec::new();
+    let upgraded = ensure_manager(&cluster, &options(), &mut |p| upgrade.push(p))
+        .await
+        .expect("upgrade");
+    assert!(
+        upgrade.contains(&Progress::Upgrading {
+            from: "0.0.1".into(),
+            to: VERSION.into()
+        }),
+        "{upgrade:?}"
+    );
+    assert_eq!(upgraded.version, VERSION);
+    let image = sb.ok(&[
+        "-n",
+        NS,
+        "get",
+        "deployment",
+        NAME,
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ]);
+    assert_eq!(image, manifests::default_image());
+
+    // The transport finds the Ready manager pod.
+    let pod = transport::wait_for_ready_pod(&cluster, NS, None, Duration::from_secs(10))
+        .await
+        .expect("a Ready pod");
+    assert_eq!(pod.name, upgraded.pod);
+
+    // Uninstall removes everything, and a second one finds nothing to remove.
+    let removed = uninstall(&cluster, NS).await.expect("uninstall");
+    assert!(
+        removed.objects.contains(&format!("namespace/{NS}")),
+        "{removed:?}"
+    );
+    assert!(
+        removed.objects.contains(&format!("clusterrole/{NAME}")),
+        "{removed:?}"
+    );
+    for object in INSTALLED {
+        let out = sb.kubectl(object);
+        assert!(!out.status.success(), "{object:?} still exists");
+        assert!(
+            text(&out.stderr).contains("NotFound"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    let again = uninstall(&cluster, NS).await.expect("second uninstall");
+    assert!(again.objects.is_empty(), "{again:?}");
+}
+
+#[tokio::test]
+async fn an_image_that_cannot_be_pulled_fails_the_install_with_the_kubelets_message() {
+    let sb = Sandbox::start();
+    let cluster = sb.cluster().await;
+    let started = Instant::now();
+    let missing = InstallOptions {
+        image: Some("ghcr.io/tether-dev/no-such-image:1".into()),
+        ..options()
+    };
+    let err = ensure_manager(&cluster, &missing, &mut |_| {})
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    match &err {
+        InstallError::Rollout {
+            source: RolloutError::PodFailed { problem, .. },
+            ..
+        } => {
+            assert!(problem.contains("ErrImagePull"), "{problem}");
+            assert!(problem.contains("no-such-image"), "{problem}");
+        }
+        other => panic!("expected a pod failure, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_newer_incompatible_manager_is_an_error_that_says_what_to_do() {
+    let sb = Sandbox::start();
+    let cluster = sb.cluster().await;
+    let v = semver::Version::parse(VERSION).unwrap();
+    let newer = format!("{}.{}.0", v.major + 1, v.minor);
+    sb.ok(&["create", "namespace", NS]);
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), NS);
+    deployments
+        .create(
+            &PostParams::default(),
+            &manifests::deployment(NS, "img:new", &newer),
+        )
+        .await
+        .unwrap();
+    let err = ensure_manager(&cluster, &options(), &mut |_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, InstallError::Incompatible { .. }), "{err}");
+    assert!(err.to_string().contains("tether uninstall"), "{err}");
+    // The namespace was the user's: uninstall keeps it.
+    let removed = uninstall(&cluster, NS).await.unwrap();
+    assert!(
+        !removed.objects.iter().any(|o| o.starts_with("namespace/")),
+        "{removed:?}"
+    );
+    sb.ok(&["get", "namespace", NS]);
+}
+
+#[tokio::test]
+async fn the_transport_needs_a_ready_manager_and_forwards_to_it() {
+    let sb = Sandbox::start();
+    let cluster = sb.cluster().await;
+    match transport::open(&cluster, NS).await {
+        Err(TransportError::NoReadyManager { namespace, .. }) => assert_eq!(namespace, NS),
+        Err(other) => panic!("expected no manager, got {other}"),
+        Ok(_) => panic!("expected no manager, got a stream"),
+    }
+    let manager = ensure_manager(&cluster, &options(), &mut |_| {})
+        .await
+        .unwrap();
+    // The pod is Ready on paper only here, so the port-forward may be refused; what matters
+    // is that it was asked for the right pod and did not hang.
+    let result = tokio::time::timeout(Duration::from_secs(10), transport::open(&cluster, NS))
+        .await
+        .expect("open did not hang");
+    match result {
+        Ok((_stream, pod)) => {
+            eprintln!("port-forward opened to {pod}");
+            assert_eq!(pod.name, manager.pod)
+        }
+        Err(TransportError::PortForward { pod, reason }) => {
+            eprintln!("port-forward to {pod} refused: {reason}");
+            assert_eq!(pod.name, manager.pod, "{reason}")
+        }
+        Err(other) => panic!("unexpected {other}"),
+    }
+}
