@@ -34,27 +34,55 @@ pub enum OutputFormat {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Start the tether daemon: open a tunnel to a tether manager and route cluster addresses
-    /// and DNS through it. Returns once traffic flows; the daemon keeps the session up (and
-    /// reconnects on its own) until `tether quit`.
+    /// Connect this machine to the cluster: install or upgrade the traffic manager if needed,
+    /// open a tunnel to it through the API server and route cluster addresses and DNS through
+    /// it. Returns once traffic flows; the daemon keeps the session up (and reconnects on its
+    /// own) until `tether quit`.
     Connect(ConnectArgs),
     /// Show what the daemon is connected to and what it routes.
     Status,
     /// Stop the daemon and undo everything it changed, or undo what a crashed one left.
     Quit,
+    /// Remove the traffic manager and everything else tether installed in the cluster
+    /// (disconnecting first if connected).
+    Uninstall(UninstallArgs),
     /// The daemon itself, started by `tether connect`.
     #[command(hide = true)]
     Daemon(DaemonArgs),
 }
 
+/// Which cluster, as kubectl would pick it.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct KubeArgs {
+    /// The kubeconfig file [default: $KUBECONFIG, else ~/.kube/config].
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context [default: its current context].
+    #[arg(long)]
+    pub context: Option<String>,
+    /// The namespace short names resolve in (`web` for `web.NAMESPACE`) [default: the
+    /// context's namespace, else `default`].
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    /// The namespace of the traffic manager.
+    #[arg(long, default_value = "tether")]
+    pub manager_namespace: String,
+}
+
 #[derive(clap::Args)]
 pub struct ConnectArgs {
-    /// Address of a manager reachable without the Kubernetes API (direct mode).
-    #[arg(long, value_name = "HOST:PORT")]
-    pub manager_address: String,
-    /// File holding the manager's session token.
-    #[arg(long, value_name = "FILE")]
-    pub token_file: PathBuf,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// The traffic manager's image [default: ghcr.io/tether-dev/tether-agent:<this version>].
+    #[arg(long, value_name = "IMAGE")]
+    pub manager_image: Option<String>,
+    /// Reach a manager at this address instead of through the Kubernetes API (direct mode,
+    /// for managers outside a cluster and for tests).
+    #[arg(long, value_name = "HOST:PORT", requires = "token_file", conflicts_with_all = ["kubeconfig", "context", "manager_image"])]
+    pub manager_address: Option<String>,
+    /// File holding the manager's session token (direct mode).
+    #[arg(long, value_name = "FILE", requires = "manager_address")]
+    pub token_file: Option<PathBuf>,
     /// Also route this subnet to the cluster (repeatable).
     #[arg(long = "also-proxy", value_name = "CIDR")]
     pub also_proxy: Vec<IpNet>,
@@ -76,6 +104,12 @@ pub struct ConnectArgs {
     /// a rewrite of the resolver file, or whichever this machine uses (auto).
     #[arg(long, value_enum, default_value_t = DnsModeArg::Auto)]
     pub dns_mode: DnsModeArg,
+}
+
+#[derive(clap::Args)]
+pub struct UninstallArgs {
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum, Serialize, Deserialize)]

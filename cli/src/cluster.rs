@@ -18,10 +18,6 @@
 //! No module here prints: they return values and errors, and report progress through a
 //! callback, so the daemon and the commands decide what the user sees.
 
-// The commands are being restructured to call this module (daemon, connect, status); until
-// they do, parts of the API have no caller inside the binary.
-#![allow(dead_code, unused_imports)]
-
 pub mod client;
 pub mod install;
 pub mod manifests;
@@ -33,6 +29,5 @@ pub mod transport;
 mod tests;
 
 pub use client::{Cluster, ClusterError, KubeOptions, connect};
-pub use install::{InstallError, InstallOptions, Manager, Removed, ensure_manager, uninstall};
-pub use progress::Progress;
-pub use transport::{ManagerStream, PodRef, TransportError, open};
+pub use install::{InstallError, InstallOptions, ensure_manager, uninstall};
+pub use transport::TransportError;

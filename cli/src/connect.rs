@@ -1,6 +1,8 @@
-//! `tether connect`: start the daemon (as root, through sudo if needed), follow its
-//! progress over the socket, and return once traffic flows. Ctrl-C while it connects stops
-//! the daemon again; once connected, the daemon runs until `tether quit`.
+//! `tether connect`: in Kubernetes mode, find the cluster and make sure the traffic manager
+//! is installed (with the user's own credentials, before anything needs root); then start
+//! the daemon (as root, through sudo if needed), follow its progress over the socket, and
+//! return once traffic flows. Ctrl-C while it connects stops the daemon again; once
+//! connected, the daemon runs until `tether quit`.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -10,6 +12,8 @@ use ipnet::{IpNet, Ipv4Net};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::args::DnsModeArg;
+use crate::cluster::progress::Renderer;
+use crate::cluster::{self, InstallOptions, KubeOptions};
 use crate::daemon::{DaemonConfig, Source};
 use crate::error::CliError;
 use crate::ipc::{self, Reply, Request};
@@ -20,11 +24,19 @@ use crate::system::state::{Previous, StateDir};
 /// How long the daemon may take to open its socket.
 const SOCKET_DEADLINE: Duration = Duration::from_secs(10);
 
+/// What to connect to.
+pub enum Target {
+    /// A manager at a known address.
+    Direct(Source),
+    /// The cluster the kubeconfig names; the manager is installed there if needed.
+    Kubernetes {
+        options: KubeOptions,
+        install: InstallOptions,
+    },
+}
+
 pub struct ConnectConfig {
-    pub source: Source,
-    pub context: Option<String>,
-    pub cluster: Option<String>,
-    pub namespace: Option<String>,
+    pub target: Target,
     pub also_proxy: Vec<IpNet>,
     pub never_proxy: Vec<IpNet>,
     pub tun_name: String,
@@ -60,12 +72,17 @@ pub async fn run(config: ConnectConfig, printer: Printer) -> Result<(), CliError
     }
     // Obvious mistakes are refused before anything starts (the daemon checks again).
     crate::daemon::host::tun_addresses(config.tun_subnet)?;
+    let target = tokio::select! {
+        target = resolve(config.target, printer) => target?,
+        _ = sigint.recv() => return Err(CliError::Interrupted),
+        _ = sigterm.recv() => return Err(CliError::Interrupted),
+    };
 
     let daemon_config = DaemonConfig {
-        source: config.source,
-        context: config.context,
-        cluster: config.cluster,
-        namespace: config.namespace,
+        source: target.source,
+        context: target.context,
+        cluster: target.cluster,
+        namespace: target.namespace,
         also_proxy: config.also_proxy,
         never_proxy: config.never_proxy,
         tun_name: config.tun_name,
@@ -138,9 +155,70 @@ pub async fn run(config: ConnectConfig, printer: Printer) -> Result<(), CliError
     }
 }
 
+/// A target as the daemon gets it: in Kubernetes mode, the cluster answered and a Ready
+/// manager runs there.
+struct Resolved {
+    source: Source,
+    context: Option<String>,
+    cluster: Option<String>,
+    namespace: Option<String>,
+}
+
+async fn resolve(target: Target, printer: Printer) -> Result<Resolved, CliError> {
+    let (options, install) = match target {
+        Target::Direct(source) => {
+            return Ok(Resolved {
+                source,
+                context: None,
+                cluster: None,
+                namespace: None,
+            });
+        }
+        Target::Kubernetes { options, install } => (options, install),
+    };
+    let cluster = cluster::connect(&options).await?;
+    let mut renderer = if printer.is_json() {
+        Renderer::quiet()
+    } else {
+        Renderer::new()
+    };
+    let manager = cluster::ensure_manager(&cluster, &install, &mut |p| renderer.show(p)).await;
+    renderer.finish();
+    let manager = manager?;
+    tracing::info!(?manager, context = %cluster.context, "manager ready");
+    let kubeconfig_env = match &options.kubeconfig {
+        Some(_) => None,
+        None => std::env::var("KUBECONFIG").ok().or_else(|| {
+            let home = std::env::var_os("HOME")?;
+            Some(
+                PathBuf::from(home)
+                    .join(".kube/config")
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        }),
+    };
+    Ok(Resolved {
+        source: Source::Kubernetes {
+            kubeconfig: options.kubeconfig.map(crate::absolute),
+            kubeconfig_env,
+            context: cluster.context.clone(),
+            namespace: cluster.namespace.clone(),
+            manager_namespace: manager.namespace,
+        },
+        context: Some(cluster.context),
+        cluster: Some(cluster.server),
+        namespace: Some(cluster.namespace),
+    })
+}
+
 fn connected_text(s: &ipc::Status) -> String {
+    let cluster = match (&s.context, &s.cluster) {
+        (Some(context), Some(server)) => format!(" in context {context} ({server})"),
+        _ => String::new(),
+    };
     format!(
-        "Connected to the manager at {} (tether-agent {}).\n  \
+        "Connected to the manager at {}{cluster} (tether-agent {}).\n  \
          device {} {}, routing {}\n  \
          DNS {} ({}), cluster domain {}, search {}\n\
          `tether status` shows the connection, `tether quit` ends it.",

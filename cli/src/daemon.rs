@@ -2,7 +2,8 @@
 //! through sudo if needed) and returns once it reports "connected"; `tether status` and
 //! `tether quit` talk to it over its Unix socket ([`crate::ipc`]).
 //!
-//! - [`dialer`]: where tunnel streams come from (direct address today, port-forward next).
+//! - [`dialer`]: where tunnel streams come from, and the handshake on them.
+//! - [`portforward`]: the Kubernetes dialer: pod port-forwards to the manager.
 //! - [`host`]: the TUN device, routes and DNS settings on this machine.
 //! - [`tunnel`]: the session loop: serve a tunnel, reconnect when it drops.
 //! - [`server`]: the socket, status and the start-up events `tether connect` follows.
@@ -14,6 +15,7 @@
 
 pub mod dialer;
 pub mod host;
+pub mod portforward;
 pub mod server;
 pub mod tunnel;
 
@@ -27,12 +29,14 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::DnsModeArg;
+use crate::cluster::{self, KubeOptions};
 use crate::error::CliError;
 use crate::ipc::{DnsStatus, ManagerStatus, Reply, Status};
 use crate::system::dns::{HostDns, detect};
 use crate::system::state::{Previous, SessionRecord, StateDir};
 use dialer::{Dialer, DirectDialer, Opened};
 use host::{Host, RouteFlags};
+use portforward::KubeDialer;
 use server::{Events, Server};
 use tunnel::Ended;
 
@@ -65,12 +69,27 @@ pub enum Source {
         manager: String,
         token_file: PathBuf,
     },
+    /// The manager in a Kubernetes cluster, through pod port-forwards.
+    Kubernetes {
+        /// `--kubeconfig`, when given.
+        kubeconfig: Option<PathBuf>,
+        /// Otherwise the user's KUBECONFIG (or their ~/.kube/config), spelled out because
+        /// sudo changes the environment and HOME.
+        kubeconfig_env: Option<String>,
+        /// The context `tether connect` resolved, so the daemon uses the same cluster even
+        /// if the current context changes meanwhile.
+        context: String,
+        /// The namespace short names resolve in.
+        namespace: String,
+        manager_namespace: String,
+    },
 }
 
 impl Source {
     fn mode(&self) -> &'static str {
         match self {
             Source::Direct { .. } => "direct",
+            Source::Kubernetes { .. } => "kubernetes",
         }
     }
 }
@@ -100,6 +119,16 @@ pub fn main(config_path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Source::Kubernetes {
+        kubeconfig: None,
+        kubeconfig_env: Some(files),
+        ..
+    } = &config.source
+    {
+        // SAFETY: no other thread exists yet (the runtime starts below), so nothing reads
+        // the environment concurrently.
+        unsafe { std::env::set_var("KUBECONFIG", files) };
+    }
     // A session of its own: the terminal's Ctrl-C and hang-up do not reach the daemon.
     // SAFETY: setsid has no memory-safety preconditions.
     unsafe { libc::setsid() };
@@ -223,6 +252,32 @@ async fn run(config: DaemonConfig, state: &StateDir) -> Result<(), CliError> {
             };
             session(&config, state, dialer, &events, &status, &stop).await
         }
+        Source::Kubernetes {
+            kubeconfig,
+            context,
+            namespace,
+            manager_namespace,
+            ..
+        } => {
+            let options = KubeOptions {
+                kubeconfig: kubeconfig.clone(),
+                context: Some(context.clone()),
+                namespace: Some(namespace.clone()),
+            };
+            events.progress(format!("Connecting to the cluster of context {context}"));
+            let connected = tokio::select! {
+                connected = cluster::connect(&options) => connected.map_err(CliError::from),
+                _ = stop.cancelled() => Err(CliError::Interrupted),
+            };
+            match connected {
+                Ok(cluster) => {
+                    let dialer = KubeDialer::new(cluster, manager_namespace.clone()).await;
+                    session(&config, state, dialer, &events, &status, &stop).await
+                }
+                Err(CliError::Interrupted) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
     };
     if let Err(e) = &result {
         events.push(Reply::Failed {
@@ -256,6 +311,9 @@ async fn session<D: Dialer>(
     let tun_addresses = host::tun_addresses(config.tun_subnet)?;
     let what = match &config.source {
         Source::Direct { manager, .. } => format!("the manager at {manager}"),
+        Source::Kubernetes {
+            manager_namespace, ..
+        } => format!("the traffic manager in namespace {manager_namespace} (port-forward)"),
     };
     events.progress(format!("Connecting to {what}"));
     let opened = tokio::select! {
@@ -292,6 +350,7 @@ async fn session<D: Dialer>(
             never_proxy: config.never_proxy.clone(),
         },
         dns,
+        search_namespace(&config.source),
         opened.cluster.clone(),
         opened.peer_ip,
     )
@@ -355,6 +414,14 @@ async fn session<D: Dialer>(
         state.remove();
     }
     Ok(())
+}
+
+/// The namespace whose Services short names mean, when it is not the manager's.
+fn search_namespace(source: &Source) -> Option<String> {
+    match source {
+        Source::Direct { .. } => None,
+        Source::Kubernetes { namespace, .. } => Some(namespace.clone()),
+    }
 }
 
 fn fill_from_host(status: &mut Status, host: &Host) {

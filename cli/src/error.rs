@@ -8,6 +8,7 @@ use tether_tunnel::stack::StackError;
 use tether_tunnel::wire::handshake::HandshakeError;
 use thiserror::Error;
 
+use crate::cluster::{ClusterError, InstallError, TransportError};
 use crate::system::resolv::ResolvError;
 use crate::system::routes::RouteError;
 use crate::system::state::StateError;
@@ -121,6 +122,16 @@ pub enum CliError {
     Exited(u8),
     #[error("cannot read the daemon configuration {path}: {reason}")]
     DaemonConfig { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Install(#[from] InstallError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(
+        "cannot read the traffic manager's session token (secret {namespace}/tether-manager-token): {reason}. Run `tether connect` again to repair the install, or ask for read access to that secret."
+    )]
+    ManagerToken { namespace: String, reason: String },
     #[error("cannot open the daemon socket {path}: {source}")]
     Socket {
         path: PathBuf,
@@ -133,7 +144,10 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::AlreadyConnected { .. } => 3,
-            CliError::ManagerUnreachable { .. } | CliError::Handshake { .. } => 4,
+            CliError::ManagerUnreachable { .. }
+            | CliError::Handshake { .. }
+            | CliError::Cluster(_)
+            | CliError::Transport(_) => 4,
             CliError::Interrupted => 130,
             CliError::Daemon { exit_code, .. } | CliError::Exited(exit_code) => *exit_code,
             _ => 1,

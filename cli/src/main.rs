@@ -1,7 +1,8 @@
 //! tether: put this machine inside a Kubernetes cluster.
 //!
 //! `main` only wires the parts: [`args`] parses the command line into plain configuration,
-//! each command is one module with one entry function ([`connect`], [`status`], [`quit`]),
+//! each command is one module with one entry function ([`connect`], [`status`], [`quit`],
+//! [`uninstall`]), [`cluster`] is everything done with the Kubernetes API,
 //! [`daemon`] is the background process that owns the session and [`ipc`] the socket the
 //! commands reach it on. [`output`] prints results as text or JSON and progress on stderr,
 //! [`subnets`] decides what is routed, [`system`] owns every change to this machine
@@ -21,6 +22,7 @@ mod status;
 mod subnets;
 mod sudo;
 mod system;
+mod uninstall;
 
 use std::process::ExitCode;
 
@@ -59,13 +61,23 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Connect(a) => runtime.block_on(connect::run(
             connect::ConnectConfig {
-                source: daemon::Source::Direct {
-                    manager: a.manager_address,
-                    token_file: absolute(a.token_file),
+                target: match (a.manager_address, a.token_file) {
+                    (Some(manager), Some(token_file)) => {
+                        connect::Target::Direct(daemon::Source::Direct {
+                            manager,
+                            token_file: absolute(token_file),
+                        })
+                    }
+                    // clap makes the two flags come together.
+                    _ => connect::Target::Kubernetes {
+                        options: kube_options(&a.kube),
+                        install: cluster::InstallOptions {
+                            namespace: a.kube.manager_namespace.clone(),
+                            image: a.manager_image,
+                            ..Default::default()
+                        },
+                    },
                 },
-                context: None,
-                cluster: None,
-                namespace: None,
                 also_proxy: a.also_proxy,
                 never_proxy: a.never_proxy,
                 tun_name: a.tun_name,
@@ -78,6 +90,12 @@ fn main() -> ExitCode {
         )),
         Command::Status => runtime.block_on(status::run(&state_dir, printer)),
         Command::Quit => runtime.block_on(quit::run(&state_dir, printer)),
+        Command::Uninstall(a) => runtime.block_on(uninstall::run(
+            &kube_options(&a.kube),
+            &a.kube.manager_namespace,
+            &state_dir,
+            printer,
+        )),
         // Returned above, before logging to stderr was set up.
         Command::Daemon(_) => return ExitCode::FAILURE,
     };
@@ -89,6 +107,14 @@ fn main() -> ExitCode {
             printer.error(&e.to_string());
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+fn kube_options(a: &args::KubeArgs) -> cluster::KubeOptions {
+    cluster::KubeOptions {
+        kubeconfig: a.kubeconfig.clone(),
+        context: a.context.clone(),
+        namespace: a.namespace.clone(),
     }
 }
 

@@ -27,8 +27,6 @@ pub enum Progress {
     Waiting { status: String },
     /// A manager pod is Ready.
     Ready { pod: String, version: String },
-    /// An object was deleted (uninstall).
-    Deleted { kind: &'static str, name: String },
 }
 
 impl fmt::Display for Progress {
@@ -49,7 +47,6 @@ impl fmt::Display for Progress {
             Progress::Ready { pod, version } => {
                 write!(f, "traffic manager {version} ready (pod {pod})")
             }
-            Progress::Deleted { kind, name } => write!(f, "deleted {kind}/{name}"),
         }
     }
 }

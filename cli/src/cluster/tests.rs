@@ -8,10 +8,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, ResourceExt};
-use serde_json::json;
+use kube::Api;
+use kube::api::PostParams;
 
 use super::Cluster;
 use super::client::{ClusterError, KubeOptions, connect};

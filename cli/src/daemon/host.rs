@@ -35,6 +35,11 @@ pub struct Host {
     pub routed: Vec<IpNet>,
     pub dns: HostDns,
     flags: RouteFlags,
+    /// The namespace short names resolve in, if not the manager's own.
+    namespace: Option<String>,
+    /// What the manager reported last, as received.
+    reported: ClusterInfo,
+    /// `reported` with the search path of `namespace`.
     pub cluster: ClusterInfo,
 }
 
@@ -56,9 +61,11 @@ impl Host {
         tun_subnet: Ipv4Net,
         flags: RouteFlags,
         mut dns: HostDns,
-        cluster: ClusterInfo,
+        namespace: Option<String>,
+        reported: ClusterInfo,
         peer_ip: Option<IpAddr>,
     ) -> Result<Host, CliError> {
+        let cluster = in_namespace(&reported, namespace.as_deref());
         let (tun_ip, dns_ip) = tun_addresses(tun_subnet)?;
         let routes = Routes::new()?;
         let wanted = subnets::plan(&cluster.subnets, &flags.also_proxy, &flags.never_proxy);
@@ -89,6 +96,8 @@ impl Host {
             routed: wanted,
             dns,
             flags,
+            namespace,
+            reported,
             cluster,
         })
     }
@@ -96,10 +105,12 @@ impl Host {
     /// Follows a new `ClusterInfo`: routes added and removed, DNS domain and search path.
     /// A subnet that cannot be routed is left out with a warning rather than ending a
     /// running session.
-    pub async fn update(&mut self, cluster: ClusterInfo, peer_ip: Option<IpAddr>) {
-        if cluster == self.cluster {
+    pub async fn update(&mut self, reported: ClusterInfo, peer_ip: Option<IpAddr>) {
+        if reported == self.reported {
             return;
         }
+        let cluster = in_namespace(&reported, self.namespace.as_deref());
+        self.reported = reported;
         let wanted = subnets::plan(
             &cluster.subnets,
             &self.flags.also_proxy,
@@ -154,9 +165,58 @@ impl Host {
     }
 }
 
+/// The manager reports the search path of its own pod (`tether.svc.<domain> svc.<domain>
+/// <domain>`); short names on the laptop should mean Services of the user's namespace, as
+/// they do for a pod there.
+fn in_namespace(reported: &ClusterInfo, namespace: Option<&str>) -> ClusterInfo {
+    let mut cluster = reported.clone();
+    let Some(namespace) = namespace else {
+        return cluster;
+    };
+    let svc = format!("svc.{}", cluster.dns_domain);
+    let namespaced = |s: &str| {
+        s.strip_suffix(svc.as_str())
+            .is_some_and(|head| head.ends_with('.') && !head[..head.len() - 1].contains('.'))
+    };
+    cluster.search.retain(|s| !namespaced(s));
+    cluster.search.insert(0, format!("{namespace}.{svc}"));
+    cluster
+}
+
 fn is_permission_error(err: &tun::Error) -> bool {
     match err {
         tun::Error::Io(e) => e.kind() == std::io::ErrorKind::PermissionDenied,
         other => other.to_string().contains("ermission"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_resolve_in_the_users_namespace() {
+        let reported = ClusterInfo {
+            dns_domain: "cluster.local".into(),
+            search: [
+                "tether.svc.cluster.local",
+                "svc.cluster.local",
+                "cluster.local",
+            ]
+            .map(String::from)
+            .to_vec(),
+            subnets: vec![],
+        };
+        assert_eq!(in_namespace(&reported, None), reported);
+        let demo = in_namespace(&reported, Some("demo"));
+        assert_eq!(
+            demo.search,
+            [
+                "demo.svc.cluster.local",
+                "svc.cluster.local",
+                "cluster.local"
+            ]
+        );
+        assert_eq!(in_namespace(&demo, Some("demo")).search, demo.search);
     }
 }
