@@ -73,7 +73,7 @@ pub async fn run(config: ConnectConfig, printer: Printer) -> Result<(), CliError
     // Obvious mistakes are refused before anything starts (the daemon checks again).
     crate::daemon::host::tun_addresses(config.tun_subnet)?;
     let target = tokio::select! {
-        target = resolve(config.target, printer) => target?,
+        target = resolve(config.target) => target?,
         _ = sigint.recv() => return Err(CliError::Interrupted),
         _ = sigterm.recv() => return Err(CliError::Interrupted),
     };
@@ -164,7 +164,7 @@ struct Resolved {
     namespace: Option<String>,
 }
 
-async fn resolve(target: Target, printer: Printer) -> Result<Resolved, CliError> {
+async fn resolve(target: Target) -> Result<Resolved, CliError> {
     let (options, install) = match target {
         Target::Direct(source) => {
             return Ok(Resolved {
@@ -177,11 +177,8 @@ async fn resolve(target: Target, printer: Printer) -> Result<Resolved, CliError>
         Target::Kubernetes { options, install } => (options, install),
     };
     let cluster = cluster::connect(&options).await?;
-    let mut renderer = if printer.is_json() {
-        Renderer::quiet()
-    } else {
-        Renderer::new()
-    };
+    // Like the daemon's steps: on stderr, so JSON results on stdout stay clean.
+    let mut renderer = Renderer::new();
     let manager = cluster::ensure_manager(&cluster, &install, &mut |p| renderer.show(p)).await;
     renderer.finish();
     let manager = manager?;

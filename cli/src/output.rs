@@ -19,10 +19,6 @@ impl Printer {
         Printer { format }
     }
 
-    pub fn is_json(&self) -> bool {
-        self.format == OutputFormat::Json
-    }
-
     /// Prints one result: `text` for people, `json` (one line) for scripts.
     pub fn emit(&self, text: &str, json: Value) {
         match self.format {

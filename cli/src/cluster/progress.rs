@@ -51,8 +51,7 @@ impl fmt::Display for Progress {
     }
 }
 
-/// Shows progress on stderr: a spinner on a terminal, plain lines otherwise (or nothing when
-/// quiet, e.g. for `--output json`).
+/// Shows progress on stderr: a spinner on a terminal, plain lines otherwise.
 pub struct Renderer {
     mode: Mode,
 }
@@ -60,7 +59,6 @@ pub struct Renderer {
 enum Mode {
     Spinner(ProgressBar),
     Lines { last_waiting: Option<String> },
-    Quiet,
 }
 
 impl Renderer {
@@ -90,11 +88,6 @@ impl Renderer {
         }
     }
 
-    /// Shows nothing.
-    pub fn quiet() -> Renderer {
-        Renderer { mode: Mode::Quiet }
-    }
-
     /// Shows one event.
     pub fn show(&mut self, event: Progress) {
         match &mut self.mode {
@@ -116,7 +109,6 @@ impl Renderer {
                 }
                 eprintln!("{event}");
             }
-            Mode::Quiet => {}
         }
     }
 
