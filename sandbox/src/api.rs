@@ -1,8 +1,10 @@
 //! The Kubernetes REST API: routing ([`route`]), discovery ([`discovery`]), object requests
-//! ([`objects`]), watches ([`watch`]) and server-side printing ([`table`]). The HTTP server
+//! ([`objects`]), watches ([`watch`]), server-side printing ([`table`]) and the pod
+//! subresources that reach into the node ([`logs`]). The HTTP server
 //! ([`crate::server`]) authenticates a request, collects its body and hands it here.
 
 pub mod discovery;
+pub mod logs;
 pub mod objects;
 pub mod protobuf;
 pub mod route;
@@ -126,7 +128,6 @@ pub struct Api {
     /// `host:port` of the API server, for `/api`'s serverAddressByClientCIDRs.
     pub address: String,
     /// Namespace names and pod directories, for pods/log and pods/portforward.
-    #[allow(dead_code)] // read by the pods/log and pods/portforward handlers (next merge)
     pub layout: Arc<crate::node::Layout>,
 }
 
@@ -145,6 +146,16 @@ impl Api {
         let read_only = req.method == Method::GET || req.method == Method::HEAD;
         let whole = |v: Value| Ok(Answer::Whole(Reply::json(200, &v)));
         match route {
+            Route::Objects(target) if target.subresource.as_deref() == Some("log") => {
+                if !read_only {
+                    return Err(ApiError::MethodNotAllowed);
+                }
+                let (ns, name) = (target.namespace.as_deref(), target.name.as_deref());
+                let (Some(ns), Some(name)) = (ns, name) else {
+                    return Err(ApiError::UnknownPath);
+                };
+                Ok(Answer::Stream(logs::handle(self, req, ns, name)?))
+            }
             Route::Objects(target) => {
                 if req.method == Method::GET && target.name.is_none() && req.query.flag("watch") {
                     return Ok(Answer::Stream(watch::start(

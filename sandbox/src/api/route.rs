@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use crate::error::ApiError;
-use crate::resources::{self, ResourceType};
+use crate::resources::{self, ResourceType, Shape};
 
 /// A path addressing objects of one resource type.
 #[derive(Debug, Clone)]
@@ -105,6 +105,7 @@ fn objects(group: &str, version: &str, rest: &[&str]) -> Result<Route, ApiError>
         (None, _) => {}
         (Some("status"), rt) if rt.has_status => {}
         (Some("scale"), rt) if rt.has_scale => {}
+        (Some("log"), rt) if rt.shape == Shape::Pod => {}
         _ => return Err(ApiError::UnknownPath),
     }
     Ok(Route::Objects(target))
