@@ -168,14 +168,15 @@ fn kubectl_port_forward(sandbox: &Sandbox, name: &str) -> (Reaped, u16) {
     let stdout = child.stdout.take().expect("stdout");
     let child = Reaped(child);
     // "Forwarding from 127.0.0.1:40123 -> 8080"
-    let port = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
+    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+    let port = lines
         .find_map(|l| {
             let rest = l.strip_prefix("Forwarding from 127.0.0.1:")?;
             rest.split_whitespace().next()?.parse().ok()
         })
         .expect("kubectl port-forward listens");
+    // kubectl reports every connection on stdout: keep reading, or it dies of SIGPIPE.
+    std::thread::spawn(move || lines.for_each(drop));
     (child, port)
 }
 

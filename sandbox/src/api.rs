@@ -1,11 +1,13 @@
 //! The Kubernetes REST API: routing ([`route`]), discovery ([`discovery`]), object requests
 //! ([`objects`]), watches ([`watch`]), server-side printing ([`table`]) and the pod
-//! subresources that reach into the node ([`logs`]). The HTTP server
+//! subresources that reach into the node ([`logs`], [`portforward`], which the server hands
+//! the raw request because it upgrades the connection). The HTTP server
 //! ([`crate::server`]) authenticates a request, collects its body and hands it here.
 
 pub mod discovery;
 pub mod logs;
 pub mod objects;
+pub mod portforward;
 pub mod protobuf;
 pub mod route;
 pub mod table;

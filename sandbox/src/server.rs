@@ -1,6 +1,6 @@
-//! The HTTPS server: TLS on a loopback listener, HTTP/1.1 (with upgrades, which part 2's
-//! port-forward needs), bearer-token authentication, request bodies collected up to the size
-//! etcd would accept, then [`crate::api`].
+//! The HTTPS server: TLS, HTTP/1.1 (with upgrades, for port-forward), bearer-token
+//! authentication, request bodies collected up to the size etcd would accept, then
+//! [`crate::api`].
 
 use std::sync::Arc;
 
@@ -60,6 +60,9 @@ impl Server {
         if !allowed {
             return Reply::from(ApiError::Unauthorized).into_response();
         }
+        if let Some((ns, name)) = port_forward_target(req.uri().path()) {
+            return api::portforward::handle(&self.api, req, &ns, &name);
+        }
         let (parts, body) = req.into_parts();
         let body = match Limited::new(body, MAX_BODY).collect().await {
             Ok(collected) => collected.to_bytes(),
@@ -79,6 +82,17 @@ impl Server {
         tracing::debug!(method = %parts.method, uri = %parts.uri, "request");
         let api_req = api::Request::new(&parts, body);
         self.api.handle(api_req)
+    }
+}
+
+/// The pod a `pods/{name}/portforward` path names: such requests upgrade the connection, so
+/// they need the request itself rather than its collected body.
+fn port_forward_target(path: &str) -> Option<(String, String)> {
+    match api::route::parse(path) {
+        Ok(api::route::Route::Objects(t)) if t.subresource.as_deref() == Some("portforward") => {
+            Some((t.namespace?, t.name?))
+        }
+        _ => None,
     }
 }
 
