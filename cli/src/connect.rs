@@ -210,16 +210,18 @@ async fn resolve(target: Target) -> Result<Resolved, CliError> {
 }
 
 fn connected_text(s: &ipc::Status) -> String {
-    let cluster = match (&s.context, &s.cluster) {
-        (Some(context), Some(server)) => format!(" in context {context} ({server})"),
-        _ => String::new(),
+    let to = match (&s.context, &s.cluster) {
+        (Some(context), Some(server)) => format!(
+            "the cluster of context {context} ({server}) through the manager {}",
+            s.manager.address
+        ),
+        _ => format!("the manager at {}", s.manager.address),
     };
     format!(
-        "Connected to the manager at {}{cluster} (tether-agent {}).\n  \
+        "Connected to {to} (tether-agent {}).\n  \
          device {} {}, routing {}\n  \
          DNS {} ({}), cluster domain {}, search {}\n\
          `tether status` shows the connection, `tether quit` ends it.",
-        s.manager.address,
         s.manager.version,
         s.device,
         s.device_address,

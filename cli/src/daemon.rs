@@ -333,7 +333,7 @@ async fn session<D: Dialer>(
         &config.resolv_conf,
         &state.backup_path(),
     )?;
-    let record = SessionRecord {
+    let mut record = SessionRecord {
         pid: std::process::id(),
         tun_name: config.tun_name.clone(),
         resolv_conf: config.resolv_conf.clone(),
@@ -407,6 +407,13 @@ async fn session<D: Dialer>(
         host.update(again.cluster.clone(), again.peer_ip).await;
         set_connected(&host, &again, true);
         tracing::info!(manager = %again.manager, "reconnected");
+        if record.manager != again.manager {
+            // quit names the manager it disconnects from: the current one, not the first.
+            record.manager = again.manager.clone();
+            if let Err(e) = state.write(&record) {
+                tracing::warn!("cannot record the new manager: {e}");
+            }
+        }
         opened = again;
     }
 
