@@ -72,6 +72,30 @@ fn connect_reaches_the_cluster_survives_a_new_manager_and_quit_restores_the_work
     assert_eq!(c.snapshot(), before, "quit restores the workstation");
     assert_eq!(c.status()["state"], "not-connected");
 
+    // A Service subnet the workstation already routes elsewhere is refused, naming both and
+    // the way out, and nothing is left behind.
+    let ip = |args: &[&str]| {
+        check(
+            std::process::Command::new("ip")
+                .args(["-n", &c.workstation])
+                .args(args),
+        )
+    };
+    ip(&["route", "add", "10.96.0.0/24", "dev", "lo"]);
+    let with_route = c.snapshot();
+    let refused = run(&mut c.connect_command());
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    for part in ["10.96.0.0/24", "lo", "--never-proxy"] {
+        assert!(
+            text(&refused).contains(part),
+            "the refusal names {part:?}: {}",
+            text(&refused)
+        );
+    }
+    assert_eq!(c.snapshot(), with_route, "after the refusal");
+    ip(&["route", "del", "10.96.0.0/24", "dev", "lo"]);
+    assert_eq!(c.snapshot(), before);
+
     // Connecting again reuses the installed manager, untouched.
     let rv = c.jsonpath(
         "tether",
