@@ -27,6 +27,37 @@ fn connect_reaches_the_cluster_survives_a_new_manager_and_quit_restores_the_work
     let c = SandboxCluster::start();
     let before = c.snapshot();
 
+    // Credentials the cluster rejects: one clear error naming the context, nothing installed.
+    let kubeconfig = std::fs::read_to_string(&c.kubeconfig).expect("the sandbox's kubeconfig");
+    let bad: String = kubeconfig
+        .lines()
+        .map(|l| match l.split_once("token:") {
+            Some((indent, _)) => format!("{indent}token: not-the-token\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    assert_ne!(bad, kubeconfig, "the kubeconfig has a token");
+    let bad_path = c.dir.join("bad-kubeconfig");
+    std::fs::write(&bad_path, bad).expect("write the bad kubeconfig");
+    let start = Instant::now();
+    let out = run(c.connect_command().arg("--kubeconfig").arg(&bad_path));
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    for part in ["tether-sandbox", "rejected the credentials"] {
+        assert!(
+            text(&out).contains(part),
+            "the error names {part:?}: {}",
+            text(&out)
+        );
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(c.snapshot(), before, "nothing changed in the workstation");
+    let namespaces = check(c.kubectl().args(["get", "namespaces", "-o", "name"]));
+    assert!(!namespaces.contains("namespace/tether\n"), "{namespaces}");
+
     // A fresh cluster: connect installs the manager.
     let (connected, progress) = c.connect();
     assert_eq!(connected["event"], "connected", "{connected}");
