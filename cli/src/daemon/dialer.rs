@@ -2,8 +2,8 @@
 //! stream to the manager on the first connect and after every drop; [`open`] then runs the
 //! handshake and waits for the manager's first `ClusterInfo`.
 //!
-//! [`DirectDialer`] dials a manager at a known address (direct mode, used by the tests); a
-//! Kubernetes dialer returns a port-forward stream to the manager pod instead.
+//! [`DirectDialer`] dials a manager at a known address (direct mode);
+//! [`super::portforward::KubeDialer`] returns a port-forward stream to the manager pod.
 
 use std::future::Future;
 use std::net::IpAddr;
