@@ -162,8 +162,10 @@ impl SandboxCluster {
 
     /// `kubectl` with the sandbox's kubeconfig (its API server also listens on the host's
     /// loopback; this reads and deletes objects, it changes no network).
+    /// `TETHER_KUBECTL` names another kubectl, as for the sandbox's own tests.
     pub fn kubectl(&self) -> Command {
-        let mut cmd = Command::new("kubectl");
+        let kubectl = std::env::var("TETHER_KUBECTL").unwrap_or_else(|_| "kubectl".into());
+        let mut cmd = Command::new(kubectl);
         cmd.arg("--kubeconfig").arg(&self.kubeconfig);
         cmd
     }
