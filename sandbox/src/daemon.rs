@@ -55,7 +55,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Kubeconfig(#[from] KubeconfigError),
     #[error(
-        "cannot set up the node's network namespaces ({0}); the sandbox runs pods in network namespaces and needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and the `ip` and `nft` commands (scripts/install-deps.sh installs them)"
+        "cannot set up the node's network namespaces: {0}. The sandbox runs its pods in network namespaces: run it as root, with `ip` and `nft` installed (scripts/install-deps.sh)"
     )]
     Node(NodeError),
     #[error("the demo workloads did not become ready: {0}")]

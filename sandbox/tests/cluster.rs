@@ -259,6 +259,13 @@ fn demo_cluster_scenarios(c: &Cluster) {
         dig_status(&client, "nope.demo.svc.cluster.local"),
         "NXDOMAIN"
     );
+    let answer = dig(&client, &["-x", &web_ip]);
+    assert!(answer.contains("web.demo.svc.cluster.local."), "{answer}");
+    let answer = dig(&client, &["-x", &db0_ip]);
+    assert!(
+        answer.contains("db-0.db.demo.svc.cluster.local."),
+        "{answer}"
+    );
 
     // UDP through a ClusterIP.
     let udp_ip = c.jsonpath(&["get", "svc", "-n", "demo", "udp"], "{.spec.clusterIP}");

@@ -19,7 +19,7 @@ pub const NETNS_DIR: &str = "/run/netns";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
-    #[error("{action} failed: {detail} (the sandbox needs root: it creates network namespaces)")]
+    #[error("{action} failed: {detail}")]
     Command { action: String, detail: String },
     #[error("cannot enter network namespace {name}: {source}")]
     Enter {
