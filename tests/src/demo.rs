@@ -1,87 +1,107 @@
-//! tether-demo: the main job, shown on a throw-away topology. A "cluster" namespace runs the
-//! manager, a web server, a UDP echo and a DNS server; a "laptop" namespace reaches it only
-//! through tether. Nothing in the host's own network namespace changes.
+//! tether-demo: the main job, shown against a throw-away cluster. `tether-sandbox up --demo`
+//! runs a one-node Kubernetes cluster whose "workstation" network namespace stands in for a
+//! laptop: its only way into the cluster is the API server. From there, `tether connect`
+//! installs the manager and makes Services, pod IPs and cluster names reachable; `tether
+//! quit` leaves the workstation as it was. Nothing in the host's own network changes.
 
 use std::process::Command;
-use std::time::Duration;
 
-use tether_tests::direct::{DirectCluster, ECHO_IP, MANAGER, SERVICE_CIDR};
+use tether_tests::sandbox::SandboxCluster;
 use tether_tests::{bin, have_root, run};
 
 fn main() {
     if !have_root() {
-        eprintln!("tether-demo needs root: it creates network namespaces and a TUN device");
+        eprintln!(
+            "tether-demo needs root: the sandbox cluster runs pods in network namespaces and tether creates a TUN device"
+        );
         std::process::exit(2);
     }
-    let dc = DirectCluster::start();
-    let before = dc.laptop.snapshot();
+    println!("Starting a sandbox cluster with the demo namespace (tether-sandbox up --demo)...");
+    let cluster = SandboxCluster::start();
     println!(
-        "A cluster (namespace {}) and a laptop (namespace {}) are up.",
-        dc.cluster.name, dc.laptop.name
+        "The cluster is up; the workstation (network namespace {}) reaches it only through the API server.",
+        cluster.workstation
     );
-    println!(
-        "\nlaptop$ tether connect --manager-address {MANAGER} --token-file ... --also-proxy {SERVICE_CIDR}"
-    );
-    let tether = dc.connect(&[]);
-    println!("(connected; running in the background of this demo)");
-
-    let mut ok = true;
-    ok &= show(&dc, &["curl", "-sS", "--max-time", "5", "http://web.shop/"]);
-    ok &= show(
-        &dc,
-        &[
-            "curl",
-            "-sS",
-            "--max-time",
-            "5",
-            "http://web.shop.svc.cluster.local/",
-        ],
-    );
-    ok &= show(&dc, &["dig", "+short", "web.shop.svc.cluster.local"]);
-    let kit = bin("tether-testkit");
-    let kit = kit.to_str().expect("UTF-8 path");
-    ok &= show(
-        &dc,
-        &[
-            kit,
-            "udp-ping",
-            "--to",
-            &format!("{ECHO_IP}:7"),
-            "--message",
-            "hello over UDP",
-        ],
+    let mut ok = show(
+        "kubectl get pods -n demo -o wide",
+        cluster
+            .shell("kubectl")
+            .args(["get", "pods", "-n", "demo", "-o", "wide"]),
     );
 
-    println!("\nlaptop$ tether quit");
-    let out = run(dc.tether().arg("quit"));
-    print!("{}", String::from_utf8_lossy(&out.stdout));
-    tether.wait(Duration::from_secs(10));
-    let restored = dc.laptop.snapshot() == before;
+    println!("\nworkstation$ tether connect -n demo");
+    let before = cluster.snapshot();
+    let (connected, progress) = cluster.connect();
+    print!("{progress}");
     println!(
-        "\nlaptop's links, routes and resolv.conf after quit: {}",
+        "connected (daemon pid {}); routes {}",
+        connected["pid"], connected["routes"]
+    );
+
+    for (line, argv) in [
+        (
+            "curl http://web/",
+            vec!["curl", "-sS", "--max-time", "5", "http://web/"],
+        ),
+        (
+            "curl http://api.demo.svc.cluster.local:8080/",
+            vec![
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                "http://api.demo.svc.cluster.local:8080/",
+            ],
+        ),
+        (
+            "dig +short db.demo.svc.cluster.local   # headless: the pods",
+            vec!["dig", "+short", "db.demo.svc.cluster.local"],
+        ),
+        (
+            "dig +short legacy.demo.svc.cluster.local   # ExternalName",
+            vec!["dig", "+short", "legacy.demo.svc.cluster.local"],
+        ),
+    ] {
+        let mut cmd = cluster.shell(argv[0]);
+        cmd.args(&argv[1..]);
+        ok &= show(line, &mut cmd);
+    }
+    let udp = cluster.jsonpath("demo", &["svc", "udp"], "{.spec.clusterIP}");
+    let mut ping = cluster.shell(bin("tether-testkit"));
+    ping.args([
+        "udp-ping",
+        "--to",
+        &format!("{udp}:9001"),
+        "--message",
+        "hello over UDP",
+    ]);
+    ok &= show(
+        &format!("tether-testkit udp-ping --to {udp}:9001   # the udp Service"),
+        &mut ping,
+    );
+    ok &= show("tether status", cluster.tether().arg("status"));
+    ok &= show("tether quit", cluster.tether().arg("quit"));
+
+    let restored = cluster.snapshot() == before;
+    println!(
+        "\nworkstation's links, routes and resolv.conf after quit: {}",
         if restored {
             "exactly as before"
         } else {
             "CHANGED"
         }
     );
-    if !(ok && restored && out.status.success()) {
+    println!("Stopping the sandbox cluster.");
+    drop(cluster);
+    if !(ok && restored) {
         eprintln!("the demo did not go as expected");
         std::process::exit(1);
     }
 }
 
-fn show(dc: &DirectCluster, argv: &[&str]) -> bool {
-    println!(
-        "\nlaptop$ {}",
-        argv.join(" ")
-            .replace(&*bin("tether-testkit").to_string_lossy(), "tether-testkit")
-    );
-    let out = run(&mut {
-        let mut cmd: Command = dc.laptop.cmd(argv[0]);
-        cmd.args(&argv[1..]);
-        cmd
-    });
+fn show(line: &str, cmd: &mut Command) -> bool {
+    println!("\nworkstation$ {line}");
+    let out = run(cmd);
     print!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
