@@ -107,6 +107,9 @@ pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, server: Arc<Se
                 continue;
             }
         };
+        // As Go does on every socket: small writes (watch events, port-forward frames) go
+        // out at once instead of waiting for the peer's delayed ACK.
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let server = server.clone();
         tokio::spawn(async move {

@@ -1,6 +1,7 @@
 //! tether-testkit: the small servers and clients the end-to-end tests and the benchmark run
 //! inside their network namespaces (an HTTP server, a UDP echo, an authoritative DNS server,
-//! a UDP ping, and a throughput/latency probe). No external tools are needed for them.
+//! a UDP ping, a throughput/latency probe, and the HTTP and DNS clients of the Kubernetes
+//! benchmark). No external tools are needed for them.
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
@@ -64,6 +65,34 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         amount: u64,
     },
+    /// Sends GET requests to URL one after another on one keep-alive connection and prints
+    /// the p50, p90 and p99 latency in µs. The host may be a name (resolved as the system
+    /// does); with --retry-for, connection failures are retried until that many seconds have
+    /// passed (for the first request after a connect).
+    HttpLatency {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 1000)]
+        requests: usize,
+        #[arg(long, default_value_t = 0.0)]
+        retry_for: f64,
+    },
+    /// Downloads URL (HTTP/1.1, Content-Length) and prints the body's throughput in MiB/s.
+    HttpDownload {
+        #[arg(long)]
+        url: String,
+    },
+    /// Asks the first nameserver of /etc/resolv.conf (or --server) for NAME's A record,
+    /// one query after another, and prints the p50, p90 and p99 latency in µs. Every answer
+    /// must hold an address.
+    DnsLatency {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        server: Option<SocketAddr>,
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+    },
 }
 
 fn parse_record(s: &str) -> std::result::Result<(String, IpAddr), String> {
@@ -85,6 +114,17 @@ async fn main() -> ExitCode {
         } => udp_ping(to, &message, timeout_ms).await,
         Cmd::ProbeServer { listen } => probe_server(listen).await,
         Cmd::Probe { to, mode, amount } => probe(to, &mode, amount).await,
+        Cmd::HttpLatency {
+            url,
+            requests,
+            retry_for,
+        } => http_latency(&url, requests, retry_for).await,
+        Cmd::HttpDownload { url } => http_download(&url).await,
+        Cmd::DnsLatency {
+            name,
+            server,
+            queries,
+        } => dns_latency(&name, server, queries).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -300,9 +340,177 @@ async fn probe(to: SocketAddr, mode: &str, amount: u64) -> Result<()> {
             stream.read_exact(&mut buf).await?;
             samples.push(start.elapsed().as_micros() as u64);
         }
-        samples.sort_unstable();
-        let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p) as usize];
-        println!("{} {} {}", pct(0.5), pct(0.9), pct(0.99));
+        print_percentiles(samples);
     }
+    Ok(())
+}
+
+/// Prints the p50, p90 and p99 of latency samples in µs.
+fn print_percentiles(mut samples: Vec<u64>) {
+    samples.sort_unstable();
+    let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p) as usize];
+    println!("{} {} {}", pct(0.5), pct(0.9), pct(0.99));
+}
+
+/// `http://host[:port]/path` as (host, port, path).
+fn parse_url(url: &str) -> Result<(String, u16, String)> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().map_err(|_| format!("{url}: bad port"))?),
+        None => (authority, 80),
+    };
+    Ok((host.to_owned(), port, path.to_owned()))
+}
+
+/// An HTTP/1.1 keep-alive connection that reads responses with a Content-Length.
+struct HttpConn {
+    stream: TcpStream,
+    request: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl HttpConn {
+    async fn open(url: &str) -> Result<HttpConn> {
+        let (host, port, path) = parse_url(url)?;
+        let stream = TcpStream::connect((host.as_str(), port)).await?;
+        stream.set_nodelay(true)?;
+        let request = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\n\r\n").into_bytes();
+        Ok(HttpConn {
+            stream,
+            request,
+            buf: Vec::with_capacity(64 * 1024),
+        })
+    }
+
+    /// Sends the request and reads the whole response; returns the body's length. The body
+    /// is read and dropped chunk by chunk, so large bodies are not kept.
+    async fn get(&mut self) -> Result<u64> {
+        self.stream.write_all(&self.request).await?;
+        self.buf.clear();
+        let mut chunk = vec![0u8; 256 * 1024];
+        let head_end = loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err("the server closed the connection before answering".into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).to_ascii_lowercase();
+        if !head.starts_with("http/1.1 200") {
+            let status = head.lines().next().unwrap_or_default().to_owned();
+            return Err(format!("the server answered {status}").into());
+        }
+        let length: u64 = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or("the response has no Content-Length")?;
+        let mut left = length.saturating_sub((self.buf.len() - head_end) as u64);
+        while left > 0 {
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(format!("the body ended {left} bytes short").into());
+            }
+            left = left.saturating_sub(n as u64);
+        }
+        Ok(length)
+    }
+}
+
+async fn http_latency(url: &str, requests: usize, retry_for: f64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs_f64(retry_for);
+    let mut conn = loop {
+        let attempt = async {
+            let mut conn = HttpConn::open(url).await?;
+            let start = Instant::now();
+            conn.get().await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((conn, start.elapsed()))
+        };
+        match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            Ok(Ok((conn, _))) => break conn,
+            Ok(Err(e)) if Instant::now() >= deadline => return Err(e),
+            Err(_) if Instant::now() >= deadline => {
+                return Err(format!("no answer from {url}").into());
+            }
+            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    };
+    let mut samples = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let start = Instant::now();
+        conn.get().await?;
+        samples.push(start.elapsed().as_micros() as u64);
+    }
+    print_percentiles(samples);
+    Ok(())
+}
+
+async fn http_download(url: &str) -> Result<()> {
+    let mut conn = HttpConn::open(url).await?;
+    let start = Instant::now();
+    let bytes = conn.get().await?;
+    let took = start.elapsed().as_secs_f64();
+    println!("{:.1}", bytes as f64 / (1024.0 * 1024.0) / took);
+    Ok(())
+}
+
+/// The first `nameserver` of /etc/resolv.conf.
+fn system_nameserver() -> Result<SocketAddr> {
+    let text = std::fs::read_to_string("/etc/resolv.conf")?;
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .find_map(|v| v.trim().parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .ok_or_else(|| "/etc/resolv.conf names no nameserver".into())
+}
+
+async fn dns_latency(name: &str, server: Option<SocketAddr>, queries: usize) -> Result<()> {
+    use hickory_proto::op::{MessageType, OpCode, Query};
+    let server = match server {
+        Some(s) => s,
+        None => system_nameserver()?,
+    };
+    let socket = UdpSocket::bind(("0.0.0.0", 0)).await?;
+    socket.connect(server).await?;
+    let fqdn = Name::from_ascii(format!("{}.", name.trim_end_matches('.')))?;
+    let mut buf = vec![0u8; 65535];
+    let mut samples = Vec::with_capacity(queries);
+    for i in 0..queries {
+        let id = (i % 65536) as u16;
+        let mut query = Message::new(id, MessageType::Query, OpCode::Query);
+        query.metadata.recursion_desired = true;
+        query.add_query(Query::query(fqdn.clone(), RecordType::A));
+        let bytes = query.to_vec()?;
+        let start = Instant::now();
+        socket.send(&bytes).await?;
+        let answer = loop {
+            let n = tokio::time::timeout(Duration::from_secs(2), socket.recv(&mut buf))
+                .await
+                .map_err(|_| format!("no answer from {server} for {name}"))??;
+            let answer = Message::from_vec(&buf[..n])?;
+            // A late answer to an earlier query is skipped.
+            if answer.metadata.id == id {
+                break answer;
+            }
+        };
+        samples.push(start.elapsed().as_micros() as u64);
+        if answer.answers.is_empty() {
+            return Err(format!(
+                "{server} gave no address for {name} ({:?})",
+                answer.metadata.response_code
+            )
+            .into());
+        }
+    }
+    print_percentiles(samples);
     Ok(())
 }

@@ -34,6 +34,9 @@ pub struct KubeOptions {
 #[derive(Clone)]
 pub struct Cluster {
     pub client: Client,
+    /// The client for port-forwards: the same credentials, with Nagle's algorithm off on its
+    /// connections (see [`tunnel_client`]).
+    pub tunnel: Client,
     /// The kubeconfig context in use.
     pub context: String,
     /// The API server's URL, as the kubeconfig names it.
@@ -172,10 +175,12 @@ pub async fn connect(opts: &KubeOptions) -> Result<Cluster, ClusterError> {
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
-    let client = Client::try_from(config).map_err(|e| ClusterError::ClientSetup {
+    let setup = |e: kube::Error| ClusterError::ClientSetup {
         context: context.clone(),
         reason: chain(&e),
-    })?;
+    };
+    let tunnel = tunnel_client(&config).map_err(setup)?;
+    let client = Client::try_from(config).map_err(setup)?;
     tracing::debug!(%context, %server, "probing the API server");
     let version = match tokio::time::timeout(PROBE_TIMEOUT, client.apiserver_version()).await {
         Err(_) => {
@@ -189,12 +194,45 @@ pub async fn connect(opts: &KubeOptions) -> Result<Cluster, ClusterError> {
         Ok(Ok(info)) => info,
     };
     Ok(Cluster {
+        tunnel: tunnel.unwrap_or_else(|| client.clone()),
         client,
         context,
         server,
         namespace,
         server_version: version.git_version,
     })
+}
+
+/// A client whose TCP connections have Nagle's algorithm off, for the tunnel's port-forward.
+///
+/// kube-rs's default client leaves Nagle on. The tunnel writes many small frames (yamux
+/// headers, window updates, single requests); with Nagle on, each one sent while an earlier
+/// one is unacknowledged waits for the peer's delayed ACK, up to 40 ms per round trip. Go
+/// turns Nagle off on every socket, so kubectl and the API server already run without it.
+///
+/// None with a proxy in the kubeconfig: the default client knows how to tunnel through it,
+/// and is then used for port-forwards too.
+fn tunnel_client(config: &Config) -> Result<Option<Client>, kube::Error> {
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::rt::TokioExecutor;
+    use kube::client::ConfigExt;
+    use tower::ServiceBuilder;
+
+    if config.proxy_url.is_some() {
+        return Ok(None);
+    }
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(config.connect_timeout);
+    let https = config.rustls_https_connector_with_connector(http)?;
+    let service = ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .map_err(tower::BoxError::from)
+        .service(hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https));
+    Ok(Some(Client::new(service, config.default_namespace.clone())))
 }
 
 /// Sorts a failed `/version` request into what the user has to fix.

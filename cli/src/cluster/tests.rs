@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::PostParams;
 
@@ -448,8 +449,35 @@ async fn the_transport_needs_a_ready_manager_and_forwards_to_it() {
     let result = tokio::time::timeout(Duration::from_secs(10), transport::open(&cluster, NS))
         .await
         .expect("open did not hang");
-    match result {
-        Ok((_stream, pod)) => assert_eq!(pod.name, manager.pod),
+    let (mut stream, pod) = match result {
+        Ok(opened) => opened,
         Err(other) => panic!("the port-forward to the ready manager failed: {other}"),
-    }
+    };
+    assert_eq!(pod.name, manager.pod);
+    // Bytes flow both ways: the manager accepts its session token's handshake.
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), NS);
+    let secret = secrets.get(manifests::TOKEN_SECRET).await.unwrap();
+    let token = String::from_utf8(secret.data.unwrap()[manifests::TOKEN_KEY].0.clone()).unwrap();
+    let accepted = tokio::time::timeout(
+        Duration::from_secs(10),
+        tether_tunnel::wire::handshake::client_handshake(&mut stream, token.trim()),
+    )
+    .await
+    .expect("the handshake did not hang")
+    .expect("the manager accepts the token");
+    assert_eq!(accepted.peer.software, VERSION);
+
+    // A port nothing listens on: the server's message on the error channel is a read error.
+    let mut dead = transport::forward_port(&cluster, &pod, 1)
+        .await
+        .expect("the port-forward itself is accepted");
+    let mut buf = [0u8; 16];
+    let err = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read(&mut dead, &mut buf),
+    )
+    .await
+    .expect("the read did not hang")
+    .expect_err("nothing listens on port 1");
+    assert!(err.to_string().contains("port 1"), "{err}");
 }

@@ -85,8 +85,7 @@ impl Dialer for KubeDialer {
                     READY_WAIT,
                 )
                 .await?;
-                let pods: Api<Pod> = Api::namespaced(self.cluster.client.clone(), &pod.namespace);
-                (transport::forward(&pods, &pod).await?, pod)
+                (transport::forward(&self.cluster, &pod).await?, pod)
             }
         };
         tracing::info!(%pod, "port-forward to the manager open");

@@ -189,6 +189,8 @@ impl Netns {
             move || {
                 let s = TcpStream::connect_timeout(&addr, timeout)?;
                 s.set_nonblocking(true)?;
+                // The kubelet's port-forward connections are Go sockets, without Nagle.
+                s.set_nodelay(true)?;
                 Ok(s)
             },
         )

@@ -1,0 +1,376 @@
+//! tether-bench-k8s: `tether connect` against the sandbox cluster, in one run, side by side
+//! with the two baselines a user has without tether:
+//!
+//! - **direct**: a client in the node's network namespace talking to the pod IP (no API
+//!   server, no tunnel: the fastest path there is);
+//! - **kubectl port-forward** to the same pod, run in the workstation, through the same API
+//!   server tether uses;
+//! - **through tether**: the workstation talking to the pod IP (and to the Service by name)
+//!   over `tether connect`.
+//!
+//! It measures bulk throughput (one HTTP download from `web`'s http-echo) and request latency
+//! (small keep-alive requests one after another), the time from `tether connect` to the
+//! first answer from `web.demo` (cold: the manager gets installed; warm: it is there), DNS
+//! lookup latency through tether, the resident memory of the daemon and the manager, and then
+//! connect time, DNS latency and daemon memory again with 5,000 more Services in 200
+//! namespaces. Build with `cargo build --release --workspace`, run
+//! `target/release/tether-bench-k8s` as root (it needs `kubectl`).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::api::PostParams;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use tether_tests::sandbox::SandboxCluster;
+use tether_tests::{bin, check, have_root};
+
+/// Size of one bulk download.
+const BULK_BYTES: u64 = 1 << 30;
+/// Downloads per path; the median is reported.
+const BULK_RUNS: usize = 3;
+/// Requests per latency measurement.
+const REQUESTS: &str = "5000";
+/// DNS queries per latency measurement.
+const QUERIES: &str = "2000";
+/// The extra Services: this many namespaces with this many Services each.
+const NAMESPACES: usize = 200;
+const SERVICES_PER_NAMESPACE: usize = 25;
+/// The local port of `kubectl port-forward` in the workstation.
+const KUBECTL_PORT: u16 = 18080;
+/// http-echo's port in the `web` pods.
+const WEB_PORT: u16 = 8080;
+
+fn main() {
+    if !have_root() {
+        eprintln!("tether-bench-k8s needs root (the sandbox's network namespaces, TUN)");
+        std::process::exit(2);
+    }
+    let c = SandboxCluster::start();
+    let node = format!(
+        "{}-node",
+        c.workstation
+            .strip_suffix("-ws")
+            .expect("the workstation is <prefix>-ws")
+    );
+    let pod = first_word(&c.jsonpath(
+        "demo",
+        &["pods", "-l", "app=web,track=stable"],
+        "{.items[*].metadata.name}",
+    ));
+    let pod_ip = c.jsonpath("demo", &["pod", &pod], "{.status.podIP}");
+    let pod_url = format!("http://{pod_ip}:{WEB_PORT}");
+    let service_url = "http://web.demo";
+    let kit = bin("tether-testkit");
+    eprintln!("benchmarking against pod demo/{pod} ({pod_ip})");
+
+    // Cold: the first connect installs the manager.
+    let (cold, daemon) = connect_to_first_answer(&c, service_url);
+    eprintln!("cold connect to first answer: {cold:.0} ms");
+
+    let in_node = || {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &node]).arg(&kit);
+        cmd
+    };
+    let in_workstation = || {
+        let mut cmd = c.shell(&kit);
+        cmd.env_remove("RUST_LOG");
+        cmd
+    };
+
+    let direct = measure("direct", in_node, &pod_url);
+
+    let kubectl = {
+        let _forward = KubectlForward::start(&c, &pod);
+        measure(
+            "kubectl port-forward",
+            in_workstation,
+            &format!("http://127.0.0.1:{KUBECTL_PORT}"),
+        )
+    };
+
+    let tether = measure("tether", in_workstation, &pod_url);
+    let by_name = median(
+        (0..BULK_RUNS)
+            .map(|_| download(in_workstation(), service_url))
+            .collect(),
+    );
+    eprintln!("tether, web.demo by name: {by_name:.0} MiB/s");
+    let dns = dns_latency(&c, "web.demo.svc.cluster.local");
+    let daemon_rss = rss_mib(daemon);
+    let manager_rss = manager_rss_mib(&c);
+    check(c.tether().arg("quit"));
+    c.wait_daemon_gone(daemon, Duration::from_secs(10));
+
+    let (warm, daemon) = connect_to_first_answer(&c, service_url);
+    eprintln!("warm connect to first answer: {warm:.0} ms");
+    check(c.tether().arg("quit"));
+    c.wait_daemon_gone(daemon, Duration::from_secs(10));
+
+    let created = Instant::now();
+    create_services(&c);
+    eprintln!(
+        "created {} Services in {NAMESPACES} namespaces in {:.1} s",
+        NAMESPACES * SERVICES_PER_NAMESPACE,
+        created.elapsed().as_secs_f64()
+    );
+    let (many_warm, daemon) = connect_to_first_answer(&c, service_url);
+    let last = format!(
+        "svc-{}.bench-{}.svc.cluster.local",
+        SERVICES_PER_NAMESPACE - 1,
+        NAMESPACES - 1
+    );
+    let many_dns = dns_latency(&c, &last);
+    let many_rss = rss_mib(daemon);
+    check(c.tether().arg("quit"));
+    c.wait_daemon_gone(daemon, Duration::from_secs(10));
+
+    println!("| measure | direct (node → pod) | kubectl port-forward | through tether |");
+    println!("|---|---|---|---|");
+    println!(
+        "| 1 GiB download, one stream (MiB/s, median of {BULK_RUNS}) | {:.0} | {:.0} | {:.0} ({:.2}× kubectl) |",
+        direct.mib_s,
+        kubectl.mib_s,
+        tether.mib_s,
+        tether.mib_s / kubectl.mib_s
+    );
+    for (i, name) in ["p50", "p90", "p99"].iter().enumerate() {
+        println!(
+            "| request latency {name} (µs) | {} | {} | {} |",
+            direct.latency[i], kubectl.latency[i], tether.latency[i]
+        );
+    }
+    println!();
+    println!("| measure | result |");
+    println!("|---|---|");
+    println!(
+        "| 1 GiB download through tether from `web.demo` (ClusterIP, by name) | {by_name:.0} MiB/s |"
+    );
+    println!("| `tether connect` → first answer, cold (manager installed) | {cold:.0} ms |");
+    println!("| `tether connect` → first answer, warm (manager there) | {warm:.0} ms |");
+    println!(
+        "| `tether connect` → first answer, warm, with {} more Services in {NAMESPACES} namespaces | {many_warm:.0} ms |",
+        NAMESPACES * SERVICES_PER_NAMESPACE
+    );
+    println!(
+        "| DNS lookup through tether p50 / p90 / p99 (µs) | {} / {} / {} |",
+        dns[0], dns[1], dns[2]
+    );
+    println!(
+        "| DNS lookup with the extra Services p50 / p90 / p99 (µs) | {} / {} / {} |",
+        many_dns[0], many_dns[1], many_dns[2]
+    );
+    println!("| tether daemon RSS after the transfers | {daemon_rss:.1} MiB |");
+    println!("| tether daemon RSS with the extra Services | {many_rss:.1} MiB |");
+    println!("| manager (tether-agent) RSS after the transfers | {manager_rss:.1} MiB |");
+}
+
+struct Figures {
+    mib_s: f64,
+    /// p50, p90, p99 in µs.
+    latency: [u64; 3],
+}
+
+/// Bulk downloads and a latency run to `base` with testkit commands from `kit`.
+fn measure(name: &str, kit: impl Fn() -> Command, base: &str) -> Figures {
+    let bulk: Vec<f64> = (0..BULK_RUNS).map(|_| download(kit(), base)).collect();
+    let mut cmd = kit();
+    let out = check(
+        cmd.args(["http-latency", "--requests", REQUESTS, "--url"])
+            .arg(format!("{base}/")),
+    );
+    let latency = percentiles(&out);
+    let figures = Figures {
+        mib_s: median(bulk),
+        latency,
+    };
+    eprintln!(
+        "{name}: {:.0} MiB/s, latency p50/p90/p99 {:?} µs",
+        figures.mib_s, figures.latency
+    );
+    figures
+}
+
+fn download(mut kit: Command, base: &str) -> f64 {
+    let out = check(
+        kit.args(["http-download", "--url"])
+            .arg(format!("{base}/bytes?n={BULK_BYTES}")),
+    );
+    out.trim().parse().expect("http-download prints MiB/s")
+}
+
+fn percentiles(out: &str) -> [u64; 3] {
+    let v: Vec<u64> = out
+        .split_whitespace()
+        .map(|w| w.parse().expect("µs figures"))
+        .collect();
+    v.try_into()
+        .unwrap_or_else(|v| panic!("three percentiles, got {v:?}"))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Runs `tether connect` and then requests `url` until it answers; returns the time from
+/// the start of `connect` to that answer in ms, and the daemon's PID.
+fn connect_to_first_answer(c: &SandboxCluster, url: &str) -> (f64, u32) {
+    let start = Instant::now();
+    let (connected, progress) = c.connect();
+    let mut first = c.shell(bin("tether-testkit"));
+    check(first.args([
+        "http-latency",
+        "--requests",
+        "1",
+        "--retry-for",
+        "10",
+        "--url",
+        &format!("{url}/"),
+    ]));
+    let took = start.elapsed().as_secs_f64() * 1000.0;
+    let pid = connected["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("connect names the daemon's pid: {connected} {progress}"));
+    (took, pid as u32)
+}
+
+fn dns_latency(c: &SandboxCluster, name: &str) -> [u64; 3] {
+    let out = check(c.shell(bin("tether-testkit")).args([
+        "dns-latency",
+        "--queries",
+        QUERIES,
+        "--name",
+        name,
+    ]));
+    percentiles(&out)
+}
+
+fn first_word(s: &str) -> String {
+    s.split_whitespace()
+        .next()
+        .unwrap_or_else(|| panic!("expected a name, got {s:?}"))
+        .to_owned()
+}
+
+/// `kubectl port-forward` in the workstation, stopped on drop.
+struct KubectlForward(Child);
+
+impl KubectlForward {
+    fn start(c: &SandboxCluster, pod: &str) -> KubectlForward {
+        let kubectl = std::env::var("TETHER_KUBECTL").unwrap_or_else(|_| "kubectl".into());
+        // `ip netns exec` execs kubectl, so the child is kubectl itself.
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &c.workstation, &kubectl, "--kubeconfig"])
+            .arg(&c.kubeconfig)
+            .args(["-n", "demo", "port-forward", &format!("pod/{pod}")])
+            .arg(format!("{KUBECTL_PORT}:{WEB_PORT}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("kubectl runs");
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        match lines.next() {
+            Some(Ok(line)) if line.starts_with("Forwarding from") => {}
+            other => panic!("kubectl port-forward did not start: {other:?}"),
+        }
+        // kubectl reports every connection on stdout: keep reading, or it dies of SIGPIPE.
+        std::thread::spawn(move || for _ in lines {});
+        KubectlForward(child)
+    }
+}
+
+impl Drop for KubectlForward {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS for pid {pid}"));
+    kib as f64 / 1024.0
+}
+
+/// The manager's process: the `tether-agent` in the manager pod's network namespace.
+fn manager_rss_mib(c: &SandboxCluster) -> f64 {
+    let uid = first_word(&c.jsonpath("tether", &["pods"], "{.items[*].metadata.uid}"));
+    let prefix = c.workstation.strip_suffix("-ws").expect("<prefix>-ws");
+    let short: String = uid.chars().filter(|ch| *ch != '-').take(12).collect();
+    let netns = format!("{prefix}-p{short}");
+    let pids = check(Command::new("ip").args(["netns", "pids", &netns]));
+    let pid = pids
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "tether-agent")
+        })
+        .unwrap_or_else(|| panic!("no tether-agent in {netns}: {pids}"));
+    rss_mib(pid)
+}
+
+/// 5,000 Services with ClusterIPs, in 200 new namespaces, created through the API.
+fn create_services(c: &SandboxCluster) {
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    runtime.block_on(async {
+        let kubeconfig = Kubeconfig::read_from(&c.kubeconfig).expect("the sandbox's kubeconfig");
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("a client configuration");
+        let client = Client::try_from(config).expect("a client");
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        futures::stream::iter(0..NAMESPACES)
+            .map(|n| {
+                let namespaces = namespaces.clone();
+                async move {
+                    let ns: Namespace = serde_json::from_value(
+                        serde_json::json!({"metadata": {"name": format!("bench-{n}")}}),
+                    )
+                    .expect("a namespace");
+                    namespaces.create(&PostParams::default(), &ns).await
+                }
+            })
+            .buffer_unordered(16)
+            .try_collect::<Vec<_>>()
+            .await
+            .expect("create the namespaces");
+        futures::stream::iter(0..NAMESPACES * SERVICES_PER_NAMESPACE)
+            .map(|i| {
+                let client = client.clone();
+                async move {
+                    let (n, s) = (i / SERVICES_PER_NAMESPACE, i % SERVICES_PER_NAMESPACE);
+                    let services: Api<Service> = Api::namespaced(client, &format!("bench-{n}"));
+                    let svc: Service = serde_json::from_value(serde_json::json!({
+                        "metadata": {"name": format!("svc-{s}")},
+                        "spec": {
+                            "selector": {"app": format!("bench-{s}")},
+                            "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
+                        },
+                    }))
+                    .expect("a service");
+                    services.create(&PostParams::default(), &svc).await
+                }
+            })
+            .buffer_unordered(16)
+            .try_collect::<Vec<_>>()
+            .await
+            .expect("create the services");
+    });
+    // Every one has a ClusterIP.
+    let ip = c.jsonpath(
+        &format!("bench-{}", NAMESPACES - 1),
+        &["svc", &format!("svc-{}", SERVICES_PER_NAMESPACE - 1)],
+        "{.spec.clusterIP}",
+    );
+    assert!(!ip.is_empty(), "the last Service has a ClusterIP");
+}
