@@ -98,6 +98,7 @@ fn main() -> ExitCode {
     // One thread: a session's flows hand work to the yamux driver constantly, and
     // cross-thread wakeups cost more than more cores gain (6.5 vs 5.5 Gbit/s measured with
     // tether-bench). The manager's pod is sized for one core anyway.
+    tether_tunnel::heap::tune_for_streaming();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

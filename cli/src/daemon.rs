@@ -112,6 +112,7 @@ pub fn read_config(path: &Path) -> Result<DaemonConfig, CliError> {
 /// The daemon process: detaches from the terminal, logs to the state directory, and runs
 /// the session until quit.
 pub fn main(config_path: &Path) -> ExitCode {
+    tether_tunnel::heap::tune_for_streaming();
     let config = match read_config(config_path) {
         Ok(config) => config,
         Err(e) => {

@@ -170,36 +170,43 @@ fn kubectl_port_forward(sb: &Sandbox, websockets: bool, target: &str) -> (Reaped
     (child, port)
 }
 
-/// Bulk and concurrent requests through kubectl, over both of its transports.
+/// Bulk and concurrent requests through kubectl, over both of its transports; a second
+/// round on the same port-forward after the first round's connections were forgotten.
 fn kubectl_transports(sb: &Sandbox) {
     for websockets in [true, false] {
         let (_pf, port) = kubectl_port_forward(sb, websockets, "pod/echo");
-        let fetches: Vec<_> = (0..3)
-            .map(|_| {
-                Command::new("curl")
-                    .args([
-                        "-sS",
-                        "--max-time",
-                        "30",
-                        "-o",
-                        "/dev/null",
-                        "-w",
-                        "%{size_download}",
-                    ])
-                    .arg(format!("http://127.0.0.1:{port}/bytes?n=4194304"))
-                    .stdout(Stdio::piped())
-                    .spawn()
-                    .expect("curl runs")
-            })
-            .collect();
-        for f in fetches {
-            let out = f.wait_with_output().unwrap();
-            assert_eq!(
-                String::from_utf8_lossy(&out.stdout),
-                "4194304",
-                "websockets={websockets}"
-            );
+        for _round in 0..2 {
+            kubectl_fetches(port, websockets);
         }
+    }
+}
+
+fn kubectl_fetches(port: u16, websockets: bool) {
+    let fetches: Vec<_> = (0..3)
+        .map(|_| {
+            Command::new("curl")
+                .args([
+                    "-sS",
+                    "--max-time",
+                    "30",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{size_download}",
+                ])
+                .arg(format!("http://127.0.0.1:{port}/bytes?n=4194304"))
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("curl runs")
+        })
+        .collect();
+    for f in fetches {
+        let out = f.wait_with_output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "4194304",
+            "websockets={websockets}"
+        );
     }
 }
 

@@ -11,10 +11,12 @@
 //!   session.
 //!
 //! - [`dns_client`]: one DNS exchange over UDP or TCP, shared by both ends.
+//! - [`heap`]: allocator settings for the processes that carry bulk traffic.
 //!
 //! Nothing here knows about Kubernetes or the command line.
 
 pub mod dns_client;
+pub mod heap;
 pub mod session;
 pub mod stack;
 pub mod wire;

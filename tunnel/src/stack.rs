@@ -180,8 +180,9 @@ pub async fn run(
         stack.poll();
         stack.tcp.pump(&mut stack.sockets);
         stack.poll();
-        while let Some(packet) = stack.device.tx.pop_front() {
-            tun.send(&packet).await?;
+        while let Some((packet, len)) = stack.device.tx.pop_front() {
+            tun.send(&packet[..len]).await?;
+            stack.device.recycle(packet);
         }
     }
 }
@@ -206,7 +207,8 @@ impl Stack {
         match event {
             Event::TcpDialed { id, result } => {
                 if let Some(packet) = self.tcp.on_dialed(&mut self.sockets, id, result) {
-                    self.device.tx.push_back(packet);
+                    let len = packet.len();
+                    self.device.tx.push_back((packet, len));
                 }
             }
             Event::UdpClosed { key } => self.udp.on_closed(key),

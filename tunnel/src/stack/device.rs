@@ -10,11 +10,15 @@ pub struct QueueDevice {
     /// Packets read from the TUN device, waiting for smoltcp: a full-size buffer and the
     /// packet's length in it.
     pub rx: VecDeque<(Vec<u8>, usize)>,
-    /// Buffers smoltcp is done with, reused for the next reads: no allocation or copy per
-    /// packet on the receive path.
+    /// Full-size buffers, reused for the next reads and for the packets smoltcp produces:
+    /// no allocation or zeroing per packet either way.
     pub free: Vec<Vec<u8>>,
-    /// Packets smoltcp produced, waiting to be written to the TUN device.
-    pub tx: VecDeque<Vec<u8>>,
+    /// Buffers of received packets smoltcp is done with, moved to `free` by [`Self::buffer`]
+    /// (kept apart so a receive can hand out tokens for both directions at once).
+    spent: Vec<Vec<u8>>,
+    /// Packets smoltcp produced, waiting to be written to the TUN device: a full-size buffer
+    /// and the packet's length in it; the buffer goes back through [`Self::recycle`].
+    pub tx: VecDeque<(Vec<u8>, usize)>,
     mtu: usize,
 }
 
@@ -23,6 +27,7 @@ impl QueueDevice {
         QueueDevice {
             rx: VecDeque::new(),
             free: Vec::new(),
+            spent: Vec::new(),
             tx: VecDeque::new(),
             mtu,
         }
@@ -30,26 +35,34 @@ impl QueueDevice {
 
     /// A buffer that holds any packet of this device's MTU.
     pub fn buffer(&mut self) -> Vec<u8> {
+        if self.free.is_empty() {
+            self.free.append(&mut self.spent);
+        }
         self.free.pop().unwrap_or_else(|| vec![0u8; self.mtu])
     }
 
-    /// Returns a buffer that was not queued.
+    /// Returns a buffer from [`Self::buffer`] or [`Self::tx`] that is no longer needed.
     pub fn recycle(&mut self, buf: Vec<u8>) {
-        if self.free.len() < MAX_FREE {
+        // Packets made elsewhere (a reset for a failed dial) may be smaller.
+        if buf.len() >= self.mtu && self.free.len() < MAX_FREE {
             self.free.push(buf);
         }
     }
 }
 
 /// Spare buffers kept; enough for a full read batch.
-const MAX_FREE: usize = 128;
+const MAX_FREE: usize = 64;
 
 pub struct RxToken<'a> {
     buf: Vec<u8>,
     len: usize,
     free: &'a mut Vec<Vec<u8>>,
 }
-pub struct TxToken<'a>(&'a mut VecDeque<Vec<u8>>);
+pub struct TxToken<'a> {
+    tx: &'a mut VecDeque<(Vec<u8>, usize)>,
+    free: &'a mut Vec<Vec<u8>>,
+    mtu: usize,
+}
 
 impl phy::RxToken for RxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
@@ -63,9 +76,15 @@ impl phy::RxToken for RxToken<'_> {
 
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut packet = vec![0u8; len];
-        let result = f(&mut packet);
-        self.0.push_back(packet);
+        let mut packet = self
+            .free
+            .pop()
+            .unwrap_or_else(|| vec![0u8; self.mtu.max(len)]);
+        if packet.len() < len {
+            packet.resize(len, 0);
+        }
+        let result = f(&mut packet[..len]);
+        self.tx.push_back((packet, len));
         result
     }
 }
@@ -79,13 +98,22 @@ impl phy::Device for QueueDevice {
         let rx = RxToken {
             buf,
             len,
-            free: &mut self.free,
+            free: &mut self.spent,
         };
-        Some((rx, TxToken(&mut self.tx)))
+        let tx = TxToken {
+            tx: &mut self.tx,
+            free: &mut self.free,
+            mtu: self.mtu,
+        };
+        Some((rx, tx))
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {
-        Some(TxToken(&mut self.tx))
+        Some(TxToken {
+            tx: &mut self.tx,
+            free: &mut self.free,
+            mtu: self.mtu,
+        })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {

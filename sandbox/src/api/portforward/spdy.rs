@@ -4,6 +4,10 @@
 //! the reason a connection to the pod failed, and ends when the connection is over (the
 //! client waits for that before it forgets the pair).
 //!
+//! A pair is forgotten once its connection is over, and a client's RST_STREAM on either
+//! stream ends the pod connection at once, so a long `kubectl port-forward` keeps no state
+//! for connections that are gone.
+//!
 //! Flow control: the client's windows are not enforced on what is sent to it (Go's
 //! spdystream does not enforce them either); what the client sends is acknowledged with
 //! WINDOW_UPDATEs as it is written to the pod, so a client that does enforce windows keeps
@@ -16,6 +20,7 @@ use std::collections::HashMap;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 
 use super::{Dialer, PodConnection};
 use frame::{Frame, HeaderReader, HeaderWriter};
@@ -34,6 +39,26 @@ struct Pair {
     port: u16,
     /// Bytes for the pod, while the connection runs.
     to_pod: Option<mpsc::Sender<Bytes>>,
+    /// The task that runs the connection.
+    task: Option<AbortHandle>,
+}
+
+impl Pair {
+    fn streams(&self) -> impl Iterator<Item = u32> {
+        self.error.into_iter().chain(self.data)
+    }
+}
+
+/// Tells the session, when dropped, that a pair's connection is over.
+struct Done {
+    request: String,
+    done: mpsc::UnboundedSender<String>,
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        let _ = self.done.send(std::mem::take(&mut self.request));
+    }
 }
 
 /// Serves one SPDY session until the client goes away or sends GOAWAY.
@@ -62,6 +87,18 @@ where
     // requestID → its streams; stream id → requestID.
     let mut pairs: HashMap<String, Pair> = HashMap::new();
     let mut streams: HashMap<u32, String> = HashMap::new();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+    let forget =
+        |pairs: &mut HashMap<String, Pair>, streams: &mut HashMap<u32, String>, request: &str| {
+            if let Some(pair) = pairs.remove(request) {
+                for id in pair.streams() {
+                    streams.remove(&id);
+                }
+                if let Some(task) = pair.task {
+                    task.abort();
+                }
+            }
+        };
     'session: loop {
         loop {
             let parsed = match frame::parse(&mut buf, &mut headers) {
@@ -100,7 +137,7 @@ where
                         format!("stream-{error_id}")
                     });
                     streams.insert(stream, request.clone());
-                    let pair = pairs.entry(request).or_default();
+                    let pair = pairs.entry(request.clone()).or_default();
                     pair.port = port;
                     match kind {
                         "error" => pair.error = Some(stream),
@@ -114,7 +151,13 @@ where
                             port: pair.port,
                             dialer: dialer.clone(),
                         };
-                        tokio::spawn(forward(conn, error, data, rx, out_tx.clone()));
+                        let done = Done {
+                            request,
+                            done: done_tx.clone(),
+                        };
+                        let task =
+                            tokio::spawn(forward(conn, error, data, rx, out_tx.clone(), done));
+                        pair.task = Some(task.abort_handle());
                     }
                 }
                 Frame::Data {
@@ -148,10 +191,9 @@ where
                     }
                 }
                 Frame::RstStream { stream } => {
-                    if let Some(request) = streams.remove(&stream)
-                        && let Some(pair) = pairs.get_mut(&request)
-                    {
-                        pair.to_pod = None;
+                    // The client gave up on the connection: end it, both ways.
+                    if let Some(request) = streams.get(&stream).cloned() {
+                        forget(&mut pairs, &mut streams, &request);
                     }
                 }
                 Frame::Ping(id) => {
@@ -161,9 +203,12 @@ where
                 Frame::Ignored => {}
             }
         }
-        match rd.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+        tokio::select! {
+            read = rd.read_buf(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            },
+            Some(request) = done_rx.recv() => forget(&mut pairs, &mut streams, &request),
         }
     }
     drop(out_tx);
@@ -179,6 +224,7 @@ async fn forward(
     data: u32,
     mut to_pod: mpsc::Receiver<Bytes>,
     out: mpsc::Sender<Out>,
+    _done: Done,
 ) {
     let send = |b: Bytes| {
         let out = out.clone();

@@ -21,6 +21,10 @@ const PING: u16 = 6;
 const GOAWAY: u16 = 7;
 const WINDOW_UPDATE: u16 = 9;
 
+/// The largest header block accepted once inflated: a port-forward's headers are a few
+/// dozen bytes, and a small compressed block could otherwise inflate to gigabytes.
+pub const MAX_HEADER_BLOCK: usize = 64 * 1024;
+
 /// RST_STREAM status codes used here.
 pub const PROTOCOL_ERROR: u32 = 1;
 
@@ -175,8 +179,13 @@ impl HeaderReader {
     fn inflate(&mut self, mut input: &[u8]) -> Result<Vec<u8>, FrameError> {
         let mut out = Vec::with_capacity(input.len() * 4 + 64);
         loop {
+            if out.len() > MAX_HEADER_BLOCK {
+                return Err(FrameError::Headers(format!(
+                    "the block inflates to more than {MAX_HEADER_BLOCK} bytes"
+                )));
+            }
             if out.capacity() - out.len() < 256 {
-                out.reserve(out.capacity());
+                out.reserve(out.capacity().min(MAX_HEADER_BLOCK));
             }
             let before = self.inflate.total_in();
             let result = self
@@ -403,7 +412,7 @@ mod tests {
             plain.put_u32(v.len() as u32);
             plain.put_slice(v.as_bytes());
         }
-        let mut block = Vec::with_capacity(1024);
+        let mut block = Vec::with_capacity(64 * 1024);
         deflate
             .compress_vec(&plain, &mut block, FlushCompress::Sync)
             .unwrap();
@@ -486,6 +495,18 @@ mod tests {
             let pairs = reader.decode(&block).unwrap();
             assert_eq!(pairs, vec![("a".to_string(), "b".to_string())]);
         }
+    }
+
+    #[test]
+    fn a_header_block_that_inflates_too_far_is_refused() {
+        let mut deflate = Compress::new(Compression::default(), true);
+        deflate.set_dictionary(&dictionary()).unwrap();
+        let huge = "a".repeat(4 * MAX_HEADER_BLOCK);
+        let mut buf = syn_stream(&mut deflate, 1, &[("streamtype", &huge)]);
+        // It compresses to a few KiB: small enough for a frame, too much once inflated.
+        assert!(buf.len() < MAX_FRAME / 64, "{}", buf.len());
+        let err = parse(&mut buf, &mut HeaderReader::default()).unwrap_err();
+        assert!(err.to_string().contains("inflates to more than"), "{err}");
     }
 
     #[test]
