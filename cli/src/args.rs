@@ -49,6 +49,9 @@ pub enum Command {
     /// The daemon itself, started by `tether connect`.
     #[command(hide = true)]
     Daemon(DaemonArgs),
+    /// Runs a credential plugin as the user who started tether (used by the daemon).
+    #[command(hide = true)]
+    ExecAs(ExecAsArgs),
 }
 
 /// Which cluster, as kubectl would pick it.
@@ -125,6 +128,17 @@ pub struct DaemonArgs {
     /// The daemon's configuration, written by `tether connect`.
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExecAsArgs {
+    #[arg(long)]
+    pub uid: u32,
+    #[arg(long)]
+    pub gid: u32,
+    /// The plugin and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 /// The parsed manager address: names are resolved once, at connect time.

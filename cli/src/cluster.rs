@@ -19,6 +19,7 @@
 //! callback, so the daemon and the commands decide what the user sees.
 
 pub mod client;
+pub mod exec_as;
 pub mod install;
 pub mod manifests;
 pub mod progress;

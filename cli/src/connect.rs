@@ -12,6 +12,7 @@ use ipnet::{IpNet, Ipv4Net};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::args::DnsModeArg;
+use crate::cluster::exec_as::Invoker;
 use crate::cluster::progress::Renderer;
 use crate::cluster::{self, InstallOptions, KubeOptions};
 use crate::daemon::{DaemonConfig, Source};
@@ -95,7 +96,8 @@ pub async fn run(config: ConnectConfig, printer: Printer) -> Result<(), CliError
     let config_path = state.config_path();
     // Serializing plain strings, paths and subnets cannot fail.
     let text = serde_json::to_string_pretty(&daemon_config).expect("config serializes");
-    std::fs::write(&config_path, text).map_err(|source| {
+    // The user's environment is in it (for credential plugins): readable by them only.
+    write_private(&config_path, text.as_bytes()).map_err(|source| {
         crate::system::state::StateError::Write {
             path: config_path.clone(),
             source,
@@ -202,6 +204,8 @@ async fn resolve(target: Target) -> Result<Resolved, CliError> {
             context: cluster.context.clone(),
             namespace: cluster.namespace.clone(),
             manager_namespace: manager.namespace,
+            // The daemon runs as root through sudo; its credential plugins run as the user.
+            invoker: (!crate::sudo::is_root()).then(Invoker::current),
         },
         context: Some(cluster.context),
         cluster: Some(cluster.server),
@@ -325,4 +329,19 @@ async fn interrupt(socket: &std::path::Path) -> CliError {
         let _ = tokio::time::timeout(Duration::from_secs(15), replies.next()).await;
     }
     CliError::Interrupted
+}
+
+/// Writes a file only its owner may read, replacing what was there.
+fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its mode on open.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(contents)
 }

@@ -29,6 +29,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::DnsModeArg;
+use crate::cluster::exec_as::{ExecAs, Invoker};
 use crate::cluster::{self, KubeOptions};
 use crate::error::CliError;
 use crate::ipc::{DnsStatus, ManagerStatus, Reply, Status};
@@ -82,6 +83,10 @@ pub enum Source {
         /// The namespace short names resolve in.
         namespace: String,
         manager_namespace: String,
+        /// The user who ran `tether connect` when that was not root: credential plugins
+        /// run as them.
+        #[serde(default)]
+        invoker: Option<Invoker>,
     },
 }
 
@@ -258,12 +263,25 @@ async fn run(config: DaemonConfig, state: &StateDir) -> Result<(), CliError> {
             context,
             namespace,
             manager_namespace,
+            invoker,
             ..
         } => {
+            let exec_as = match (invoker, std::env::current_exe()) {
+                (Some(invoker), Ok(helper)) => Some(ExecAs {
+                    invoker: invoker.clone(),
+                    helper,
+                }),
+                (Some(_), Err(e)) => {
+                    tracing::warn!("credential plugins run as root: no path to tether: {e}");
+                    None
+                }
+                (None, _) => None,
+            };
             let options = KubeOptions {
                 kubeconfig: kubeconfig.clone(),
                 context: Some(context.clone()),
                 namespace: Some(namespace.clone()),
+                exec_as,
             };
             events.progress(format!("Connecting to the cluster of context {context}"));
             let connected = tokio::select! {

@@ -35,9 +35,11 @@ use system::state::StateDir;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Daemon(args) = &cli.command {
+    match &cli.command {
         // The daemon logs to its own file and has no terminal.
-        return daemon::main(&args.config);
+        Command::Daemon(args) => return daemon::main(&args.config),
+        Command::ExecAs(a) => return cluster::exec_as::run(a.uid, a.gid, &a.command),
+        _ => {}
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -97,7 +99,7 @@ fn main() -> ExitCode {
             printer,
         )),
         // Returned above, before logging to stderr was set up.
-        Command::Daemon(_) => return ExitCode::FAILURE,
+        Command::Daemon(_) | Command::ExecAs(_) => return ExitCode::FAILURE,
     };
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
@@ -115,6 +117,7 @@ fn kube_options(a: &args::KubeArgs) -> cluster::KubeOptions {
         kubeconfig: a.kubeconfig.clone(),
         context: a.context.clone(),
         namespace: a.namespace.clone(),
+        exec_as: None,
     }
 }
 

@@ -28,6 +28,9 @@ pub struct KubeOptions {
     pub context: Option<String>,
     /// The namespace for namespaced commands, instead of the context's.
     pub namespace: Option<String>,
+    /// Run the kubeconfig's credential plugin as another user (the daemon, started through
+    /// sudo, runs it as the user who ran `tether connect`).
+    pub exec_as: Option<super::exec_as::ExecAs>,
 }
 
 /// A cluster whose API server answered.
@@ -171,13 +174,28 @@ pub async fn connect(opts: &KubeOptions) -> Result<Cluster, ClusterError> {
             source,
         })?;
     config.connect_timeout = Some(PROBE_TIMEOUT);
+    let plugin = config
+        .auth_info
+        .exec
+        .as_ref()
+        .and_then(|e| e.command.clone());
+    if let (Some(exec_as), Some(exec)) = (&opts.exec_as, config.auth_info.exec.as_mut()) {
+        super::exec_as::wrap(exec, &exec_as.invoker, &exec_as.helper);
+    }
     let namespace = opts
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
-    let setup = |e: kube::Error| ClusterError::ClientSetup {
-        context: context.clone(),
-        reason: chain(&e),
+    // kube-rs runs a credential plugin as the client is built.
+    let setup = |e: kube::Error| match credential_error(&e, plugin.as_deref()) {
+        Some(reason) => ClusterError::Credentials {
+            context: context.clone(),
+            reason,
+        },
+        None => ClusterError::ClientSetup {
+            context: context.clone(),
+            reason: chain(&e),
+        },
     };
     let tunnel = tunnel_client(&config).map_err(setup)?;
     let client = Client::try_from(config).map_err(setup)?;
@@ -190,7 +208,7 @@ pub async fn connect(opts: &KubeOptions) -> Result<Cluster, ClusterError> {
                 reason: format!("no answer within {} s", PROBE_TIMEOUT.as_secs()),
             });
         }
-        Ok(Err(e)) => return Err(classify(e, context, server)),
+        Ok(Err(e)) => return Err(classify(e, context, server, plugin.as_deref())),
         Ok(Ok(info)) => info,
     };
     Ok(Cluster {
@@ -236,7 +254,12 @@ fn tunnel_client(config: &Config) -> Result<Option<Client>, kube::Error> {
 }
 
 /// Sorts a failed `/version` request into what the user has to fix.
-fn classify(error: kube::Error, context: String, server: String) -> ClusterError {
+fn classify(
+    error: kube::Error,
+    context: String,
+    server: String,
+    plugin: Option<&str>,
+) -> ClusterError {
     match &error {
         kube::Error::Api(status) if matches!(status.code, 401 | 403) => {
             ClusterError::Unauthorized {
@@ -257,7 +280,7 @@ fn classify(error: kube::Error, context: String, server: String) -> ClusterError
         },
         kube::Error::Auth(_) => ClusterError::Credentials {
             context,
-            reason: chain(&error),
+            reason: credential_error(&error, plugin).unwrap_or_else(|| chain(&error)),
         },
         _ => {
             let reason = chain(&error);
@@ -278,6 +301,32 @@ fn classify(error: kube::Error, context: String, server: String) -> ClusterError
             }
         }
     }
+}
+
+/// A failed credential in words, or None when the error is not about credentials. kube-rs's
+/// own text quotes the plugin's whole command line with its environment (tokens, and the
+/// user's environment under `tether exec-as`), which must not reach a terminal or a log.
+fn credential_error(error: &kube::Error, plugin: Option<&str>) -> Option<String> {
+    use kube::client::AuthError;
+    let kube::Error::Auth(auth) = error else {
+        return None;
+    };
+    let plugin = plugin.unwrap_or("the credential plugin");
+    Some(match auth {
+        AuthError::AuthExecRun { out, .. } => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let stderr = stderr.trim();
+            // The end of a long message says what went wrong.
+            let start = stderr.char_indices().rev().nth(499).map_or(0, |(i, _)| i);
+            if stderr.is_empty() {
+                format!("`{plugin}` failed ({})", out.status)
+            } else {
+                format!("`{plugin}` failed ({}): {}", out.status, &stderr[start..])
+            }
+        }
+        AuthError::AuthExecStart(e) => format!("`{plugin}` could not be started: {e}"),
+        other => chain(other),
+    })
 }
 
 /// A kube error in words: an API error as its code and message (kube's own text adds a
@@ -323,7 +372,7 @@ mod unit {
         let opts = KubeOptions {
             kubeconfig: Some(path),
             context: Some("nope".into()),
-            namespace: None,
+            ..KubeOptions::default()
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

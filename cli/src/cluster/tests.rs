@@ -14,6 +14,7 @@ use kube::api::PostParams;
 
 use super::Cluster;
 use super::client::{ClusterError, KubeOptions, connect};
+use super::exec_as::{ExecAs, Invoker};
 use super::install::{InstallError, InstallOptions, ensure_manager, uninstall};
 use super::manifests::{self, NAME, VERSION};
 use super::progress::Progress;
@@ -186,6 +187,81 @@ async fn connect_names_the_context_and_checks_the_credentials() {
         matches!(&err, ClusterError::Unauthorized { code: 401, context, .. } if context == "tether-sandbox"),
         "{err}"
     );
+}
+
+/// A credential plugin that only works as the user `nobody` with that user's environment,
+/// as a plugin needing the user's own cloud credentials would.
+#[tokio::test]
+async fn credential_plugins_run_as_the_user_who_connected() {
+    let sb = Sandbox::start();
+    let config = std::fs::read_to_string(&sb.kubeconfig).unwrap();
+    let token = config
+        .lines()
+        .find_map(|l| l.split_once("token:"))
+        .map(|(_, t)| t.trim().trim_matches('"').to_owned())
+        .expect("the sandbox's kubeconfig has a token");
+    // Readable and runnable by `nobody`.
+    let dir = tempfile::tempdir().unwrap();
+    let perms = |mode| std::os::unix::fs::PermissionsExt::from_mode(mode);
+    std::fs::set_permissions(dir.path(), perms(0o755)).unwrap();
+    let plugin = dir.path().join("plugin.sh");
+    std::fs::write(
+        &plugin,
+        "#!/bin/sh\n\
+         [ \"$(id -u)\" = 65534 ] || { echo \"running as uid $(id -u)\" >&2; exit 1; }\n\
+         [ \"$USERS_OWN\" = yes ] || { echo 'not the user environment' >&2; exit 1; }\n\
+         printf '{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\"status\":{\"token\":\"%s\"}}' \"$TOKEN\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, perms(0o755)).unwrap();
+    let with_plugin: String = config
+        .lines()
+        .map(|l| match l.split_once("token:") {
+            Some((indent, _)) => format!(
+                "{indent}exec:\n{indent}  apiVersion: client.authentication.k8s.io/v1\n{indent}  command: {}\n{indent}  interactiveMode: Never\n{indent}  env:\n{indent}  - {{name: TOKEN, value: {token}}}\n",
+                plugin.display()
+            ),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, with_plugin).unwrap();
+
+    // As root, the plugin refuses.
+    let options = KubeOptions {
+        kubeconfig: Some(kubeconfig),
+        ..Default::default()
+    };
+    let err = connect(&options).await.unwrap_err();
+    assert!(matches!(err, ClusterError::Credentials { .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("running as uid 0"), "{message}");
+    assert!(message.contains("plugin.sh"), "{message}");
+    assert!(!message.contains(&token), "the token stays out: {message}");
+
+    // Through `tether exec-as`, as nobody with the user's environment, it works.
+    let exec_as = ExecAs {
+        invoker: Invoker {
+            uid: 65534,
+            gid: 65534,
+            env: std::collections::BTreeMap::from([
+                ("USERS_OWN".into(), "yes".into()),
+                ("PATH".into(), "/usr/bin:/bin".into()),
+            ]),
+        },
+        helper: sandbox_bin().with_file_name("tether"),
+    };
+    let cluster = connect(&KubeOptions {
+        exec_as: Some(exec_as),
+        ..options
+    })
+    .await
+    .expect("the plugin's token is accepted");
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(cluster.client.clone());
+    namespaces
+        .get("default")
+        .await
+        .expect("requests carry the plugin's token");
 }
 
 #[tokio::test]
