@@ -89,7 +89,7 @@ pub struct ManagerStream {
     ws: WebSocketStream<TokioIo<Upgraded>>,
     pod: PodRef,
     port: u16,
-    /// Data received and not yet read, from `offset` on.
+    /// Data received and not yet read.
     pending: Bytes,
     /// Whether the port prefix of the data and error channels has been seen.
     data_started: bool,
@@ -101,7 +101,10 @@ pub struct ManagerStream {
 /// Channels of the first (only) port of the port-forward.
 const DATA_CHANNEL: u8 = 0;
 const ERROR_CHANNEL: u8 = 1;
-/// The largest chunk sent in one WebSocket message; bigger writes are split by the caller.
+/// `v5.channel.k8s.io` (which kube-rs also offers) adds this channel: a message on it closes
+/// the channel its payload names.
+const CLOSE_CHANNEL: u8 = 255;
+/// The largest chunk sent in one WebSocket message; a bigger write is taken in parts.
 const MAX_MESSAGE: usize = 256 * 1024;
 
 impl ManagerStream {
@@ -133,6 +136,12 @@ impl ManagerStream {
             return Ok(Bytes::new());
         }
         let channel = payload.split_to(1)[0];
+        if channel == CLOSE_CHANNEL {
+            if payload.first() == Some(&DATA_CHANNEL) {
+                self.closed = true;
+            }
+            return Ok(Bytes::new());
+        }
         let started = match channel {
             DATA_CHANNEL => &mut self.data_started,
             ERROR_CHANNEL => &mut self.error_started,
