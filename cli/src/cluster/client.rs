@@ -37,9 +37,6 @@ pub struct KubeOptions {
 #[derive(Clone)]
 pub struct Cluster {
     pub client: Client,
-    /// The client for port-forwards: the same credentials, with Nagle's algorithm off on its
-    /// connections (see [`tunnel_client`]).
-    pub tunnel: Client,
     /// The kubeconfig context in use.
     pub context: String,
     /// The API server's URL, as the kubeconfig names it.
@@ -187,18 +184,17 @@ pub async fn connect(opts: &KubeOptions) -> Result<Cluster, ClusterError> {
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
     // kube-rs runs a credential plugin as the client is built.
-    let setup = |e: kube::Error| match credential_error(&e, plugin.as_deref()) {
-        Some(reason) => ClusterError::Credentials {
-            context: context.clone(),
-            reason,
-        },
-        None => ClusterError::ClientSetup {
-            context: context.clone(),
-            reason: chain(&e),
-        },
-    };
-    let tunnel = tunnel_client(&config).map_err(setup)?;
-    let client = Client::try_from(config).map_err(setup)?;
+    let client =
+        build_client(config).map_err(|e| match credential_error(&e, plugin.as_deref()) {
+            Some(reason) => ClusterError::Credentials {
+                context: context.clone(),
+                reason,
+            },
+            None => ClusterError::ClientSetup {
+                context: context.clone(),
+                reason: chain(&e),
+            },
+        })?;
     tracing::debug!(%context, %server, "probing the API server");
     let version = match tokio::time::timeout(PROBE_TIMEOUT, client.apiserver_version()).await {
         Err(_) => {
@@ -212,7 +208,6 @@ pub async fn connect(opts: &KubeOptions) -> Result<Cluster, ClusterError> {
         Ok(Ok(info)) => info,
     };
     Ok(Cluster {
-        tunnel: tunnel.unwrap_or_else(|| client.clone()),
         client,
         context,
         server,
@@ -221,36 +216,51 @@ pub async fn connect(opts: &KubeOptions) -> Result<Cluster, ClusterError> {
     })
 }
 
-/// A client whose TCP connections have Nagle's algorithm off, for the tunnel's port-forward.
+/// The API client: kube-rs's default stack (timeouts, retries of 429/503/504, credentials,
+/// extra headers), built here so that its TCP connections have Nagle's algorithm off.
 ///
-/// kube-rs's default client leaves Nagle on. The tunnel writes many small frames (yamux
-/// headers, window updates, single requests); with Nagle on, each one sent while an earlier
-/// one is unacknowledged waits for the peer's delayed ACK, up to 40 ms per round trip. Go
-/// turns Nagle off on every socket, so kubectl and the API server already run without it.
+/// kube-rs's own client leaves Nagle on. The tunnel's port-forward writes many small frames
+/// (yamux headers, window updates, single requests); with Nagle on, each one sent while an
+/// earlier one is unacknowledged waits for the peer's delayed ACK, up to 40 ms per round
+/// trip. Go turns Nagle off on every socket, so kubectl and the API server already run
+/// without it. One client serves everything, so a credential plugin runs once, not once per
+/// client.
 ///
-/// None with a proxy in the kubeconfig: the default client knows how to tunnel through it,
-/// and is then used for port-forwards too.
-fn tunnel_client(config: &Config) -> Result<Option<Client>, kube::Error> {
+/// With a proxy in the kubeconfig, kube-rs's own client, which knows how to go through it.
+fn build_client(config: Config) -> Result<Client, kube::Error> {
     use hyper_util::client::legacy::connect::HttpConnector;
     use hyper_util::rt::TokioExecutor;
     use kube::client::ConfigExt;
+    use kube::client::retry::RetryPolicy;
     use tower::ServiceBuilder;
+    use tower::retry::RetryLayer;
 
     if config.proxy_url.is_some() {
-        return Ok(None);
+        return Client::try_from(config);
     }
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    http.set_connect_timeout(config.connect_timeout);
     let https = config.rustls_https_connector_with_connector(http)?;
+    let mut connector = hyper_timeout::TimeoutConnector::new(https);
+    connector.set_connect_timeout(config.connect_timeout);
+    connector.set_read_timeout(config.read_timeout);
+    connector.set_write_timeout(config.write_timeout);
+    connector.set_reset_reader_on_write(config.reset_reader_on_write);
+    let http_client =
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
     let service = ServiceBuilder::new()
         .layer(config.base_uri_layer())
+        .option_layer(
+            config
+                .default_retry
+                .then(|| RetryLayer::new(RetryPolicy::server_retry())),
+        )
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
         .map_err(tower::BoxError::from)
-        .service(hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https));
-    Ok(Some(Client::new(service, config.default_namespace.clone())))
+        .service(http_client);
+    Ok(Client::new(service, config.default_namespace))
 }
 
 /// Sorts a failed `/version` request into what the user has to fix.

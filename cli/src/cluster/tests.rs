@@ -205,11 +205,16 @@ async fn credential_plugins_run_as_the_user_who_connected() {
     let perms = |mode| std::os::unix::fs::PermissionsExt::from_mode(mode);
     std::fs::set_permissions(dir.path(), perms(0o755)).unwrap();
     let plugin = dir.path().join("plugin.sh");
+    // Each run of the plugin adds a line (writable by `nobody`).
+    let runs = dir.path().join("runs");
+    std::fs::write(&runs, "").unwrap();
+    std::fs::set_permissions(&runs, perms(0o666)).unwrap();
     std::fs::write(
         &plugin,
         "#!/bin/sh\n\
          [ \"$(id -u)\" = 65534 ] || { echo \"running as uid $(id -u)\" >&2; exit 1; }\n\
          [ \"$USERS_OWN\" = yes ] || { echo 'not the user environment' >&2; exit 1; }\n\
+         echo run >> \"$RUNS\"\n\
          printf '{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\"status\":{\"token\":\"%s\"}}' \"$TOKEN\"\n",
     )
     .unwrap();
@@ -218,8 +223,9 @@ async fn credential_plugins_run_as_the_user_who_connected() {
         .lines()
         .map(|l| match l.split_once("token:") {
             Some((indent, _)) => format!(
-                "{indent}exec:\n{indent}  apiVersion: client.authentication.k8s.io/v1\n{indent}  command: {}\n{indent}  interactiveMode: Never\n{indent}  env:\n{indent}  - {{name: TOKEN, value: {token}}}\n",
-                plugin.display()
+                "{indent}exec:\n{indent}  apiVersion: client.authentication.k8s.io/v1\n{indent}  command: {}\n{indent}  interactiveMode: Never\n{indent}  env:\n{indent}  - {{name: TOKEN, value: {token}}}\n{indent}  - {{name: RUNS, value: {}}}\n",
+                plugin.display(),
+                runs.display()
             ),
             None => format!("{l}\n"),
         })
@@ -262,6 +268,10 @@ async fn credential_plugins_run_as_the_user_who_connected() {
         .get("default")
         .await
         .expect("requests carry the plugin's token");
+    // One client: kube-rs asks the plugin once for a TLS client certificate and once for the
+    // token; a second client (or kube-rs's default builder) would run a slow cloud CLI more.
+    let plugin_runs = std::fs::read_to_string(&runs).unwrap().lines().count();
+    assert!((1..=2).contains(&plugin_runs), "{plugin_runs} runs");
 }
 
 #[tokio::test]

@@ -297,7 +297,7 @@ pub(super) async fn forward_port(
     let request = kube::core::Request::new(format!("/api/v1/namespaces/{}/pods", pod.namespace))
         .portforward(&pod.name, &[port])
         .map_err(|e| failed(kube::Error::BuildRequest(e)))?;
-    let connection = cluster.tunnel.connect(request).await.map_err(failed)?;
+    let connection = cluster.client.connect(request).await.map_err(failed)?;
     Ok(ManagerStream::new(
         connection.into_stream(),
         pod.clone(),
