@@ -50,12 +50,7 @@ fn main() {
         std::process::exit(2);
     }
     let c = SandboxCluster::start();
-    let node = format!(
-        "{}-node",
-        c.workstation
-            .strip_suffix("-ws")
-            .expect("the workstation is <prefix>-ws")
-    );
+    let node = format!("{}-node", c.netns_prefix);
     let pod = first_word(&c.jsonpath(
         "demo",
         &["pods", "-l", "app=web,track=stable"],
@@ -301,21 +296,24 @@ fn rss_mib(pid: u32) -> f64 {
     kib as f64 / 1024.0
 }
 
-/// The manager's process: the `tether-agent` in the manager pod's network namespace.
+/// The manager's process: the only `tether-agent` in the sandbox's network namespaces.
 fn manager_rss_mib(c: &SandboxCluster) -> f64 {
-    let uid = first_word(&c.jsonpath("tether", &["pods"], "{.items[*].metadata.uid}"));
-    let prefix = c.workstation.strip_suffix("-ws").expect("<prefix>-ws");
-    let short: String = uid.chars().filter(|ch| *ch != '-').take(12).collect();
-    let netns = format!("{prefix}-p{short}");
-    let pids = check(Command::new("ip").args(["netns", "pids", &netns]));
-    let pid = pids
-        .split_whitespace()
-        .filter_map(|p| p.parse::<u32>().ok())
+    let namespaces = check(Command::new("ip").args(["netns", "list"]));
+    let pid = namespaces
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|ns| ns.starts_with(&format!("{}-", c.netns_prefix)))
+        .flat_map(|ns| {
+            let pids = check(Command::new("ip").args(["netns", "pids", ns]));
+            pids.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
         .find(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .is_ok_and(|comm| comm.trim() == "tether-agent")
         })
-        .unwrap_or_else(|| panic!("no tether-agent in {netns}: {pids}"));
+        .expect("the manager runs in one of the sandbox's pods");
     rss_mib(pid)
 }
 
@@ -329,48 +327,52 @@ fn create_services(c: &SandboxCluster) {
             .expect("a client configuration");
         let client = Client::try_from(config).expect("a client");
         let namespaces: Api<Namespace> = Api::all(client.clone());
-        futures::stream::iter(0..NAMESPACES)
-            .map(|n| {
-                let namespaces = namespaces.clone();
-                async move {
-                    let ns: Namespace = serde_json::from_value(
-                        serde_json::json!({"metadata": {"name": format!("bench-{n}")}}),
-                    )
-                    .expect("a namespace");
-                    namespaces.create(&PostParams::default(), &ns).await
-                }
-            })
-            .buffer_unordered(16)
-            .try_collect::<Vec<_>>()
-            .await
-            .expect("create the namespaces");
-        futures::stream::iter(0..NAMESPACES * SERVICES_PER_NAMESPACE)
-            .map(|i| {
-                let client = client.clone();
-                async move {
-                    let (n, s) = (i / SERVICES_PER_NAMESPACE, i % SERVICES_PER_NAMESPACE);
-                    let services: Api<Service> = Api::namespaced(client, &format!("bench-{n}"));
-                    let svc: Service = serde_json::from_value(serde_json::json!({
-                        "metadata": {"name": format!("svc-{s}")},
-                        "spec": {
-                            "selector": {"app": format!("bench-{s}")},
-                            "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
-                        },
-                    }))
-                    .expect("a service");
-                    services.create(&PostParams::default(), &svc).await
-                }
-            })
-            .buffer_unordered(16)
-            .try_collect::<Vec<_>>()
-            .await
-            .expect("create the services");
+        in_parallel((0..NAMESPACES).map(|n| {
+            let namespaces = namespaces.clone();
+            async move {
+                let ns: Namespace = serde_json::from_value(
+                    serde_json::json!({"metadata": {"name": format!("bench-{n}")}}),
+                )
+                .expect("a namespace");
+                namespaces.create(&PostParams::default(), &ns).await
+            }
+        }))
+        .await
+        .expect("create the namespaces");
+        in_parallel((0..NAMESPACES * SERVICES_PER_NAMESPACE).map(|i| {
+            let client = client.clone();
+            async move {
+                let (n, s) = (i / SERVICES_PER_NAMESPACE, i % SERVICES_PER_NAMESPACE);
+                let services: Api<Service> = Api::namespaced(client, &format!("bench-{n}"));
+                let svc: Service = serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": format!("svc-{s}")},
+                    "spec": {
+                        "selector": {"app": format!("bench-{s}")},
+                        "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
+                    },
+                }))
+                .expect("a service");
+                services.create(&PostParams::default(), &svc).await
+            }
+        }))
+        .await
+        .expect("create the services");
     });
-    // Every one has a ClusterIP.
+    // The last one created got its ClusterIP.
     let ip = c.jsonpath(
         &format!("bench-{}", NAMESPACES - 1),
         &["svc", &format!("svc-{}", SERVICES_PER_NAMESPACE - 1)],
         "{.spec.clusterIP}",
     );
     assert!(!ip.is_empty(), "the last Service has a ClusterIP");
+}
+
+/// Runs `creates` 16 at a time; the first error wins.
+async fn in_parallel<T>(
+    creates: impl Iterator<Item = impl std::future::Future<Output = kube::Result<T>>>,
+) -> kube::Result<Vec<T>> {
+    futures::stream::iter(creates)
+        .buffer_unordered(16)
+        .try_collect()
+        .await
 }

@@ -24,6 +24,8 @@ const DIR_PREFIX: &str = "tether-e2e-sandbox";
 pub struct SandboxCluster {
     pub dir: PathBuf,
     pub kubeconfig: PathBuf,
+    /// What the names of the sandbox's network namespaces start with.
+    pub netns_prefix: String,
     /// The workstation's network namespace.
     pub workstation: String,
     /// The resolver file the workstation sees as /etc/resolv.conf.
@@ -66,9 +68,11 @@ impl SandboxCluster {
                 .args(["up", "--demo", "--state-dir"])
                 .arg(&dir),
         );
-        let prefix = std::fs::read_to_string(dir.join("netns-prefix"))
-            .expect("the sandbox names its network namespaces' prefix");
-        let workstation = format!("{}-ws", prefix.trim());
+        let netns_prefix = std::fs::read_to_string(dir.join("netns-prefix"))
+            .expect("the sandbox names its network namespaces' prefix")
+            .trim()
+            .to_owned();
+        let workstation = format!("{netns_prefix}-ws");
         // `ip netns exec` execs the server itself, so the child is the server.
         let mut dns = Command::new("ip")
             .args(["netns", "exec", &workstation])
@@ -87,6 +91,7 @@ impl SandboxCluster {
         let cluster = SandboxCluster {
             kubeconfig: dir.join("kubeconfig"),
             _outside_dns: Background(dns),
+            netns_prefix,
             workstation,
             resolv_conf: dir.join("workstation/resolv.conf"),
             tether_state: dir.join("tether"),
