@@ -396,7 +396,7 @@ async fn graceful_deletion_honours_traps_and_the_grace_period() {
         "polite",
         json!({"containers": [sh("trap 'echo got TERM; exit 0' TERM; echo up; while true; do sleep 0.1; done")]}),
     );
-    sb.create(
+    let stubborn = sb.create(
         "stubborn",
         json!({"containers": [sh("trap '' TERM; echo up; while true; do sleep 0.1; done")]}),
     );
@@ -406,7 +406,9 @@ async fn graceful_deletion_honours_traps_and_the_grace_period() {
         })
         .await;
     }
+    // Both traps are set once "up" is written (Ready only says the process started).
     file_with(&sb.log("polite", &polite, "main"), "up", T).await;
+    file_with(&sb.log("stubborn", &stubborn, "main"), "up", T).await;
     let started = Instant::now();
     sb.delete("polite", 10);
     sb.delete("stubborn", 2);
