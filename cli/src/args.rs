@@ -1,11 +1,17 @@
-//! Command-line parsing. clap types stay here; commands receive plain configuration.
+//! Command-line parsing. clap types stay here: [`Cli::into_command`] turns what was typed
+//! into the plain configuration of [`crate::config`], filling in defaults, so that the
+//! engine never sees a clap type and "the user typed it" stays distinguishable from "the
+//! default" until that point (a config file will slot in between).
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
+
+use crate::config::{
+    self, ConnectConfig, DirectTarget, DnsPreference, KubeTarget, SessionSettings, Target,
+};
+use crate::output::OutputFormat;
 
 #[derive(Parser)]
 #[command(
@@ -14,9 +20,9 @@ use serde::{Deserialize, Serialize};
     about = "Put this machine inside a Kubernetes cluster: cluster IPs and DNS names work here."
 )]
 pub struct Cli {
-    /// Output format for results.
-    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    /// Output format for results: text for people, JSON lines or YAML documents for scripts.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
     /// Where tether keeps its daemon's socket and log and records what it changed on this
     /// machine, so that it can be undone even after a crash [default: /run/tether as root,
     /// else $XDG_RUNTIME_DIR/tether].
@@ -27,9 +33,20 @@ pub struct Cli {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
+pub enum OutputArg {
     Text,
     Json,
+    Yaml,
+}
+
+impl From<OutputArg> for OutputFormat {
+    fn from(arg: OutputArg) -> Self {
+        match arg {
+            OutputArg::Text => OutputFormat::Text,
+            OutputArg::Json => OutputFormat::Json,
+            OutputArg::Yaml => OutputFormat::Yaml,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -67,9 +84,9 @@ pub struct KubeArgs {
     /// context's namespace, else `default`].
     #[arg(long, short = 'n')]
     pub namespace: Option<String>,
-    /// The namespace of the traffic manager.
-    #[arg(long, default_value = "tether")]
-    pub manager_namespace: String,
+    /// The namespace of the traffic manager [default: tether].
+    #[arg(long, value_name = "NAMESPACE")]
+    pub manager_namespace: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -92,21 +109,21 @@ pub struct ConnectArgs {
     /// Never route this subnet to the cluster, even when the cluster reports it (repeatable).
     #[arg(long = "never-proxy", value_name = "CIDR")]
     pub never_proxy: Vec<IpNet>,
-    /// Name of the TUN device to create.
-    #[arg(long, default_value = "tether0")]
-    pub tun_name: String,
+    /// Name of the TUN device to create [default: tether0].
+    #[arg(long, value_name = "NAME")]
+    pub tun_name: Option<String>,
     /// Small subnet for the TUN device itself: its first address is the device's, its second
-    /// the DNS server's. Pick one that this machine does not use.
-    #[arg(long, default_value = "198.18.0.0/30")]
-    pub tun_subnet: ipnet::Ipv4Net,
+    /// the DNS server's. Pick one that this machine does not use [default: 198.18.0.0/30].
+    #[arg(long, value_name = "CIDR")]
+    pub tun_subnet: Option<ipnet::Ipv4Net>,
     /// The resolver configuration to point at tether's DNS server while connected (when
-    /// systemd-resolved is not used).
-    #[arg(long, default_value = "/etc/resolv.conf")]
-    pub resolv_conf: PathBuf,
+    /// systemd-resolved is not used) [default: /etc/resolv.conf].
+    #[arg(long, value_name = "FILE")]
+    pub resolv_conf: Option<PathBuf>,
     /// How cluster names reach tether's DNS server: per-link DNS through systemd-resolved,
-    /// a rewrite of the resolver file, or whichever this machine uses (auto).
-    #[arg(long, value_enum, default_value_t = DnsModeArg::Auto)]
-    pub dns_mode: DnsModeArg,
+    /// a rewrite of the resolver file, or whichever this machine uses [default: auto].
+    #[arg(long, value_enum)]
+    pub dns_mode: Option<DnsModeArg>,
 }
 
 #[derive(clap::Args)]
@@ -115,12 +132,21 @@ pub struct UninstallArgs {
     pub kube: KubeArgs,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
 pub enum DnsModeArg {
     Auto,
     Resolved,
     ResolvConf,
+}
+
+impl From<DnsModeArg> for DnsPreference {
+    fn from(arg: DnsModeArg) -> Self {
+        match arg {
+            DnsModeArg::Auto => DnsPreference::Auto,
+            DnsModeArg::Resolved => DnsPreference::Resolved,
+            DnsModeArg::ResolvConf => DnsPreference::ResolvConf,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -141,10 +167,73 @@ pub struct ExecAsArgs {
     pub command: Vec<std::ffi::OsString>,
 }
 
-/// The parsed manager address: names are resolved once, at connect time.
-pub fn resolve_manager(address: &str) -> std::io::Result<SocketAddr> {
-    address
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "the name has no address"))
+/// What to run, as plain configuration.
+pub enum Invocation {
+    Connect(ConnectConfig),
+    Status,
+    Quit,
+    Uninstall(KubeTarget),
+    Daemon(PathBuf),
+    ExecAs(ExecAsArgs),
+}
+
+impl Cli {
+    /// The command with every default filled in, and the state directory.
+    pub fn into_command(self) -> (Invocation, PathBuf) {
+        let state_dir = absolute(self.state_dir.unwrap_or_else(config::default_state_dir));
+        let invocation = match self.command {
+            Command::Connect(a) => Invocation::Connect(a.into_config(state_dir.clone())),
+            Command::Status => Invocation::Status,
+            Command::Quit => Invocation::Quit,
+            Command::Uninstall(a) => Invocation::Uninstall(a.kube.into_target(None)),
+            Command::Daemon(a) => Invocation::Daemon(a.config),
+            Command::ExecAs(a) => Invocation::ExecAs(a),
+        };
+        (invocation, state_dir)
+    }
+}
+
+impl KubeArgs {
+    fn into_target(self, manager_image: Option<String>) -> KubeTarget {
+        KubeTarget {
+            kubeconfig: self.kubeconfig.map(absolute),
+            context: self.context,
+            namespace: self.namespace,
+            manager_namespace: self
+                .manager_namespace
+                .unwrap_or_else(|| config::DEFAULT_MANAGER_NAMESPACE.to_owned()),
+            manager_image,
+        }
+    }
+}
+
+impl ConnectArgs {
+    fn into_config(self, state_dir: PathBuf) -> ConnectConfig {
+        let target = match (self.manager_address, self.token_file) {
+            (Some(manager), Some(token_file)) => Target::Direct(DirectTarget {
+                manager,
+                token_file: absolute(token_file),
+            }),
+            // clap makes the two flags come together.
+            _ => Target::Kubernetes(self.kube.into_target(self.manager_image)),
+        };
+        let defaults = SessionSettings::default();
+        ConnectConfig {
+            target,
+            settings: SessionSettings {
+                also_proxy: self.also_proxy,
+                never_proxy: self.never_proxy,
+                tun_name: self.tun_name.unwrap_or(defaults.tun_name),
+                tun_subnet: self.tun_subnet.unwrap_or(defaults.tun_subnet),
+                resolv_conf: self.resolv_conf.map_or(defaults.resolv_conf, absolute),
+                dns: self.dns_mode.map_or(defaults.dns, DnsPreference::from),
+            },
+            state_dir,
+        }
+    }
+}
+
+/// Paths handed to the daemon must not depend on its working directory.
+fn absolute(path: PathBuf) -> PathBuf {
+    std::path::absolute(&path).unwrap_or(path)
 }

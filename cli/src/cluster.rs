@@ -12,8 +12,8 @@
 //!   (image pulls, crash loops, scheduling) worth telling the user about.
 //! - [`transport`] opens the byte stream to the manager's tunnel port through the API
 //!   server's pod port-forward, the only way tether reaches the manager.
-//! - [`progress`] turns install progress events into a spinner on a terminal, plain lines
-//!   otherwise.
+//! - [`progress`]: the events an install reports while it works.
+//! - [`exec_as`]: credential plugins run as the user who ran tether, not as root.
 //!
 //! No module here prints: they return values and errors, and report progress through a
 //! callback, so the daemon and the commands decide what the user sees.

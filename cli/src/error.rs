@@ -1,90 +1,44 @@
 //! Errors as the user sees them: what failed, the likely cause, and what to do next.
+//!
+//! The engine's modules each have their own error enum ([`DaemonError`], [`DialError`],
+//! [`HostError`], [`SubnetError`], the cluster module's, the system module's) that says what
+//! failed and keeps its source. [`CliError`] gathers them with the failures of the commands
+//! themselves, and [`CliError::message`] adds the next step: the flag to use, the command to
+//! run. The daemon reports its failures through the same functions, so `tether connect`
+//! prints the same words whether the daemon failed before or after it could answer.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 
-use ipnet::IpNet;
-use tether_tunnel::stack::StackError;
-use tether_tunnel::wire::handshake::HandshakeError;
 use thiserror::Error;
 
 use crate::cluster::{ClusterError, InstallError, TransportError};
+use crate::daemon::DaemonError;
+use crate::daemon::dial::DialError;
+use crate::daemon::host::HostError;
+use crate::subnets::SubnetError;
 use crate::system::resolv::ResolvError;
-use crate::system::routes::RouteError;
 use crate::system::state::StateError;
 
 #[derive(Debug, Error)]
 pub enum CliError {
-    #[error(
-        "cannot read the token file {path}: {source}. Pass the file that holds the manager's token with --token-file."
-    )]
-    TokenFile {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the token file {0} is empty. It must hold the manager's session token.")]
-    EmptyToken(PathBuf),
-    #[error(
-        "cannot resolve the manager address {address}: {source}. Use HOST:PORT, e.g. 10.0.0.5:8022."
-    )]
-    ManagerAddress {
-        address: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "cannot reach the manager at {manager}: {reason}. Check that tether-agent manager runs there and that this machine can reach that address."
-    )]
-    ManagerUnreachable { manager: String, reason: String },
-    #[error("the manager at {manager} refused the session: {source}")]
-    Handshake {
-        manager: String,
-        #[source]
-        source: HandshakeError,
-    },
-    #[error("the manager at {manager} did not send the cluster's configuration: {reason}")]
-    NoClusterInfo { manager: String, reason: String },
-    #[error(
-        "tether is already connected here (daemon pid {pid}, manager {manager}). Run `tether quit` to stop it first."
-    )]
-    AlreadyConnected { pid: u32, manager: String },
-    #[error(
-        "cannot route {subnet}: it contains {manager}, the address the tunnel itself goes to, so the tunnel would be routed into itself. Leave it out with --never-proxy or remove it from --also-proxy."
-    )]
-    RoutesManager { subnet: IpNet, manager: IpAddr },
-    #[error(
-        "cannot route {subnet}: it overlaps {existing}, which this machine already routes via {device}. Keep it out of the tunnel with --never-proxy {existing} (or leave it out of --also-proxy)."
-    )]
-    OverlapsRoute {
-        subnet: IpNet,
-        existing: IpNet,
-        device: String,
-    },
-    #[error(
-        "cannot route {subnet}: it overlaps tether's own device subnet {tun}. Choose another --tun-subnet."
-    )]
-    OverlapsTun { subnet: IpNet, tun: IpNet },
-    #[error(
-        "--tun-subnet {0} is too small: it needs two host addresses (the device's and the DNS server's), e.g. a /30."
-    )]
-    TunSubnetTooSmall(ipnet::Ipv4Net),
-    #[error("cannot route {0}: IPv6 subnets are not carried yet.")]
-    Ipv6(IpNet),
-    #[error("{0}. Run tether as root (it creates a TUN device and changes routes and DNS).")]
-    Privileges(String),
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Subnet(#[from] SubnetError),
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
     Resolv(#[from] ResolvError),
-    #[error(
-        "{0}. If a route to that subnet already exists on this machine, keep it out of the tunnel with --never-proxy."
-    )]
-    Route(#[from] RouteError),
-    #[error("cannot configure systemd-resolved for {link}: {reason}")]
-    Resolved { link: String, reason: String },
     #[error(transparent)]
-    Stack(#[from] StackError),
+    Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Install(#[from] InstallError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("tether is already connected here (daemon pid {pid}, manager {manager})")]
+    AlreadyConnected { pid: u32, manager: String },
     #[error("the tether daemon (pid {0}) did not stop within 10 seconds")]
     QuitTimeout(u32),
     #[error("cannot signal the tether daemon (pid {pid}): {source}")]
@@ -96,9 +50,9 @@ pub enum CliError {
     #[error("interrupted before the tunnel was up; nothing on this machine was changed")]
     Interrupted,
     #[error("cannot set up signal handling: {0}")]
-    Signals(std::io::Error),
+    Signals(#[source] std::io::Error),
     #[error("cannot start the tether daemon: {0}")]
-    Spawn(std::io::Error),
+    Spawn(#[source] std::io::Error),
     #[error("the tether daemon exited before it was connected ({status}). Its log: {log}{tail}")]
     DaemonDied {
         status: String,
@@ -107,50 +61,130 @@ pub enum CliError {
     },
     #[error("the tether daemon did not open its socket {0} within 10 seconds")]
     DaemonSilent(PathBuf),
-    #[error(
-        "lost contact with the tether daemon ({reason}). Its log: {log}; `tether quit` stops it."
-    )]
+    #[error("lost contact with the tether daemon ({reason}). Its log: {log}")]
     DaemonLost { reason: String, log: PathBuf },
+    /// The daemon failed and said why in words already made for the user.
     #[error("{message}")]
-    Daemon { message: String, exit_code: u8 },
-    #[error(
-        "tether needs root to create its network device and change routes and DNS, and sudo {0}. Run tether connect as root."
-    )]
-    Sudo(String),
+    DaemonFailed { message: String, exit_code: u8 },
+    #[error("sudo is not installed")]
+    SudoMissing,
+    #[error("sudo cannot run: {0}")]
+    SudoStart(#[source] std::io::Error),
+    #[error("sudo did not allow it ({0})")]
+    SudoRefused(std::process::ExitStatus),
     /// A command run on this one's behalf (through sudo) failed and said why itself.
     #[error("")]
     Exited(u8),
-    #[error("cannot read the daemon configuration {path}: {reason}")]
-    DaemonConfig { path: PathBuf, reason: String },
-    #[error(transparent)]
-    Cluster(#[from] ClusterError),
-    #[error(transparent)]
-    Install(#[from] InstallError),
-    #[error(transparent)]
-    Transport(#[from] TransportError),
-    #[error(
-        "cannot read the traffic manager's session token (secret {namespace}/tether-manager-token): {reason}. Run `tether connect` again to repair the install, or ask for read access to that secret."
-    )]
-    ManagerToken { namespace: String, reason: String },
-    #[error("cannot open the daemon socket {path}: {source}")]
-    Socket {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
+const SUDO_HINT: &str =
+    "tether needs root to create its network device and change routes and DNS, and";
+
 impl CliError {
+    /// The whole message: what failed and what to do about it.
+    pub fn message(&self) -> String {
+        match self {
+            CliError::Daemon(e) => daemon_message(e),
+            CliError::Host(e) => host_message(e),
+            CliError::Subnet(e) => subnet_message(e),
+            CliError::AlreadyConnected { .. } => {
+                format!("{self}. Run `tether quit` to stop it first.")
+            }
+            CliError::DaemonLost { .. } => format!("{self}; `tether quit` stops it."),
+            CliError::SudoMissing => {
+                format!("{SUDO_HINT} sudo is not installed. Run tether connect as root.")
+            }
+            CliError::SudoStart(e) => {
+                format!("{SUDO_HINT} sudo cannot run: {e}. Run tether connect as root.")
+            }
+            CliError::SudoRefused(status) => format!(
+                "{SUDO_HINT} sudo did not allow it ({status}); ask an administrator for sudo rights. Run tether connect as root."
+            ),
+            other => other.to_string(),
+        }
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self {
+            CliError::Daemon(e) => daemon_exit_code(e),
             CliError::AlreadyConnected { .. } => 3,
-            CliError::ManagerUnreachable { .. }
-            | CliError::Handshake { .. }
-            | CliError::Cluster(_)
-            | CliError::Transport(_) => 4,
+            CliError::Cluster(_) | CliError::Transport(_) => 4,
             CliError::Interrupted => 130,
-            CliError::Daemon { exit_code, .. } | CliError::Exited(exit_code) => *exit_code,
+            CliError::DaemonFailed { exit_code, .. } | CliError::Exited(exit_code) => *exit_code,
             _ => 1,
         }
+    }
+}
+
+pub fn daemon_message(e: &DaemonError) -> String {
+    match e {
+        DaemonError::Dial(e) => dial_message(e),
+        DaemonError::Host(e) => host_message(e),
+        DaemonError::AlreadyRunning { pid, manager } => CliError::AlreadyConnected {
+            pid: *pid,
+            manager: manager.clone(),
+        }
+        .message(),
+        other => other.to_string(),
+    }
+}
+
+pub fn daemon_exit_code(e: &DaemonError) -> u8 {
+    match e {
+        DaemonError::AlreadyRunning { .. } => 3,
+        DaemonError::Cluster(_)
+        | DaemonError::Dial(
+            DialError::Unreachable { .. } | DialError::Handshake { .. } | DialError::Transport(_),
+        ) => 4,
+        _ => 1,
+    }
+}
+
+fn dial_message(e: &DialError) -> String {
+    let hint = match e {
+        DialError::TokenFile { .. } => {
+            "Pass the file that holds the manager's token with --token-file."
+        }
+        DialError::EmptyToken(_) => "It must hold the manager's session token.",
+        DialError::ManagerAddress { .. } => "Use HOST:PORT, e.g. 10.0.0.5:8022.",
+        DialError::Unreachable { .. } => {
+            "Check that tether-agent manager runs there and that this machine can reach that address."
+        }
+        DialError::TokenSecret { .. } | DialError::NoToken { .. } => {
+            "Run `tether connect` again to repair the install, or ask for read access to that secret."
+        }
+        DialError::Handshake { .. } | DialError::NoClusterInfo { .. } | DialError::Transport(_) => {
+            return e.to_string();
+        }
+    };
+    format!("{e}. {hint}")
+}
+
+fn host_message(e: &HostError) -> String {
+    match e {
+        HostError::TunSubnetTooSmall(subnet) => format!(
+            "--tun-subnet {subnet} is too small: it needs two host addresses (the device's and the DNS server's), e.g. a /30."
+        ),
+        HostError::Privileges(e) => {
+            format!("{e}. Run tether as root (it creates a TUN device and changes routes and DNS).")
+        }
+        HostError::Route(e) => format!(
+            "{e}. If a route to that subnet already exists on this machine, keep it out of the tunnel with --never-proxy."
+        ),
+        HostError::Subnet(e) => subnet_message(e),
+        HostError::Stack(_) | HostError::Dns(_) => e.to_string(),
+    }
+}
+
+fn subnet_message(e: &SubnetError) -> String {
+    match e {
+        SubnetError::RoutesManager { .. } => {
+            format!("{e}. Leave it out with --never-proxy or remove it from --also-proxy.")
+        }
+        SubnetError::OverlapsRoute { existing, .. } => format!(
+            "{e}. Keep it out of the tunnel with --never-proxy {existing} (or leave it out of --also-proxy)."
+        ),
+        SubnetError::OverlapsTun { .. } => format!("{e}. Choose another --tun-subnet."),
+        SubnetError::Ipv6(_) => format!("{e}."),
     }
 }

@@ -2,19 +2,26 @@
 //!
 //! A client sends one [`Request`] and reads [`Reply`] lines: `status` gets one `status`
 //! reply; `quit` gets `disconnected` once everything is undone; `watch` gets every progress
-//! event of the daemon's start, from the first, ending with `connected` or `failed`.
+//! event of the daemon's start, from the first, ending with `connected` or `failed`. New
+//! requests (intercepts) are new variants of [`Request`]; a daemon that does not know one
+//! closes the connection, which the client reports as an old daemon.
 //! The socket is mode 0600 and owned by the user who ran `tether connect`, so only that
 //! user (and root) can stop or inspect the session.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedReadHalf;
 
+use crate::system::leftovers::Cleanup;
+use crate::system::state::DnsMode;
+
 /// A client's one request.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "cmd", rename_all = "kebab-case")]
 pub enum Request {
     Status,
@@ -31,14 +38,11 @@ pub enum Reply {
         message: String,
     },
     /// Leftovers of a crashed session were undone before this one started.
-    CleanedUp {
-        text: String,
-        pid: u32,
-        resolv_conf_restored: bool,
-    },
+    CleanedUp(Cleanup),
     Connected {
         status: Box<Status>,
     },
+    /// The start failed; `error` is the message for the user, `exit_code` tether's.
     Failed {
         error: String,
         exit_code: u8,
@@ -52,26 +56,44 @@ pub enum Reply {
     },
 }
 
+/// How the manager is reached.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// A manager at a known address.
+    Direct,
+    /// The manager in a Kubernetes cluster, through the API server's port-forward.
+    Kubernetes,
+}
+
+/// Where the session is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SessionState {
+    Connecting,
+    Connected,
+    Reconnecting,
+}
+
 /// Everything `tether status` shows.
-#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Status {
     /// The daemon's pid.
     pub pid: u32,
-    /// How the manager is reached: "direct" (a known address) or "kubernetes".
-    pub mode: String,
+    pub mode: Mode,
     /// Names of the kubeconfig context, cluster and namespace, as the daemon was given them.
     pub context: Option<String>,
     pub cluster: Option<String>,
     pub namespace: Option<String>,
-    /// "connecting", "connected" or "reconnecting".
-    pub state: String,
+    pub state: SessionState,
     pub manager: ManagerStatus,
     pub device: String,
-    pub device_address: String,
-    pub routes: Vec<String>,
+    /// The device's own address, with the TUN subnet's prefix length.
+    pub device_address: Ipv4Net,
+    pub routes: Vec<IpNet>,
     pub dns: DnsStatus,
-    /// When the current tunnel came up (RFC 3339); none while reconnecting.
-    pub connected_since: Option<String>,
+    /// When the current tunnel came up; none while (re)connecting.
+    pub connected_since: Option<jiff::Timestamp>,
     /// How often the tunnel was re-established after it dropped.
     pub reconnects: u64,
     /// TCP connections from this machine into routed subnets.
@@ -86,11 +108,10 @@ pub struct ManagerStatus {
     pub version: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DnsStatus {
-    /// "resolved" (per-link DNS through systemd-resolved) or "resolv-conf".
-    pub mode: String,
-    pub server: String,
+    pub mode: DnsMode,
+    pub server: Ipv4Addr,
     pub domain: String,
     pub search: Vec<String>,
 }
@@ -118,20 +139,17 @@ impl Replies {
 pub async fn send(socket: &Path, request: Request) -> std::io::Result<Replies> {
     let stream = UnixStream::connect(socket).await?;
     let (read, mut write) = stream.into_split();
-    // Serializing a unit enum cannot fail.
-    let mut line = serde_json::to_string(&request).expect("requests serialize");
-    line.push('\n');
-    write.write_all(line.as_bytes()).await?;
+    write.write_all(encode(&request).as_bytes()).await?;
     Ok(Replies {
         lines: BufReader::new(read).lines(),
         _write: write,
     })
 }
 
-/// Encodes one reply line.
-pub fn encode(reply: &Reply) -> String {
-    // Replies are plain structs of strings and numbers.
-    let mut line = serde_json::to_string(reply).expect("replies serialize");
+/// Encodes one message as a line.
+pub fn encode<T: Serialize>(message: &T) -> String {
+    // Requests and replies are plain data: strings, numbers, addresses and paths.
+    let mut line = serde_json::to_string(message).expect("socket messages serialize");
     line.push('\n');
     line
 }
@@ -142,10 +160,7 @@ mod tests {
 
     #[test]
     fn wire_format() {
-        assert_eq!(
-            serde_json::to_string(&Request::Status).unwrap(),
-            r#"{"cmd":"status"}"#
-        );
+        assert_eq!(encode(&Request::Status), "{\"cmd\":\"status\"}\n");
         let reply = Reply::Failed {
             error: "no".into(),
             exit_code: 4,
@@ -159,5 +174,40 @@ mod tests {
             serde_json::from_str::<Reply>(line.trim()).unwrap(),
             Reply::Failed { exit_code: 4, .. }
         ));
+    }
+
+    #[test]
+    fn status_fields_are_typed_and_read_as_before() {
+        let status = Status {
+            pid: 7,
+            mode: Mode::Kubernetes,
+            context: Some("c".into()),
+            cluster: None,
+            namespace: None,
+            state: SessionState::Reconnecting,
+            manager: ManagerStatus::default(),
+            device: "tether0".into(),
+            device_address: "198.18.0.1/30".parse().unwrap(),
+            routes: vec!["10.96.0.0/16".parse().unwrap()],
+            dns: DnsStatus {
+                mode: DnsMode::ResolvConf,
+                server: Ipv4Addr::new(198, 18, 0, 2),
+                domain: "cluster.local".into(),
+                search: vec![],
+            },
+            connected_since: Some("2026-01-02T03:04:05Z".parse().unwrap()),
+            reconnects: 1,
+            open_flows: 0,
+            log: "/run/tether/daemon.log".into(),
+        };
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["mode"], "kubernetes");
+        assert_eq!(json["state"], "reconnecting");
+        assert_eq!(json["device_address"], "198.18.0.1/30");
+        assert_eq!(json["routes"][0], "10.96.0.0/16");
+        assert_eq!(json["dns"]["mode"], "resolv-conf");
+        assert_eq!(json["dns"]["server"], "198.18.0.2");
+        assert_eq!(json["connected_since"], "2026-01-02T03:04:05Z");
+        assert_eq!(serde_json::from_value::<Status>(json).unwrap(), status);
     }
 }

@@ -6,9 +6,30 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use thiserror::Error;
 
-use crate::error::CliError;
 use crate::system::routes::ExistingRoute;
+
+/// A subnet that cannot be routed into the tunnel.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum SubnetError {
+    #[error(
+        "cannot route {subnet}: it contains {manager}, the address the tunnel itself goes to, so the tunnel would be routed into itself"
+    )]
+    RoutesManager { subnet: IpNet, manager: IpAddr },
+    #[error(
+        "cannot route {subnet}: it overlaps {existing}, which this machine already routes via {device}"
+    )]
+    OverlapsRoute {
+        subnet: IpNet,
+        existing: IpNet,
+        device: String,
+    },
+    #[error("cannot route {subnet}: it overlaps tether's own device subnet {tun}")]
+    OverlapsTun { subnet: IpNet, tun: IpNet },
+    #[error("cannot route {0}: IPv6 subnets are not carried yet")]
+    Ipv6(IpNet),
+}
 
 /// `net` without the addresses of `hole`: `net` itself when they do not overlap, nothing
 /// when `hole` covers it, else the halves of `net` down to `hole`'s size that miss it.
@@ -75,23 +96,23 @@ pub fn check(
     tunnel_peer: Option<IpAddr>,
     tun: IpNet,
     existing: &[ExistingRoute],
-) -> Result<(), CliError> {
+) -> Result<(), SubnetError> {
     if matches!(subnet, IpNet::V6(_)) {
-        return Err(CliError::Ipv6(subnet));
+        return Err(SubnetError::Ipv6(subnet));
     }
     if let Some(peer) = tunnel_peer
         && subnet.contains(&peer)
     {
-        return Err(CliError::RoutesManager {
+        return Err(SubnetError::RoutesManager {
             subnet,
             manager: peer,
         });
     }
     if overlaps(subnet, tun) {
-        return Err(CliError::OverlapsTun { subnet, tun });
+        return Err(SubnetError::OverlapsTun { subnet, tun });
     }
     if let Some(route) = existing.iter().find(|r| overlaps(subnet, r.subnet)) {
-        return Err(CliError::OverlapsRoute {
+        return Err(SubnetError::OverlapsRoute {
             subnet,
             existing: route.subnet,
             device: route.device.clone(),
@@ -165,24 +186,33 @@ mod tests {
             )
         };
         assert!(ok("10.244.0.0/16").is_ok());
-        let err = ok("10.96.0.0/12").unwrap_err().to_string();
+        let err = ok("10.96.0.0/12").unwrap_err();
+        let message = crate::error::CliError::from(err.clone()).message();
         assert!(
-            err.contains("10.96.0.0/12") && err.contains("10.96.0.0/24"),
-            "{err}"
+            message.contains("10.96.0.0/12") && message.contains("10.96.0.0/24"),
+            "{message}"
         );
         assert!(
-            err.contains("eth1") && err.contains("--never-proxy"),
-            "{err}"
+            message.contains("eth1") && message.contains("--never-proxy 10.96.0.0/24"),
+            "{message}"
+        );
+        assert_eq!(
+            err,
+            SubnetError::OverlapsRoute {
+                subnet: "10.96.0.0/12".parse().unwrap(),
+                existing: "10.96.0.0/24".parse().unwrap(),
+                device: "eth1".into()
+            }
         );
         assert!(matches!(
             ok("172.30.0.0/16"),
-            Err(CliError::RoutesManager { .. })
+            Err(SubnetError::RoutesManager { .. })
         ));
         assert!(matches!(
             ok("198.18.0.0/16"),
-            Err(CliError::OverlapsTun { .. })
+            Err(SubnetError::OverlapsTun { .. })
         ));
-        assert!(matches!(ok("fd00::/64"), Err(CliError::Ipv6(_))));
+        assert!(matches!(ok("fd00::/64"), Err(SubnetError::Ipv6(_))));
     }
 
     #[test]

@@ -3,29 +3,23 @@
 //! wants one, is asked once in the foreground (`sudo -v`), then the daemon is started with
 //! `sudo -n` in the background.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use crate::error::CliError;
-
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
+use crate::output::Printer;
 
 /// Makes sure `sudo` may run commands for this user, asking for the password if needed.
 /// `why` completes "tether needs root to ...".
-pub fn prepare(why: &str) -> Result<(), CliError> {
-    let sudo = find("sudo").ok_or_else(|| CliError::Sudo("is not installed".to_owned()))?;
-    eprintln!("tether needs root to {why}; asking sudo.");
+pub fn prepare(why: &str, printer: &Printer) -> Result<(), CliError> {
+    let sudo = crate::system::find_program("sudo").ok_or(CliError::SudoMissing)?;
+    printer.notice(&format!("tether needs root to {why}; asking sudo."));
     let status = Command::new(&sudo)
         .arg("-v")
         .status()
-        .map_err(|e| CliError::Sudo(format!("cannot run: {e}")))?;
+        .map_err(CliError::SudoStart)?;
     if !status.success() {
-        return Err(CliError::Sudo(format!(
-            "did not allow it ({status}); ask an administrator for sudo rights"
-        )));
+        return Err(CliError::SudoRefused(status));
     }
     Ok(())
 }
@@ -39,8 +33,8 @@ pub fn command(program: &Path) -> Command {
 
 /// Runs this very command again as root (with the state directory spelled out, since sudo
 /// resets the environment) and returns its exit code.
-pub fn rerun(state_dir: &Path, why: &str) -> Result<u8, CliError> {
-    prepare(why)?;
+pub fn rerun(state_dir: &Path, why: &str, printer: &Printer) -> Result<u8, CliError> {
+    prepare(why, printer)?;
     let exe = std::env::current_exe().map_err(CliError::Spawn)?;
     let mut dir = std::ffi::OsString::from("TETHER_STATE_DIR=");
     dir.push(state_dir);
@@ -56,11 +50,4 @@ pub fn rerun(state_dir: &Path, why: &str) -> Result<u8, CliError> {
         .code()
         .and_then(|c| u8::try_from(c).ok())
         .unwrap_or(1))
-}
-
-fn find(program: &str) -> Option<PathBuf> {
-    let paths = std::env::var_os("PATH")?;
-    std::env::split_paths(&paths)
-        .map(|dir| dir.join(program))
-        .find(|path| path.is_file())
 }

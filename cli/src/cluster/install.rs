@@ -233,11 +233,7 @@ async fn ensure_token(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<String, InstallError> {
     let existing = get(api, manifests::TOKEN_SECRET).await?;
-    let stored = existing
-        .as_ref()
-        .and_then(|s| s.data.as_ref()?.get(manifests::TOKEN_KEY))
-        .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
-        .filter(|t| !t.is_empty());
+    let stored = existing.as_ref().and_then(manifests::token_of);
     if let Some(token) = stored {
         return Ok(token);
     }

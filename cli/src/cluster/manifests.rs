@@ -279,6 +279,16 @@ fn template_digest(template: &PodTemplateSpec) -> String {
 }
 
 /// The template digest tether recorded on a Deployment or pod.
+/// The session token a manager's Secret holds, if it holds one.
+pub fn token_of(secret: &Secret) -> Option<String> {
+    secret
+        .data
+        .as_ref()?
+        .get(TOKEN_KEY)
+        .map(|b| String::from_utf8_lossy(&b.0).trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
 pub fn recorded_digest(meta: &ObjectMeta) -> Option<&str> {
     meta.annotations
         .as_ref()?

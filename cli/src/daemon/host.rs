@@ -8,11 +8,31 @@ use std::sync::Arc;
 use ipnet::{IpNet, Ipv4Net};
 use tether_tunnel::stack::{self, StackError};
 use tether_tunnel::wire::control::ClusterInfo;
+use thiserror::Error;
 
-use crate::error::CliError;
-use crate::subnets;
-use crate::system::dns::HostDns;
-use crate::system::routes::Routes;
+use crate::subnets::{self, SubnetError};
+use crate::system::dns::{DnsError, HostDns};
+use crate::system::routes::{RouteError, Routes};
+
+/// Why this machine could not be set up for the session.
+#[derive(Debug, Error)]
+pub enum HostError {
+    #[error(
+        "the TUN subnet {0} is too small: it needs two host addresses (the device's and the DNS server's)"
+    )]
+    TunSubnetTooSmall(Ipv4Net),
+    /// Creating the device needs root (or CAP_NET_ADMIN).
+    #[error(transparent)]
+    Privileges(StackError),
+    #[error(transparent)]
+    Stack(StackError),
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error(transparent)]
+    Subnet(#[from] SubnetError),
+    #[error(transparent)]
+    Dns(#[from] DnsError),
+}
 
 /// A TUN MTU near the IPv4 maximum: the kernel hands over 64 KiB segments, so each packet
 /// carries as much as possible through the userspace stack.
@@ -44,11 +64,11 @@ pub struct Host {
 }
 
 /// The device's address and the DNS server's: the first two hosts of the TUN subnet.
-pub fn tun_addresses(tun_subnet: Ipv4Net) -> Result<(Ipv4Addr, Ipv4Addr), CliError> {
+pub fn tun_addresses(tun_subnet: Ipv4Net) -> Result<(Ipv4Addr, Ipv4Addr), HostError> {
     let mut hosts = tun_subnet.hosts();
     match (hosts.next(), hosts.next()) {
         (Some(tun_ip), Some(dns_ip)) => Ok((tun_ip, dns_ip)),
-        _ => Err(CliError::TunSubnetTooSmall(tun_subnet)),
+        _ => Err(HostError::TunSubnetTooSmall(tun_subnet)),
     }
 }
 
@@ -64,7 +84,7 @@ impl Host {
         namespace: Option<String>,
         reported: ClusterInfo,
         peer_ip: Option<IpAddr>,
-    ) -> Result<Host, CliError> {
+    ) -> Result<Host, HostError> {
         let cluster = in_namespace(&reported, namespace.as_deref());
         let (tun_ip, dns_ip) = tun_addresses(tun_subnet)?;
         let routes = Routes::new()?;
@@ -76,15 +96,15 @@ impl Host {
         let tun = stack::tun_device::open(tun_name, tun_ip, tun_subnet.prefix_len(), TUN_MTU)
             .map_err(|e| match &e {
                 StackError::CreateTun { source, .. } if is_permission_error(source) => {
-                    CliError::Privileges(e.to_string())
+                    HostError::Privileges(e)
                 }
-                _ => CliError::Stack(e),
+                _ => HostError::Stack(e),
             })?;
         routes.add(tun_name, &wanted).await?;
         if let Err(e) = dns.apply(&cluster.dns_domain, &cluster.search).await {
             // A half-written resolver file must not outlive this attempt.
             dns.revert().await;
-            return Err(e);
+            return Err(e.into());
         }
         Ok(Host {
             tun: Arc::new(tun),
@@ -183,11 +203,9 @@ fn in_namespace(reported: &ClusterInfo, namespace: Option<&str>) -> ClusterInfo 
     cluster
 }
 
+/// tun reports ioctl and open failures as the io error they are.
 fn is_permission_error(err: &tun::Error) -> bool {
-    match err {
-        tun::Error::Io(e) => e.kind() == std::io::ErrorKind::PermissionDenied,
-        other => other.to_string().contains("ermission"),
-    }
+    matches!(err, tun::Error::Io(e) if e.kind() == std::io::ErrorKind::PermissionDenied)
 }
 
 #[cfg(test)]

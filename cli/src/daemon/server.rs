@@ -4,7 +4,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ipnet::IpNet;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
@@ -12,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::CliError;
+use super::DaemonError;
 use crate::ipc::{Reply, Request, Status, encode};
 use crate::system::flows;
 use crate::system::state::StateDir;
@@ -67,9 +66,9 @@ impl Server {
         events: Events,
         status: Arc<Mutex<Status>>,
         stop: CancellationToken,
-    ) -> Result<(Server, mpsc::UnboundedReceiver<QuitRequest>), CliError> {
+    ) -> Result<(Server, mpsc::UnboundedReceiver<QuitRequest>), DaemonError> {
         let socket = state.socket_path();
-        let bind_error = |source| CliError::Socket {
+        let bind_error = |source| DaemonError::Socket {
             path: socket.clone(),
             source,
         };
@@ -165,12 +164,11 @@ impl Handler {
                     Ok(status) => status.clone(),
                     Err(_) => return,
                 };
-                let routed: Vec<IpNet> = status
-                    .routes
-                    .iter()
-                    .filter_map(|r| r.parse().ok())
-                    .collect();
-                status.open_flows = flows::count(&routed);
+                // Reading the kernel's socket table blocks; the stack shares this thread.
+                let routed = status.routes.clone();
+                status.open_flows = tokio::task::spawn_blocking(move || flows::count(&routed))
+                    .await
+                    .unwrap_or(0);
                 let reply = Reply::Status {
                     status: Box::new(status),
                 };

@@ -14,9 +14,8 @@ use tether_tunnel::wire::frame::{MAX_FRAME, expect_frame, write_frame};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::dialer::{DIAL_TIMEOUT, Dialer, Opened, open};
+use super::dial::{DIAL_TIMEOUT, DialError, Dialer, Opened, open};
 use super::host::{Host, TUN_MTU};
-use crate::error::CliError;
 
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -46,39 +45,18 @@ pub async fn serve(
         ..
     } = opened;
     let shutdown = CancellationToken::new();
-    let stack_config = StackConfig {
-        mtu: usize::from(TUN_MTU),
-        anchor: host.dns_ip,
-        dns: DnsConfig {
-            listen: SocketAddr::new(host.dns_ip.into(), 53),
-            domain: host.cluster.dns_domain.clone(),
-            upstream: host.dns.upstream(),
-        },
-        udp_idle_timeout: Duration::from_secs(60),
-    };
     let stack = tokio::spawn(stack::run(
         host.tun.clone(),
         session.clone(),
-        stack_config,
+        stack_config(host),
         shutdown.clone(),
     ));
     tokio::pin!(stack);
 
-    let (mut control_rx, mut control_tx) = tokio::io::split(control);
+    let (control_rx, mut control_tx) = tokio::io::split(control);
     // Control reader -> this loop: every message the manager sends, then why reading ended.
     let (messages_tx, mut messages_rx) = mpsc::channel::<Result<ControlMessage, String>>(16);
-    let reader = tokio::spawn(async move {
-        loop {
-            let message = match expect_frame(&mut control_rx, MAX_FRAME, "control message").await {
-                Ok(frame) => ControlMessage::decode(&frame).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            let failed = message.is_err();
-            if messages_tx.send(message).await.is_err() || failed {
-                return;
-            }
-        }
-    });
+    let reader = tokio::spawn(read_control(control_rx, messages_tx));
 
     let mut ping = tokio::time::interval(KEEPALIVE_INTERVAL);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -123,6 +101,36 @@ pub async fn serve(
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut stack).await;
     }
     ended
+}
+
+fn stack_config(host: &Host) -> StackConfig {
+    StackConfig {
+        mtu: usize::from(TUN_MTU),
+        anchor: host.dns_ip,
+        dns: DnsConfig {
+            listen: SocketAddr::new(host.dns_ip.into(), 53),
+            domain: host.cluster.dns_domain.clone(),
+            upstream: host.dns.upstream(),
+        },
+        udp_idle_timeout: Duration::from_secs(60),
+    }
+}
+
+/// Reads control messages until the stream fails; the failure is the last item sent.
+async fn read_control(
+    mut control_rx: tokio::io::ReadHalf<tether_tunnel::FlowStream>,
+    messages_tx: mpsc::Sender<Result<ControlMessage, String>>,
+) {
+    loop {
+        let message = match expect_frame(&mut control_rx, MAX_FRAME, "control message").await {
+            Ok(frame) => ControlMessage::decode(&frame).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let failed = message.is_err();
+        if messages_tx.send(message).await.is_err() || failed {
+            return;
+        }
+    }
 }
 
 /// Dials until a tunnel is open (Some) or `stop` fires (None), answering packets on the
@@ -182,7 +190,7 @@ async fn refuse_while_down(tun: &tun::AsyncDevice) {
 }
 
 /// The first tunnel: one attempt, whose error is the user's answer.
-pub async fn first<D: Dialer>(dialer: &mut D) -> Result<Opened, CliError> {
+pub async fn first<D: Dialer>(dialer: &mut D) -> Result<Opened, DialError> {
     let dialed = dialer.dial().await?;
     open(dialed).await
 }

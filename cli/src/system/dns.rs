@@ -10,34 +10,48 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use crate::args::DnsModeArg;
-use crate::error::CliError;
-use crate::system::resolv;
+use thiserror::Error;
+
+use crate::config::DnsPreference;
+use crate::system::resolv::{self, ResolvError};
 use crate::system::state::DnsMode;
+
+#[derive(Debug, Error)]
+pub enum DnsError {
+    #[error(transparent)]
+    Resolv(#[from] ResolvError),
+    #[error("cannot configure systemd-resolved for {link}: cannot run resolvectl: {source}")]
+    ResolvectlStart {
+        link: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot configure systemd-resolved for {link}: resolvectl {args} failed: {stderr}")]
+    Resolvectl {
+        link: String,
+        args: String,
+        stderr: String,
+    },
+}
 
 /// The resolver file systemd-resolved writes for its stub listener.
 const RESOLVED_STUB: &str = "/run/systemd/resolve/stub-resolv.conf";
 
 /// Which mode to use on this machine.
-pub fn detect(wanted: DnsModeArg, resolv_conf: &Path) -> DnsMode {
+pub fn detect(wanted: DnsPreference, resolv_conf: &Path) -> DnsMode {
     match wanted {
-        DnsModeArg::Resolved => DnsMode::Resolved,
-        DnsModeArg::ResolvConf => DnsMode::ResolvConf,
-        DnsModeArg::Auto => {
+        DnsPreference::Resolved => DnsMode::Resolved,
+        DnsPreference::ResolvConf => DnsMode::ResolvConf,
+        DnsPreference::Auto => {
             let stub_in_use = std::fs::canonicalize(resolv_conf)
                 .is_ok_and(|target| target == Path::new(RESOLVED_STUB));
-            if stub_in_use && on_path("resolvectl") {
+            if stub_in_use && super::find_program("resolvectl").is_some() {
                 DnsMode::Resolved
             } else {
                 DnsMode::ResolvConf
             }
         }
     }
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
 /// The host's DNS settings while tether runs.
@@ -60,7 +74,7 @@ impl HostDns {
         server: Ipv4Addr,
         resolv_conf: &Path,
         backup: &Path,
-    ) -> Result<Self, CliError> {
+    ) -> Result<Self, DnsError> {
         Ok(HostDns {
             mode,
             link: link.to_owned(),
@@ -82,7 +96,7 @@ impl HostDns {
 
     /// Points lookups of the cluster domain (and the search path) at tether's server;
     /// called again when the cluster reports a new domain or search path.
-    pub async fn apply(&mut self, domain: &str, search: &[String]) -> Result<(), CliError> {
+    pub async fn apply(&mut self, domain: &str, search: &[String]) -> Result<(), DnsError> {
         let wanted = (domain.to_owned(), search.to_vec());
         if self.applied.as_ref() == Some(&wanted) {
             return Ok(());
@@ -140,26 +154,23 @@ impl HostDns {
     }
 }
 
-async fn resolvectl(args: &[&str]) -> Result<(), CliError> {
+async fn resolvectl(args: &[&str]) -> Result<(), DnsError> {
     let link = args.get(1).copied().unwrap_or_default().to_owned();
     let out = tokio::process::Command::new("resolvectl")
         .args(args)
         .output()
         .await
-        .map_err(|e| CliError::Resolved {
+        .map_err(|source| DnsError::ResolvectlStart {
             link: link.clone(),
-            reason: format!("cannot run resolvectl: {e}"),
+            source,
         })?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(CliError::Resolved {
+        Err(DnsError::Resolvectl {
             link,
-            reason: format!(
-                "resolvectl {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         })
     }
 }
@@ -170,13 +181,14 @@ mod tests {
 
     #[test]
     fn explicit_modes_win_and_a_plain_file_is_resolv_conf() {
-        let dir = std::env::temp_dir().join(format!("tether-dns-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("resolv.conf");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("resolv.conf");
         std::fs::write(&file, "nameserver 10.0.0.1\n").unwrap();
-        assert_eq!(detect(DnsModeArg::Auto, &file), DnsMode::ResolvConf);
-        assert_eq!(detect(DnsModeArg::Resolved, &file), DnsMode::Resolved);
-        assert_eq!(detect(DnsModeArg::ResolvConf, &file), DnsMode::ResolvConf);
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(detect(DnsPreference::Auto, &file), DnsMode::ResolvConf);
+        assert_eq!(detect(DnsPreference::Resolved, &file), DnsMode::Resolved);
+        assert_eq!(
+            detect(DnsPreference::ResolvConf, &file),
+            DnsMode::ResolvConf
+        );
     }
 }

@@ -1,6 +1,10 @@
 //! Liveness of other tether processes.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use rustix::process::{Pid, PidfdFlags, pidfd_open};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
 /// True when `pid` runs a tether binary: a reused pid of another program does not count,
 /// nor does a process that has exited but is not yet reaped by its parent (a zombie).
@@ -19,24 +23,52 @@ pub fn is_tether(pid: u32) -> bool {
 
 /// Sends SIGTERM to `pid`.
 pub fn terminate(pid: u32) -> std::io::Result<()> {
-    let pid = libc::pid_t::try_from(pid).map_err(std::io::Error::other)?;
-    // SAFETY: kill has no memory-safety preconditions; it only sends a signal.
-    if unsafe { libc::kill(pid, libc::SIGTERM) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
+    let pid = to_pid(pid).ok_or_else(|| std::io::Error::other("not a process id"))?;
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).map_err(Into::into)
+}
+
+/// Waits until the tether process `pid` is gone, up to `deadline`; true if it ended.
+///
+/// A pidfd works for any process, not only children, and becomes readable when the process
+/// exits: no polling of /proc.
+pub async fn wait_gone(pid: u32, deadline: Duration) -> bool {
+    let Some(raw) = to_pid(pid) else {
+        return true;
+    };
+    let fd = match pidfd_open(raw, PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        // ESRCH: it is gone already.
+        Err(_) => return !is_tether(pid),
+    };
+    // Checked after opening: the pidfd pins this process, so a pid reused later cannot be
+    // mistaken for it.
+    if !is_tether(pid) {
+        return true;
+    }
+    // SAFETY: the AsyncFd owns the OwnedFd, which stays open and the same descriptor
+    // until the AsyncFd is dropped.
+    match unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) } {
+        Ok(fd) => tokio::time::timeout(deadline, fd.readable()).await.is_ok() || !is_tether(pid),
+        Err(e) => {
+            tracing::warn!("cannot wait on the pidfd of {pid}: {e}");
+            false
+        }
     }
 }
 
-/// Waits until `pid` is gone, up to `deadline`; true if it exited.
-pub fn wait_gone(pid: u32, deadline: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < deadline {
-        if !is_tether(pid) {
-            return true;
-        }
-        // No pidfd for a process we did not start, so poll /proc; the check is cheap.
-        std::thread::sleep(Duration::from_millis(20));
+fn to_pid(pid: u32) -> Option<Pid> {
+    Pid::from_raw(i32::try_from(pid).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_process_that_is_not_tether_counts_as_gone() {
+        // This test binary is not named `tether`.
+        assert!(!is_tether(std::process::id()));
+        assert!(wait_gone(std::process::id(), Duration::from_millis(1)).await);
+        assert!(wait_gone(u32::MAX, Duration::from_millis(1)).await);
     }
-    !is_tether(pid)
 }

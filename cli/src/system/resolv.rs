@@ -170,8 +170,8 @@ mod tests {
 
     #[test]
     fn rewrite_and_restore() {
-        let dir = std::env::temp_dir().join(format!("tether-resolv-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let path = dir.join("resolv.conf");
         let backup = dir.join("backup");
         std::fs::write(&path, ORIGINAL).unwrap();
@@ -190,6 +190,5 @@ mod tests {
             std::fs::read_to_string(&path).unwrap(),
             "nameserver 1.2.3.4\n"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -83,16 +83,6 @@ impl StateDir {
         })
     }
 
-    /// The default location: root's runtime directory, or the user's.
-    pub fn default_path() -> PathBuf {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } == 0 {
-            PathBuf::from("/run/tether")
-        } else {
-            dirs_runtime().join("tether")
-        }
-    }
-
     fn record_path(&self) -> PathBuf {
         self.dir.join("session.json")
     }
@@ -167,19 +157,14 @@ impl StateDir {
     }
 }
 
-fn dirs_runtime() -> PathBuf {
-    std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn record_round_trip_and_corruption() {
-        let dir = std::env::temp_dir().join(format!("tether-state-test-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
         let state = StateDir::open(&dir).unwrap();
         assert!(state.read().unwrap().is_none());
         let record = SessionRecord {
@@ -196,6 +181,5 @@ mod tests {
         std::fs::write(dir.join("session.json"), "{not json").unwrap();
         assert!(matches!(state.read(), Err(StateError::Corrupt { .. })));
         state.remove();
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

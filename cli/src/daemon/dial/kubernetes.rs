@@ -1,6 +1,6 @@
 //! Tunnels to a manager in a Kubernetes cluster: each dial is a pod port-forward through the
-//! API server to the newest Ready manager pod ([`crate::cluster::transport`]), with the
-//! session token read from the manager's Secret.
+//! API server to the newest Ready manager pod (opened by [`crate::cluster::transport`]),
+//! with the session token read from the manager's Secret.
 //!
 //! A port-forward can outlive its pod for a while (the API server keeps the WebSocket open
 //! until the kubelet tears the stream down), so every stream also watches its pod: once the
@@ -20,11 +20,10 @@ use kube::runtime::wait::await_condition;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use super::dialer::{Dialed, Dialer};
-use crate::cluster::manifests::{TOKEN_KEY, TOKEN_SECRET};
+use super::{DialError, Dialed, Dialer};
+use crate::cluster::Cluster;
+use crate::cluster::manifests::{self, TOKEN_SECRET};
 use crate::cluster::transport::{self, ManagerStream, PodRef};
-use crate::cluster::{Cluster, client::describe};
-use crate::error::CliError;
 
 /// How long a redial waits for a Ready manager pod (a replaced pod takes a few seconds);
 /// below the session loop's per-attempt limit so the wait's own error is what gets logged.
@@ -51,28 +50,23 @@ impl KubeDialer {
         }
     }
 
-    async fn token(&self) -> Result<String, CliError> {
+    async fn token(&self) -> Result<String, DialError> {
         let secrets: Api<Secret> = Api::namespaced(self.cluster.client.clone(), &self.namespace);
-        let failed = |reason: String| CliError::ManagerToken {
-            namespace: self.namespace.clone(),
-            reason,
-        };
         let secret = secrets
             .get(TOKEN_SECRET)
             .await
-            .map_err(|e| failed(describe(&e)))?;
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(TOKEN_KEY))
-            .map(|b| String::from_utf8_lossy(&b.0).trim().to_owned())
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| failed(format!("it has no {TOKEN_KEY:?} key")))
+            .map_err(|source| DialError::TokenSecret {
+                namespace: self.namespace.clone(),
+                source,
+            })?;
+        manifests::token_of(&secret).ok_or_else(|| DialError::NoToken {
+            namespace: self.namespace.clone(),
+        })
     }
 }
 
 impl Dialer for KubeDialer {
-    async fn dial(&mut self) -> Result<Dialed, CliError> {
+    async fn dial(&mut self) -> Result<Dialed, DialError> {
         // Read on every dial: a reinstalled manager may have a new token.
         let token = self.token().await?;
         let (stream, pod) = match &self.previous {

@@ -2,8 +2,11 @@
 //! stream to the manager on the first connect and after every drop; [`open`] then runs the
 //! handshake and waits for the manager's first `ClusterInfo`.
 //!
-//! [`DirectDialer`] dials a manager at a known address (direct mode);
-//! [`super::portforward::KubeDialer`] returns a port-forward stream to the manager pod.
+//! - [`direct`]: a manager at a known address (direct mode).
+//! - [`kubernetes`]: a port-forward stream to the manager pod through the API server.
+
+pub mod direct;
+pub mod kubernetes;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -13,14 +16,59 @@ use std::time::Duration;
 use tether_tunnel::wire::control::{ClusterInfo, ControlMessage};
 use tether_tunnel::wire::flow::FlowRequest;
 use tether_tunnel::wire::frame::{MAX_FRAME, expect_frame};
-use tether_tunnel::wire::handshake::client_handshake;
+use tether_tunnel::wire::handshake::{HandshakeError, client_handshake};
 use tether_tunnel::{FlowStream, Session};
+use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 
-use crate::error::CliError;
+use crate::cluster::TransportError;
+use crate::cluster::manifests::{TOKEN_KEY, TOKEN_SECRET};
 
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why no tunnel could be opened.
+#[derive(Debug, Error)]
+pub enum DialError {
+    #[error("cannot read the token file {path}: {source}")]
+    TokenFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the token file {0} is empty")]
+    EmptyToken(PathBuf),
+    #[error("cannot resolve the manager address {address}: {source}")]
+    ManagerAddress {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot reach the manager at {manager}: {reason}")]
+    Unreachable { manager: String, reason: String },
+    #[error("the manager at {manager} refused the session: {source}")]
+    Handshake {
+        manager: String,
+        #[source]
+        source: HandshakeError,
+    },
+    #[error("the manager at {manager} did not send the cluster's configuration: {reason}")]
+    NoClusterInfo { manager: String, reason: String },
+    #[error(
+        "cannot read the traffic manager's session token (secret {namespace}/{TOKEN_SECRET}): {}",
+        crate::cluster::client::describe(.source)
+    )]
+    TokenSecret {
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(
+        "cannot read the traffic manager's session token (secret {namespace}/{TOKEN_SECRET}): it has no {TOKEN_KEY:?} key"
+    )]
+    NoToken { namespace: String },
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
 
 /// A byte stream a tunnel can run over.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -40,54 +88,7 @@ pub struct Dialed {
 
 /// Makes a new stream to the manager on each call.
 pub trait Dialer: Send {
-    fn dial(&mut self) -> impl Future<Output = Result<Dialed, CliError>> + Send;
-}
-
-/// A manager at a fixed address and a token read from a file.
-pub struct DirectDialer {
-    pub address: String,
-    pub token_file: PathBuf,
-}
-
-impl Dialer for DirectDialer {
-    async fn dial(&mut self) -> Result<Dialed, CliError> {
-        // Read on every dial: a rotated token is picked up on reconnect.
-        let token = read_token(&self.token_file)?;
-        let addr = crate::args::resolve_manager(&self.address).map_err(|source| {
-            CliError::ManagerAddress {
-                address: self.address.clone(),
-                source,
-            }
-        })?;
-        let unreachable = |reason: String| CliError::ManagerUnreachable {
-            manager: addr.to_string(),
-            reason,
-        };
-        let stream = match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Err(unreachable(e.to_string())),
-            Err(_) => return Err(unreachable(format!("no answer within {DIAL_TIMEOUT:?}"))),
-        };
-        let _ = stream.set_nodelay(true);
-        Ok(Dialed {
-            io: Box::new(stream),
-            token,
-            manager: addr.to_string(),
-            peer_ip: Some(addr.ip()),
-        })
-    }
-}
-
-pub fn read_token(path: &PathBuf) -> Result<String, CliError> {
-    let token = std::fs::read_to_string(path).map_err(|source| CliError::TokenFile {
-        path: path.clone(),
-        source,
-    })?;
-    let token = token.trim().to_owned();
-    if token.is_empty() {
-        return Err(CliError::EmptyToken(path.clone()));
-    }
-    Ok(token)
+    fn dial(&mut self) -> impl Future<Output = Result<Dialed, DialError>> + Send;
 }
 
 /// An open tunnel: the session, its control stream and what the manager said first.
@@ -101,14 +102,14 @@ pub struct Opened {
 }
 
 /// Handshake, session and the first `ClusterInfo` over a dialed stream.
-pub async fn open(dialed: Dialed) -> Result<Opened, CliError> {
+pub async fn open(dialed: Dialed) -> Result<Opened, DialError> {
     let Dialed {
         mut io,
         token,
         manager,
         peer_ip,
     } = dialed;
-    let unreachable = |reason: String| CliError::ManagerUnreachable {
+    let unreachable = |reason: String| DialError::Unreachable {
         manager: manager.clone(),
         reason,
     };
@@ -116,7 +117,7 @@ pub async fn open(dialed: Dialed) -> Result<Opened, CliError> {
     {
         Ok(Ok(accepted)) => accepted,
         Ok(Err(source)) => {
-            return Err(CliError::Handshake {
+            return Err(DialError::Handshake {
                 manager: manager.clone(),
                 source,
             });
@@ -124,7 +125,7 @@ pub async fn open(dialed: Dialed) -> Result<Opened, CliError> {
         Err(_) => return Err(unreachable(format!("no handshake within {DIAL_TIMEOUT:?}"))),
     };
     let session = Session::client(io);
-    let no_info = |reason: String| CliError::NoClusterInfo {
+    let no_info = |reason: String| DialError::NoClusterInfo {
         manager: manager.clone(),
         reason,
     };

@@ -1,0 +1,169 @@
+//! Everything tether prints as a result, one variant per kind of result and one shape per
+//! variant. `--output json` prints each as one object whose `event` field names the
+//! variant; `--output yaml` prints the same fields as a YAML document. The shapes are
+//! documented, with an example of each, in `docs/events.md`; the tests below and the
+//! end-to-end scenarios check real output against that page.
+
+use serde::Serialize;
+
+use crate::ipc::Status;
+use crate::system::leftovers::Cleanup;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    /// `tether connect` is done: traffic flows.
+    Connected(Box<Status>),
+    /// `tether connect` found a session already running (exit code 3).
+    AlreadyConnected(Box<Status>),
+    /// `tether status` while a daemon runs.
+    Status(Box<Status>),
+    /// `tether status` or `tether quit` with no daemon running and nothing to clean up.
+    NotConnected,
+    /// `tether quit` stopped the daemon; `manager` is unknown while it was still connecting.
+    Disconnected { pid: u32, manager: Option<String> },
+    /// What a daemon that died without cleaning up had left was undone.
+    CleanedUp(Cleanup),
+    /// `tether uninstall` removed these objects (`kind/name`, or `kind/namespace/name`).
+    Uninstalled {
+        context: String,
+        namespace: String,
+        removed: Vec<String>,
+    },
+    /// A command failed (printed on stderr).
+    Error { error: String, exit_code: u8 },
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::net::Ipv4Addr;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::ipc::{DnsStatus, ManagerStatus, Mode, SessionState};
+    use crate::system::state::DnsMode;
+
+    const DOC: &str = include_str!("../../../docs/events.md");
+
+    fn status() -> Box<Status> {
+        Box::new(Status {
+            pid: 4242,
+            mode: Mode::Kubernetes,
+            context: Some("tether-sandbox".into()),
+            cluster: Some("https://127.0.0.1:6443".into()),
+            namespace: Some("demo".into()),
+            state: SessionState::Connected,
+            manager: ManagerStatus {
+                address: "tether/tether-manager-6d9f-x2k4p".into(),
+                version: "0.1.0".into(),
+            },
+            device: "tether0".into(),
+            device_address: "198.18.0.1/30".parse().unwrap(),
+            routes: vec!["10.96.0.0/16".parse().unwrap()],
+            dns: DnsStatus {
+                mode: DnsMode::ResolvConf,
+                server: Ipv4Addr::new(198, 18, 0, 2),
+                domain: "cluster.local".into(),
+                search: vec!["demo.svc.cluster.local".into()],
+            },
+            connected_since: Some("2026-12-01T10:00:00Z".parse().unwrap()),
+            reconnects: 0,
+            open_flows: 1,
+            log: "/run/tether/daemon.log".into(),
+        })
+    }
+
+    fn every_event() -> Vec<Event> {
+        vec![
+            Event::Connected(status()),
+            Event::AlreadyConnected(status()),
+            Event::Status(status()),
+            Event::NotConnected,
+            Event::Disconnected {
+                pid: 4242,
+                manager: Some("10.0.0.5:8022".into()),
+            },
+            Event::CleanedUp(Cleanup {
+                pid: 4242,
+                resolv_conf: "/etc/resolv.conf".into(),
+                resolv_conf_restored: true,
+            }),
+            Event::Uninstalled {
+                context: "tether-sandbox".into(),
+                namespace: "tether".into(),
+                removed: vec!["deployment/tether-manager".into()],
+            },
+            Event::Error {
+                error: "not connected".into(),
+                exit_code: 1,
+            },
+        ]
+    }
+
+    /// The documented examples, by event name: every ```json block of the page.
+    fn documented() -> BTreeMap<String, Value> {
+        DOC.split("```json")
+            .skip(1)
+            .filter_map(|block| block.split("```").next())
+            .map(|json| {
+                let value: Value = serde_json::from_str(json)
+                    .unwrap_or_else(|e| panic!("docs/events.md has bad JSON ({e}): {json}"));
+                (value["event"].as_str().unwrap().to_owned(), value)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_event_has_the_documented_shape() {
+        let documented = documented();
+        let events = every_event();
+        assert_eq!(
+            documented.len(),
+            events.len(),
+            "one example per event in docs/events.md"
+        );
+        for event in events {
+            let json = serde_json::to_value(&event).unwrap();
+            let name = json["event"].as_str().unwrap().to_owned();
+            let example = documented
+                .get(&name)
+                .unwrap_or_else(|| panic!("docs/events.md does not document {name}"));
+            if let Err(difference) = same_shape(example, &json) {
+                panic!("{name}: {difference}\ndocumented: {example}\nprinted: {json}");
+            }
+        }
+    }
+
+    #[test]
+    fn yaml_carries_the_same_fields() {
+        let yaml = serde_saphyr::to_string(&Event::Status(status())).unwrap();
+        assert!(yaml.starts_with("event: status\n"), "{yaml}");
+        assert!(yaml.contains("device_address: 198.18.0.1/30"), "{yaml}");
+        assert!(yaml.contains("mode: resolv-conf"), "{yaml}");
+    }
+
+    /// Whether two JSON values have the same shape: the same keys with values of the same
+    /// kind, recursively (the first element of arrays stands for all). Says where they differ.
+    fn same_shape(expected: &serde_json::Value, actual: &serde_json::Value) -> Result<(), String> {
+        match (expected, actual) {
+            (Value::Object(e), Value::Object(a)) => {
+                let (ek, ak): (Vec<_>, Vec<_>) = (e.keys().collect(), a.keys().collect());
+                if ek != ak {
+                    return Err(format!("keys {ak:?}, documented {ek:?}"));
+                }
+                e.iter()
+                    .try_for_each(|(k, v)| same_shape(v, &a[k]).map_err(|d| format!("{k}: {d}")))
+            }
+            (Value::Array(e), Value::Array(a)) => match (e.first(), a.first()) {
+                (Some(e), Some(a)) => same_shape(e, a),
+                _ => Ok(()),
+            },
+            // `null` documents an optional value, which may be present.
+            (Value::Null, _) => Ok(()),
+            (e, a) if std::mem::discriminant(e) == std::mem::discriminant(a) => Ok(()),
+            (e, a) => Err(format!("{a} where the page has {e}")),
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! How each [`Event`] reads for people (`--output text`, the default).
+
+use crate::ipc::{SessionState, Status};
+use crate::output::Event;
+
+pub fn render(event: &Event) -> String {
+    match event {
+        Event::Connected(status) => connected(status),
+        Event::AlreadyConnected(status) | Event::Status(status) => status_block(status),
+        Event::NotConnected => "Not connected.".to_owned(),
+        Event::Disconnected {
+            manager: Some(manager),
+            ..
+        } => format!("Disconnected from {manager}; this machine is as it was."),
+        Event::Disconnected { manager: None, .. } => "Disconnected.".to_owned(),
+        Event::CleanedUp(c) if c.resolv_conf_restored => format!(
+            "Cleaned up after a tether daemon (pid {}) that ended without cleaning up: {} restored.",
+            c.pid,
+            c.resolv_conf.display()
+        ),
+        Event::CleanedUp(c) => format!(
+            "Cleaned up after a tether daemon (pid {}) that ended without cleaning up; {} had been changed by another program and was left as it is.",
+            c.pid,
+            c.resolv_conf.display()
+        ),
+        Event::Uninstalled {
+            context,
+            namespace,
+            removed,
+        } if removed.is_empty() => {
+            format!(
+                "Nothing of tether's was installed in namespace {namespace} of context {context}."
+            )
+        }
+        Event::Uninstalled {
+            context, removed, ..
+        } => format!("Removed from context {context}: {}.", removed.join(", ")),
+        Event::Error { error, .. } => format!("tether: {error}"),
+    }
+}
+
+fn connected(s: &Status) -> String {
+    let to = match (&s.context, &s.cluster) {
+        (Some(context), Some(server)) => format!(
+            "the cluster of context {context} ({server}) through the manager {}",
+            s.manager.address
+        ),
+        _ => format!("the manager at {}", s.manager.address),
+    };
+    format!(
+        "Connected to {to} (tether-agent {}).\n  \
+         device {} {}, routing {}\n  \
+         DNS {} ({}), cluster domain {}, search {}\n\
+         `tether status` shows the connection, `tether quit` ends it.",
+        s.manager.version,
+        s.device,
+        s.device_address,
+        list(&s.routes, "nothing"),
+        s.dns.server,
+        dns_mode(s),
+        s.dns.domain,
+        s.dns.search.join(" "),
+    )
+}
+
+fn status_block(s: &Status) -> String {
+    let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+    let since = s
+        .connected_since
+        .map_or_else(|| "-".to_owned(), |at| since(at, jiff::Timestamp::now()));
+    let context = match (&s.context, &s.cluster, &s.namespace) {
+        (None, None, None) => String::new(),
+        _ => format!(
+            "\n  Context:     {}, cluster {}, namespace {}",
+            or_dash(&s.context),
+            or_dash(&s.cluster),
+            or_dash(&s.namespace)
+        ),
+    };
+    format!(
+        "{state} ({mode}) to the manager at {addr}, tether-agent {version}{context}\n  \
+         Device:      {device} {device_address}\n  \
+         Routes:      {routes}\n  \
+         DNS:         {dns_mode}, server {server}, domain {domain}, search {search}\n  \
+         Since:       {since}, reconnects {reconnects}\n  \
+         Open flows:  {flows}\n  \
+         Daemon:      pid {pid}, log {log}",
+        state = match s.state {
+            SessionState::Connecting => "Connecting",
+            SessionState::Connected => "Connected",
+            SessionState::Reconnecting => "Reconnecting",
+        },
+        mode = match s.mode {
+            crate::ipc::Mode::Direct => "direct",
+            crate::ipc::Mode::Kubernetes => "kubernetes",
+        },
+        addr = s.manager.address,
+        version = s.manager.version,
+        device = s.device,
+        device_address = s.device_address,
+        routes = list(&s.routes, "none"),
+        dns_mode = dns_mode(s),
+        server = s.dns.server,
+        domain = s.dns.domain,
+        search = s.dns.search.join(" "),
+        reconnects = s.reconnects,
+        flows = s.open_flows,
+        pid = s.pid,
+        log = s.log.display(),
+    )
+}
+
+fn dns_mode(s: &Status) -> &'static str {
+    s.dns.mode.as_str()
+}
+
+fn list(items: &[ipnet::IpNet], empty: &str) -> String {
+    if items.is_empty() {
+        empty.to_owned()
+    } else {
+        items
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// A time as "2025-01-02T03:04:05Z (5m 3s ago)".
+fn since(at: jiff::Timestamp, now: jiff::Timestamp) -> String {
+    let seconds = now.duration_since(at).as_secs().max(0);
+    let ago = match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
+        s => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+    };
+    let at = at
+        .round(jiff::Unit::Second)
+        .map_or_else(|_| at.to_string(), |t| t.to_string());
+    format!("{at} ({ago} ago)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_in_the_largest_units() {
+        let at: jiff::Timestamp = "2026-01-01T00:00:00.4Z".parse().unwrap();
+        let later = |s: i64| at + jiff::SignedDuration::from_secs(s);
+        assert_eq!(since(at, later(5)), "2026-01-01T00:00:00Z (5s ago)");
+        assert_eq!(since(at, later(303)), "2026-01-01T00:00:00Z (5m 3s ago)");
+        assert_eq!(since(at, later(7260)), "2026-01-01T00:00:00Z (2h 1m ago)");
+    }
+}
