@@ -101,7 +101,7 @@ fn connect_reaches_the_cluster_survives_a_new_manager_and_quit_restores_the_work
     );
     c.wait_daemon_gone(pid, Duration::from_secs(10));
     assert_eq!(c.snapshot(), before, "quit restores the workstation");
-    assert_eq!(c.status()["state"], "not-connected");
+    assert_eq!(c.status()["event"], "not-connected");
 
     // A Service subnet the workstation already routes elsewhere is refused, naming both and
     // the way out, and nothing is left behind.

@@ -4,6 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
+
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
@@ -51,6 +53,8 @@ impl Events {
 
 pub struct Server {
     accept: JoinHandle<()>,
+    // finish -> accept loop: stop accepting.
+    closing: CancellationToken,
     socket: std::path::PathBuf,
     // Handlers -> finish: each handler holds a sender; all dropped means all answered.
     handlers_rx: mpsc::Receiver<()>,
@@ -88,29 +92,22 @@ impl Server {
         // Handler -> daemon: quit requests.
         let (quits_tx, quits_rx) = mpsc::unbounded_channel();
         let (handlers_tx, handlers_rx) = mpsc::channel(1);
-        let accept = tokio::spawn(async move {
-            loop {
-                let conn = match listener.accept().await {
-                    Ok((conn, _)) => conn,
-                    Err(e) => {
-                        tracing::warn!("socket accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let handler = Handler {
-                    events: events.clone(),
-                    status: status.clone(),
-                    stop: stop.clone(),
-                    quits_tx: quits_tx.clone(),
-                    _alive: handlers_tx.clone(),
-                };
-                tokio::spawn(handler.serve(conn));
-            }
-        });
+        let closing = CancellationToken::new();
+        let spawn_handler = move |conn| {
+            let handler = Handler {
+                events: events.clone(),
+                status: status.clone(),
+                stop: stop.clone(),
+                quits_tx: quits_tx.clone(),
+                _alive: handlers_tx.clone(),
+            };
+            tokio::spawn(handler.serve(conn));
+        };
+        let accept = tokio::spawn(accept(listener, closing.clone(), spawn_handler));
         Ok((
             Server {
                 accept,
+                closing,
                 socket,
                 handlers_rx,
             },
@@ -118,12 +115,14 @@ impl Server {
         ))
     }
 
-    /// Stops accepting, answers the quit requests, and gives watchers a moment to read the
-    /// last event.
+    /// Stops accepting (still serving every client that connected before), gives watchers
+    /// a moment to read the last event, and answers the quit requests.
     pub async fn finish(mut self, quits: &mut mpsc::UnboundedReceiver<QuitRequest>, manager: &str) {
-        self.accept.abort();
-        let _ = self.accept.await;
+        // No new client can connect once the path is gone.
         let _ = std::fs::remove_file(&self.socket);
+        self.closing.cancel();
+        let _ = self.accept.await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.handlers_rx.recv()).await;
         let bye = encode(&Reply::Disconnected {
             manager: manager.to_owned(),
             pid: std::process::id(),
@@ -131,7 +130,30 @@ impl Server {
         while let Ok(mut client) = quits.try_recv() {
             let _ = client.write_all(bye.as_bytes()).await;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.handlers_rx.recv()).await;
+    }
+}
+
+/// Accepts clients until `closing`, then the ones already waiting: a daemon that fails
+/// at once must still tell the `tether connect` that is about to watch it why.
+async fn accept(
+    listener: UnixListener,
+    closing: CancellationToken,
+    mut spawn_handler: impl FnMut(UnixStream),
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((conn, _)) => spawn_handler(conn),
+                Err(e) => {
+                    tracing::warn!("socket accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            () = closing.cancelled() => break,
+        }
+    }
+    while let Some(Ok((conn, _))) = listener.accept().now_or_never() {
+        spawn_handler(conn);
     }
 }
 
