@@ -131,35 +131,7 @@ pub async fn connect(opts: &KubeOptions) -> Result<Cluster, ClusterError> {
         None => Kubeconfig::read(),
     }
     .map_err(ClusterError::Kubeconfig)?;
-    let context = opts
-        .context
-        .clone()
-        .or_else(|| kubeconfig.current_context.clone())
-        .filter(|c| !c.is_empty())
-        .ok_or(ClusterError::NoCurrentContext)?;
-    let Some(named) = kubeconfig.contexts.iter().find(|c| c.name == context) else {
-        let available: Vec<&str> = kubeconfig
-            .contexts
-            .iter()
-            .map(|c| c.name.as_str())
-            .collect();
-        return Err(ClusterError::NoSuchContext {
-            context,
-            available: if available.is_empty() {
-                "none".into()
-            } else {
-                available.join(", ")
-            },
-        });
-    };
-    // The server URL only for messages: kube-rs resolves the same cluster below.
-    let server = named
-        .context
-        .as_ref()
-        .and_then(|c| kubeconfig.clusters.iter().find(|n| n.name == c.cluster))
-        .and_then(|n| n.cluster.as_ref())
-        .and_then(|c| c.server.clone())
-        .unwrap_or_else(|| "(no server in the kubeconfig)".into());
+    let (context, server) = pick_context(&kubeconfig, opts.context.as_deref())?;
     let options = KubeConfigOptions {
         context: Some(context.clone()),
         ..Default::default()
@@ -214,6 +186,42 @@ pub async fn connect(opts: &KubeOptions) -> Result<Cluster, ClusterError> {
         namespace,
         server_version: version.git_version,
     })
+}
+
+/// The context to use (`wanted`, else the current one) and its server's URL, for messages
+/// (kube-rs resolves the same cluster itself).
+fn pick_context(
+    kubeconfig: &Kubeconfig,
+    wanted: Option<&str>,
+) -> Result<(String, String), ClusterError> {
+    let context = wanted
+        .map(str::to_owned)
+        .or_else(|| kubeconfig.current_context.clone())
+        .filter(|c| !c.is_empty())
+        .ok_or(ClusterError::NoCurrentContext)?;
+    let Some(named) = kubeconfig.contexts.iter().find(|c| c.name == context) else {
+        let available: Vec<&str> = kubeconfig
+            .contexts
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        return Err(ClusterError::NoSuchContext {
+            context,
+            available: if available.is_empty() {
+                "none".into()
+            } else {
+                available.join(", ")
+            },
+        });
+    };
+    let server = named
+        .context
+        .as_ref()
+        .and_then(|c| kubeconfig.clusters.iter().find(|n| n.name == c.cluster))
+        .and_then(|n| n.cluster.as_ref())
+        .and_then(|c| c.server.clone())
+        .unwrap_or_else(|| "(no server in the kubeconfig)".into());
+    Ok((context, server))
 }
 
 /// The API client: kube-rs's default stack (timeouts, retries of 429/503/504, credentials,
@@ -294,9 +302,7 @@ fn classify(
         },
         _ => {
             let reason = chain(&error);
-            let lower = reason.to_lowercase();
-            if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
-            {
+            if is_tls_failure(&error) {
                 ClusterError::Tls {
                     context,
                     server,
@@ -311,6 +317,27 @@ fn classify(
             }
         }
     }
+}
+
+/// Whether a failed request failed in the TLS handshake: a rustls error somewhere in the
+/// chain of causes, itself or inside the io::Error hyper-rustls wraps it in.
+fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        // An io::Error's `source` skips the error it wraps; look at that one too.
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            && is_tls_failure(inner)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// A failed credential in words, or None when the error is not about credentials. kube-rs's
@@ -369,6 +396,26 @@ pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod unit {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("client error: {0}")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn tls_failures_are_told_apart_by_type_not_text() {
+        let bad_cert = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let wrapped = Outer(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            bad_cert,
+        ));
+        assert!(is_tls_failure(&wrapped));
+        // Words alone do not make a TLS failure.
+        let refused = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "tls handshake certificate",
+        ));
+        assert!(!is_tls_failure(&refused));
+    }
 
     #[test]
     fn a_missing_context_lists_the_ones_there_are() {

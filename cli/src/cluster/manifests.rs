@@ -143,13 +143,65 @@ pub fn token_secret(namespace: &str, token: &str) -> Secret {
 /// The manager Deployment running `image`, labelled with `version`.
 pub fn deployment(namespace: &str, image: &str, version: &str) -> Deployment {
     let selector = BTreeMap::from([(LABEL_NAME.to_string(), NAME.to_string())]);
+    let mut template = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels(&[(LABEL_NAME, NAME), (LABEL_VERSION, version)])),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            service_account_name: Some(NAME.into()),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(65532),
+                run_as_group: Some(65532),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            containers: vec![manager_container(image)],
+            ..Default::default()
+        }),
+    };
+    let digest = template_digest(&template);
+    if let Some(meta) = template.metadata.as_mut() {
+        meta.annotations = Some(BTreeMap::from([(
+            ANNOTATION_TEMPLATE.to_string(),
+            digest.clone(),
+        )]));
+    }
+    let mut metadata = meta(NAME, Some(namespace));
+    metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(LABEL_VERSION.into(), version.into());
+    metadata.annotations = Some(BTreeMap::from([(ANNOTATION_TEMPLATE.to_string(), digest)]));
+    Deployment {
+        metadata,
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..Default::default()
+            },
+            template,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The manager's one container: tunnel on loopback only, health on the pod IP for the
+/// kubelet, the token from the Secret, locked down.
+fn manager_container(image: &str) -> Container {
     let quantities = |cpu: &str, memory: &str| {
         BTreeMap::from([
             ("cpu".to_string(), Quantity(cpu.into())),
             ("memory".to_string(), Quantity(memory.into())),
         ])
     };
-    let container = Container {
+    Container {
         name: "manager".into(),
         image: Some(image.into()),
         args: Some(
@@ -216,53 +268,6 @@ pub fn deployment(namespace: &str, image: &str, version: &str) -> Deployment {
             ..Default::default()
         }),
         ..Default::default()
-    };
-    let mut template = PodTemplateSpec {
-        metadata: Some(ObjectMeta {
-            labels: Some(labels(&[(LABEL_NAME, NAME), (LABEL_VERSION, version)])),
-            ..Default::default()
-        }),
-        spec: Some(PodSpec {
-            service_account_name: Some(NAME.into()),
-            security_context: Some(PodSecurityContext {
-                run_as_non_root: Some(true),
-                run_as_user: Some(65532),
-                run_as_group: Some(65532),
-                seccomp_profile: Some(SeccompProfile {
-                    type_: "RuntimeDefault".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            containers: vec![container],
-            ..Default::default()
-        }),
-    };
-    let digest = template_digest(&template);
-    if let Some(meta) = template.metadata.as_mut() {
-        meta.annotations = Some(BTreeMap::from([(
-            ANNOTATION_TEMPLATE.to_string(),
-            digest.clone(),
-        )]));
-    }
-    let mut metadata = meta(NAME, Some(namespace));
-    metadata
-        .labels
-        .get_or_insert_with(Default::default)
-        .insert(LABEL_VERSION.into(), version.into());
-    metadata.annotations = Some(BTreeMap::from([(ANNOTATION_TEMPLATE.to_string(), digest)]));
-    Deployment {
-        metadata,
-        spec: Some(DeploymentSpec {
-            replicas: Some(1),
-            selector: LabelSelector {
-                match_labels: Some(selector),
-                ..Default::default()
-            },
-            template,
-            ..Default::default()
-        }),
-        ..Default::default()
     }
 }
 
@@ -278,7 +283,6 @@ fn template_digest(template: &PodTemplateSpec) -> String {
     format!("{hash:016x}")
 }
 
-/// The template digest tether recorded on a Deployment or pod.
 /// The session token a manager's Secret holds, if it holds one.
 pub fn token_of(secret: &Secret) -> Option<String> {
     secret
@@ -289,6 +293,7 @@ pub fn token_of(secret: &Secret) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
+/// The template digest tether recorded on a Deployment or pod.
 pub fn recorded_digest(meta: &ObjectMeta) -> Option<&str> {
     meta.annotations
         .as_ref()?
