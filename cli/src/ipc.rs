@@ -155,7 +155,7 @@ pub fn encode<T: Serialize>(message: &T) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
 
     #[test]
@@ -176,16 +176,19 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn status_fields_are_typed_and_read_as_before() {
-        let status = Status {
-            pid: 7,
+    /// A status as a connected Kubernetes-mode daemon reports it, for tests.
+    pub fn example() -> Status {
+        Status {
+            pid: 4242,
             mode: Mode::Kubernetes,
-            context: Some("c".into()),
-            cluster: None,
-            namespace: None,
-            state: SessionState::Reconnecting,
-            manager: ManagerStatus::default(),
+            context: Some("tether-sandbox".into()),
+            cluster: Some("https://127.0.0.1:6443".into()),
+            namespace: Some("demo".into()),
+            state: SessionState::Connected,
+            manager: ManagerStatus {
+                address: "tether/tether-manager-6d9f-x2k4p".into(),
+                version: "0.1.0".into(),
+            },
             device: "tether0".into(),
             device_address: "198.18.0.1/30".parse().unwrap(),
             routes: vec!["10.96.0.0/16".parse().unwrap()],
@@ -193,21 +196,30 @@ mod tests {
                 mode: DnsMode::ResolvConf,
                 server: Ipv4Addr::new(198, 18, 0, 2),
                 domain: "cluster.local".into(),
-                search: vec![],
+                search: vec!["demo.svc.cluster.local".into()],
             },
-            connected_since: Some("2026-01-02T03:04:05Z".parse().unwrap()),
-            reconnects: 1,
-            open_flows: 0,
+            connected_since: Some("2026-12-01T10:00:00Z".parse().unwrap()),
+            reconnects: 0,
+            open_flows: 1,
             log: "/run/tether/daemon.log".into(),
+        }
+    }
+
+    #[test]
+    fn status_fields_are_typed_and_read_as_before() {
+        let status = Status {
+            state: SessionState::Reconnecting,
+            ..example()
         };
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["mode"], "kubernetes");
         assert_eq!(json["state"], "reconnecting");
+        assert_eq!(json["manager"]["version"], "0.1.0");
         assert_eq!(json["device_address"], "198.18.0.1/30");
         assert_eq!(json["routes"][0], "10.96.0.0/16");
         assert_eq!(json["dns"]["mode"], "resolv-conf");
         assert_eq!(json["dns"]["server"], "198.18.0.2");
-        assert_eq!(json["connected_since"], "2026-01-02T03:04:05Z");
+        assert_eq!(json["connected_since"], "2026-12-01T10:00:00Z");
         assert_eq!(serde_json::from_value::<Status>(json).unwrap(), status);
     }
 }

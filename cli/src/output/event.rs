@@ -37,42 +37,15 @@ pub enum Event {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::net::Ipv4Addr;
 
     use serde_json::Value;
 
     use super::*;
-    use crate::ipc::{DnsStatus, ManagerStatus, Mode, SessionState};
-    use crate::system::state::DnsMode;
 
     const DOC: &str = include_str!("../../../docs/events.md");
 
     fn status() -> Box<Status> {
-        Box::new(Status {
-            pid: 4242,
-            mode: Mode::Kubernetes,
-            context: Some("tether-sandbox".into()),
-            cluster: Some("https://127.0.0.1:6443".into()),
-            namespace: Some("demo".into()),
-            state: SessionState::Connected,
-            manager: ManagerStatus {
-                address: "tether/tether-manager-6d9f-x2k4p".into(),
-                version: "0.1.0".into(),
-            },
-            device: "tether0".into(),
-            device_address: "198.18.0.1/30".parse().unwrap(),
-            routes: vec!["10.96.0.0/16".parse().unwrap()],
-            dns: DnsStatus {
-                mode: DnsMode::ResolvConf,
-                server: Ipv4Addr::new(198, 18, 0, 2),
-                domain: "cluster.local".into(),
-                search: vec!["demo.svc.cluster.local".into()],
-            },
-            connected_since: Some("2026-12-01T10:00:00Z".parse().unwrap()),
-            reconnects: 0,
-            open_flows: 1,
-            log: "/run/tether/daemon.log".into(),
-        })
+        Box::new(crate::ipc::tests::example())
     }
 
     fn every_event() -> Vec<Event> {
