@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod direct;
+pub mod events;
 pub mod sandbox;
 
 /// Prefix of every namespace the tests create; leftovers of dead runs are found by it.
