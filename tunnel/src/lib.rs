@@ -18,6 +18,7 @@
 pub mod dns_client;
 pub mod heap;
 pub mod session;
+#[cfg(feature = "stack")]
 pub mod stack;
 pub mod wire;
 
