@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use tether_tunnel::session;
+use tether_tunnel::Session;
 use tether_tunnel::wire::control::ClusterInfo;
 use tether_tunnel::wire::handshake::server_handshake;
 use thiserror::Error;
@@ -234,11 +234,13 @@ async fn serve_connection(
         }
     };
     tracing::info!(%peer, client = %admitted.peer.software, "session started");
-    let result = session::serve(stream, |flow| {
+    // The handle keeps the session open until the laptop goes away; the manager opens no
+    // streams of its own yet.
+    let (_session, mut incoming) = Session::server(stream);
+    while let Some(flow) = incoming.next().await {
         tokio::spawn(flows::handle(flow, shared.clone()));
-    })
-    .await;
-    match result {
+    }
+    match incoming.finish().await {
         Ok(()) => tracing::info!(%peer, "session ended"),
         Err(e) => tracing::info!(%peer, "session ended: {e}"),
     }

@@ -150,7 +150,8 @@ async fn control_stream(addr: SocketAddr) -> (Session, tether_tunnel::FlowStream
     client_handshake(&mut stream, TOKEN)
         .await
         .expect("handshake");
-    let session = Session::client(stream);
+    // This test laptop takes no streams from the manager.
+    let (session, _incoming) = Session::client(stream);
     let mut control = session
         .open(&FlowRequest::Control)
         .await
