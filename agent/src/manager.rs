@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use tether_tunnel::Session;
+use tether_tunnel::resolv::ResolvConf;
 use tether_tunnel::wire::control::ClusterInfo;
 use tether_tunnel::wire::handshake::server_handshake;
 use thiserror::Error;
@@ -23,7 +24,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::discovery::{self, Discovered, Discovery};
 use crate::health::{self, Readiness};
-use resolv::ResolvConf;
+use resolv::cluster_domain;
 
 /// A client gets this long to complete the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,7 +80,7 @@ pub async fn run(config: Config) -> Result<(), ManagerError> {
     })?;
     let resolv = ResolvConf::parse(&text);
     let base = ClusterInfo {
-        dns_domain: resolv.cluster_domain(),
+        dns_domain: cluster_domain(&resolv.search),
         search: resolv.search.clone(),
         subnets: config.subnets.clone(),
     };

@@ -181,7 +181,7 @@ impl Incoming {
     }
 
     /// Waits until the session has ended and says how: `Ok` when the connection closed
-    /// cleanly.
+    /// cleanly. Streams the peer opens meanwhile are refused.
     pub async fn finish(self) -> Result<(), SessionError> {
         drop(self.streams_rx);
         match self.ended_rx.await {
