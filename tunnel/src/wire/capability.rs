@@ -21,9 +21,10 @@ pub enum Capability {
     Udp,
     /// DNS exchanges.
     Dns,
-    /// Streams both ways: this end accepts streams its peer opens, not only the other way
-    /// round. Each stream still starts with its opener's [`super::flow::FlowRequest`].
-    /// Builds before it (tether 0.1.0 and older) dropped every stream the manager opened.
+    /// Streams both ways: this end both opens streams and accepts the ones its peer opens;
+    /// each starts with its opener's [`super::flow::FlowRequest`]. Builds from before it
+    /// were one-way: the laptop only opened streams (and dropped any the manager opened),
+    /// the manager only accepted them.
     TwoWay,
 }
 
@@ -56,6 +57,9 @@ impl Capability {
         1 << (self as u8)
     }
 }
+
+// Each capability is one bit of a `Capabilities`.
+const _: () = assert!(Capability::ALL.len() <= u8::BITS as usize);
 
 /// A set of [`Capability`] values.
 #[derive(Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -176,7 +180,7 @@ mod tests {
 
     #[test]
     fn names_are_the_ones_protocol_v1_sent() {
-        // tether 0.1.0 sent exactly these; renaming one would make old peers lack it.
+        // Builds before `two-way` sent exactly these; renaming one would make them lack it.
         let v1 = ["tcp", "udp", "dns", "control"];
         for name in v1 {
             assert!(Capability::from_name(name).is_some(), "{name}");

@@ -12,10 +12,11 @@
 //! laptop refuses a manager the same way, so a missing feature is a clear error at connect
 //! time, not a stream that goes nowhere later.
 //!
-//! Compatibility: the preamble, [`Hello`] and [`HelloReply`] have the same layout as in
-//! tether 0.1.0 (capabilities are a list of names there too), so protocol v1 stays v1. What
-//! this build adds is the `two-way` capability, which both ends require: a 0.1.0 peer, which
-//! lacks it, is refused by capability (naming both versions), not by protocol version.
+//! Compatibility: the preamble, [`Hello`] and [`HelloReply`] keep protocol v1's layout
+//! (capabilities were a list of names from the start, then unread), so the protocol version
+//! stays 1. What is new is the `two-way` capability, which both ends require: a peer built
+//! before it offers only `tcp`, `udp`, `dns` and `control`, and is refused by capability
+//! (naming both versions), not by protocol version.
 
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
@@ -115,13 +116,14 @@ pub struct Terms {
 }
 
 impl Terms {
-    /// The laptop uses every kind of flow, and its session takes streams both ways.
+    /// The laptop uses every kind of flow and counts on streams both ways (intercepts are
+    /// streams the cluster opens towards it).
     pub const LAPTOP: Terms = Terms {
         offers: Capabilities::all(),
         requires: Capabilities::all(),
     };
-    /// The manager serves every kind of flow, and opens streams towards laptops, which must
-    /// therefore accept them.
+    /// The manager serves every kind of flow. Of the laptop it needs only streams both ways:
+    /// the flows are the laptop's to choose, but streams the cluster opens must be taken.
     pub const MANAGER: Terms = Terms {
         offers: Capabilities::all(),
         requires: Capabilities::empty().with(Capability::TwoWay),
@@ -390,7 +392,7 @@ mod tests {
         ));
     }
 
-    /// The peer tether 0.1.0 was: protocol v1, the four flow capabilities, no `two-way`.
+    /// A peer built before `two-way`: protocol v1, the four flow capabilities.
     fn old_peer() -> (Preamble, Capabilities) {
         let preamble = Preamble {
             protocol: PROTOCOL_VERSION,
@@ -444,7 +446,7 @@ mod tests {
             let laptop = Preamble::read(&mut b).await.unwrap();
             let hello = Hello::decode(&expect_frame(&mut b, MAX_HELLO, "hello").await.unwrap());
             b.write_all(&preamble.encode()).await.unwrap();
-            // A 0.1.0 manager answered with what both lists held.
+            // A manager from before `two-way` answered with what both lists held.
             let capabilities = offers.common(hello.unwrap().capabilities);
             let reply = HelloReply::Accepted { capabilities };
             write_frame(&mut b, &reply.encode()).await.unwrap();
@@ -477,7 +479,7 @@ mod tests {
         assert_eq!(server.await.unwrap().unwrap().capabilities, minimal.offers);
     }
 
-    /// Hello and HelloReply as tether 0.1.0 declared them: the layout this build must keep.
+    /// Hello and HelloReply as protocol v1 declared them: the layout this build must keep.
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     struct V1Hello {
         token: String,
