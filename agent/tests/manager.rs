@@ -1,7 +1,6 @@
 //! The manager binary with `--health-listen`: the probes answer, a laptop without two-way
-//! streams is refused, and with `--discover`
-//! against the sandbox a session's control stream carries the discovered subnets first and
-//! every later change.
+//! streams is refused, and with `--discover` against the sandbox a session's control stream
+//! carries the discovered subnets first and every later change.
 
 mod support;
 
