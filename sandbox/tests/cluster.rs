@@ -15,17 +15,12 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use tether_tests::sandbox::Sandbox;
-use tether_tests::wait_for;
+use tether_tests::{run, wait_for};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 /// Namespaces, links and nftables rules of the host, to compare before and after.

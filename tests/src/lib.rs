@@ -67,10 +67,49 @@ fn bin_var(name: &str) -> String {
     format!("{}_BIN", name.to_uppercase().replace('-', "_"))
 }
 
-/// Runs a command and returns its output; panics with the command line if it cannot start.
+/// The longest one command may run: one that hangs fails its test, named, instead of hanging
+/// the suite. Generous, as `tether-sandbox up --demo` on a loaded machine takes a while.
+pub const COMMAND_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Runs a command (no stdin, output captured) and returns its output; panics with the
+/// command line if it cannot start or outlives [`COMMAND_DEADLINE`].
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    run_within(cmd, COMMAND_DEADLINE).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`run`] that reports instead of panicking, for clean-up in `Drop` (a panic there while
+/// a failed test unwinds would abort the whole test binary).
+pub fn run_within(cmd: &mut Command, deadline: Duration) -> Result<Output, String> {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    finish(child, &format!("{cmd:?}"), deadline)
+}
+
+/// Collects the output of a started child with piped stdout and stderr, killing it if it
+/// outlives `deadline`.
+pub fn finish(child: Child, what: &str, deadline: Duration) -> Result<Output, String> {
+    let pid = child.id();
+    // Waiter thread -> caller: the output, once the child has exited and closed its pipes.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(child.wait_with_output());
+    });
+    match done_rx.recv_timeout(deadline) {
+        Ok(out) => out.map_err(|e| format!("cannot wait for {what}: {e}")),
+        Err(_) => {
+            // SAFETY: kill has no memory-safety preconditions. The child is not reaped yet
+            // (the waiter reaps it only after its pipes close, and would then have sent),
+            // so the pid is still this child's.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            Err(format!(
+                "timed out after {deadline:?} waiting for {what} to exit"
+            ))
+        }
+    }
 }
 
 /// Runs a command that must succeed.
@@ -307,7 +346,11 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = run(Command::new("ip").args(["netns", "del", &self.name]));
+        // run_within, not run: a panic here while a failed test unwinds would abort.
+        let _ = run_within(
+            Command::new("ip").args(["netns", "del", &self.name]),
+            COMMAND_DEADLINE,
+        );
         let _ = std::fs::remove_dir_all(Self::etc(&self.name));
         let Some(logs) = self.logs.take() else {
             return;

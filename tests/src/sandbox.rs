@@ -18,7 +18,7 @@ use std::process::{Command, Output, Stdio};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::{KEEP_ENV, bin, bin_path, text};
+use crate::{COMMAND_DEADLINE, KEEP_ENV, bin, bin_path, run_within, text};
 
 pub use workstation::{OUTSIDE_IP, OUTSIDE_NAME, SandboxCluster, alive};
 
@@ -163,7 +163,8 @@ impl Sandbox {
             .expect("stdin is piped")
             .write_all(stdin.as_bytes())
             .expect("write kubectl's stdin");
-        child.wait_with_output().expect("kubectl's output")
+        crate::finish(child, &format!("kubectl {args:?}"), crate::COMMAND_DEADLINE)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Runs kubectl and returns stdout; panics with its output when it fails.
@@ -251,20 +252,22 @@ fn stop(dir: &Path) -> bool {
     let tether = bin_path("tether");
     let tether_state = dir.join(TETHER_STATE);
     if tether_state.exists() && tether.exists() {
-        let _ = crate::run(
+        let _ = run_within(
             Command::new(tether)
                 .arg("--state-dir")
                 .arg(tether_state)
                 .arg("quit"),
+            COMMAND_DEADLINE,
         );
     }
-    crate::run(
-        Command::new(bin("tether-sandbox"))
+    // Not `bin`, which asserts: this runs in `Drop`, also while a failed test unwinds.
+    run_within(
+        Command::new(bin_path("tether-sandbox"))
             .args(["down", "--state-dir"])
             .arg(dir),
+        COMMAND_DEADLINE,
     )
-    .status
-    .success()
+    .is_ok_and(|out| out.status.success())
 }
 
 /// Stops the sandboxes of earlier runs whose test process is gone (a killed CI job) and

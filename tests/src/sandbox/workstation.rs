@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{Sandbox, TETHER_STATE};
-use crate::{Proc, bin, check, run, wait_for};
+use crate::{COMMAND_DEADLINE, Proc, bin, check, run, run_within, wait_for};
 
 pub struct SandboxCluster {
     // Fields drop in order: the workstation's own DNS server ends before the sandbox.
@@ -217,13 +217,16 @@ pub fn alive(pid: u32) -> bool {
 
 impl Drop for SandboxCluster {
     fn drop(&mut self) {
-        let _ = run(self.tether().arg("quit"));
+        // run_within, not run: a panic here while a failed test unwinds would abort.
+        let _ = run_within(self.tether().arg("quit"), COMMAND_DEADLINE);
         for pid in self.daemons.lock().map(|d| d.clone()).unwrap_or_default() {
             if alive(pid) {
-                let _ = run(Command::new("kill").args(["-KILL", &pid.to_string()]));
+                let mut kill = Command::new("kill");
+                kill.args(["-KILL", &pid.to_string()]);
+                let _ = run_within(&mut kill, COMMAND_DEADLINE);
             }
         }
-        let _ = run(self.tether().arg("quit"));
+        let _ = run_within(self.tether().arg("quit"), COMMAND_DEADLINE);
         if std::thread::panicking() {
             eprintln!("{}", self.daemon_log());
         }
