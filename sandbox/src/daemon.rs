@@ -262,13 +262,40 @@ fn stop(dir: &Path, pid: i32) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// How long a server that was killed may take to let go of the state directory's lock.
+const DYING_SERVER: Duration = Duration::from_secs(5);
+
+/// Takes the state directory's lock (`lock` is its open file). When it is held although no
+/// live server is recorded, the holder is a server that was just killed: its threads are
+/// still exiting, or one of its children is between fork and exec, and they let go of the
+/// lock within moments. flock offers nothing to wait on with a deadline, so that case is
+/// retried for up to [`DYING_SERVER`].
+fn lock_state_dir(lock: &fs::File, dir: &Path) -> bool {
+    let try_lock =
+        || rustix::fs::flock(lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok();
+    if try_lock() {
+        return true;
+    }
+    let deadline = Instant::now() + DYING_SERVER;
+    while Instant::now() < deadline {
+        if read_number::<i32>(&pid_file(dir)).is_some_and(is_server) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        if try_lock() {
+            return true;
+        }
+    }
+    false
+}
+
 /// Deletes the namespaces of a server that died without cleaning up. Only while nobody holds
 /// the state directory's lock: a server that is still starting owns them.
 fn remove_leftovers(dir: &Path) {
     let Ok(lock) = fs::OpenOptions::new().write(true).open(dir.join("lock")) else {
         return;
     };
-    if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+    if !lock_state_dir(&lock, dir) {
         println!(
             "a tether-sandbox server is starting in {}; left it alone",
             dir.display()
@@ -308,8 +335,9 @@ pub fn serve(cfg: &Config) -> Result<(), DaemonError> {
         .write(true)
         .open(&lock_path)
         .map_err(io("cannot open", &lock_path))?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-        .map_err(|_| DaemonError::Locked(cfg.state_dir.clone()))?;
+    if !lock_state_dir(&lock, &cfg.state_dir) {
+        return Err(DaemonError::Locked(cfg.state_dir.clone()));
+    }
     let pki = Pki::load_or_create(&cfg.state_dir)?;
     let tls = pki.server_config(&cfg.state_dir)?;
     let store = Arc::new(persist::load(&cfg.state_dir)?);
