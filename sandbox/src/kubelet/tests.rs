@@ -66,6 +66,7 @@ fn start() -> Sandbox {
         layout.clone(),
         tokens.clone(),
         "CA PEM".into(),
+        Arc::new(exec::ExecTargets::default()),
     ));
     Sandbox {
         store,
