@@ -293,83 +293,87 @@ fn client(sb: &Sandbox, rt: &tokio::runtime::Runtime) -> kube::Api<Pod> {
     })
 }
 
-/// kube-rs (WebSocket, v5 with stdin's end): stdin, statuses, a terminal and its size, errors.
-fn kube_rs(pods: &kube::Api<Pod>, pod: &str, rt: &tokio::runtime::Runtime) {
-    rt.block_on(async {
-        let ap = AttachParams::default().container("main").stdin(true);
-        let mut p = pods.exec(pod, ["cat"], &ap).await.unwrap();
-        let mut stdin = p.stdin().unwrap();
-        let mut stdout = p.stdout().unwrap();
-        let status = p.take_status().unwrap();
-        stdin.write_all(b"through kube-rs").await.unwrap();
-        stdin.shutdown().await.unwrap();
-        let mut got = String::new();
-        stdout.read_to_string(&mut got).await.unwrap();
-        assert_eq!(got, "through kube-rs");
-        let status = tokio::time::timeout(WAIT, status).await.unwrap().unwrap();
-        assert_eq!(status.status.as_deref(), Some("Success"));
+/// kube-rs (WebSocket, v5 with stdin's end): stdin and statuses.
+async fn kube_rs_streams(pods: &kube::Api<Pod>, pod: &str) {
+    let ap = AttachParams::default().container("main").stdin(true);
+    let mut p = pods.exec(pod, ["cat"], &ap).await.unwrap();
+    let mut stdin = p.stdin().unwrap();
+    let mut stdout = p.stdout().unwrap();
+    let status = p.take_status().unwrap();
+    stdin.write_all(b"through kube-rs").await.unwrap();
+    stdin.shutdown().await.unwrap();
+    let mut got = String::new();
+    stdout.read_to_string(&mut got).await.unwrap();
+    assert_eq!(got, "through kube-rs");
+    let status = tokio::time::timeout(WAIT, status).await.unwrap().unwrap();
+    assert_eq!(status.status.as_deref(), Some("Success"));
 
-        let ap = AttachParams::default().container("main");
-        let mut p = pods.exec(pod, ["sh", "-c", "exit 9"], &ap).await.unwrap();
-        let status = p.take_status().unwrap().await.unwrap();
-        assert_eq!(status.reason.as_deref(), Some("NonZeroExitCode"));
-        let cause = &status.details.unwrap().causes.unwrap()[0];
-        assert_eq!(
-            (cause.reason.as_deref(), cause.message.as_deref()),
-            (Some("ExitCode"), Some("9"))
-        );
+    let ap = AttachParams::default().container("main");
+    let mut p = pods.exec(pod, ["sh", "-c", "exit 9"], &ap).await.unwrap();
+    let status = p.take_status().unwrap().await.unwrap();
+    assert_eq!(status.reason.as_deref(), Some("NonZeroExitCode"));
+    let cause = &status.details.unwrap().causes.unwrap()[0];
+    assert_eq!(
+        (cause.reason.as_deref(), cause.message.as_deref()),
+        (Some("ExitCode"), Some("9"))
+    );
+}
 
-        let ap = AttachParams::interactive_tty().container("main");
-        let script = "read go; for i in 1 2 3 4 5; do stty size; sleep 0.1; done; tty";
-        let mut p = pods.exec(pod, ["sh", "-c", script], &ap).await.unwrap();
-        let mut sizes = p.terminal_size().unwrap();
-        sizes
-            .send(TerminalSize {
-                width: 120,
-                height: 40,
-            })
-            .await
-            .unwrap();
-        let mut stdin = p.stdin().unwrap();
-        stdin.write_all(b"go\n").await.unwrap();
-        let mut stdout = p.stdout().unwrap();
-        let mut shown = String::new();
-        let read = tokio::time::timeout(WAIT, stdout.read_to_string(&mut shown));
-        read.await.unwrap().unwrap();
-        assert!(
-            shown.contains("40 120\r\n") && shown.contains("/dev/pts/"),
-            "{shown:?}"
-        );
+/// kube-rs with a terminal, and the size it sends.
+async fn kube_rs_terminal(pods: &kube::Api<Pod>, pod: &str) {
+    let ap = AttachParams::interactive_tty().container("main");
+    let script = "read go; for i in 1 2 3 4 5; do stty size; sleep 0.1; done; tty";
+    let mut p = pods.exec(pod, ["sh", "-c", script], &ap).await.unwrap();
+    let mut sizes = p.terminal_size().unwrap();
+    sizes
+        .send(TerminalSize {
+            width: 120,
+            height: 40,
+        })
+        .await
+        .unwrap();
+    let mut stdin = p.stdin().unwrap();
+    stdin.write_all(b"go\n").await.unwrap();
+    let mut stdout = p.stdout().unwrap();
+    let mut shown = String::new();
+    let read = tokio::time::timeout(WAIT, stdout.read_to_string(&mut shown));
+    read.await.unwrap().unwrap();
+    assert!(
+        shown.contains("40 120\r\n") && shown.contains("/dev/pts/"),
+        "{shown:?}"
+    );
+}
 
-        let main = AttachParams::default().container("main");
-        let no_command: [&str; 0] = [];
-        let errors = [
-            (
-                pods.exec("nosuch", ["true"], &main).await,
-                404,
-                r#"pods "nosuch" not found"#,
-            ),
-            (
-                pods.exec(pod, no_command, &main).await,
-                400,
-                "you must specify at least one command for the container",
-            ),
-            (
-                pods.exec(pod, ["true"], &AttachParams::default()).await,
-                400,
-                "a container name must be specified for pod",
-            ),
-        ];
-        for (result, code, message) in errors {
-            match result.map(|_| ()) {
-                Err(kube::Error::Api(status)) => {
-                    assert_eq!(status.code, code, "{status:?}");
-                    assert!(status.message.contains(message), "{status:?}");
-                }
-                other => panic!("expected a {code} Status, got {other:?}"),
+/// The Status answers kube-rs gets for requests that cannot run.
+async fn kube_rs_errors(pods: &kube::Api<Pod>, pod: &str) {
+    let main = AttachParams::default().container("main");
+    let no_command: [&str; 0] = [];
+    let errors = [
+        (
+            pods.exec("nosuch", ["true"], &main).await,
+            404,
+            r#"pods "nosuch" not found"#,
+        ),
+        (
+            pods.exec(pod, no_command, &main).await,
+            400,
+            "you must specify at least one command for the container",
+        ),
+        (
+            pods.exec(pod, ["true"], &AttachParams::default()).await,
+            400,
+            "a container name must be specified for pod",
+        ),
+    ];
+    for (result, code, message) in errors {
+        match result.map(|_| ()) {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, code, "{status:?}");
+                assert!(status.message.contains(message), "{status:?}");
             }
+            other => panic!("expected a {code} Status, got {other:?}"),
         }
-    });
+    }
 }
 
 #[test]
@@ -435,5 +439,10 @@ fn kubectl_exec() {
         .enable_all()
         .build()
         .unwrap();
-    kube_rs(&client(&sb, &rt), &pod, &rt);
+    let pods = client(&sb, &rt);
+    rt.block_on(async {
+        kube_rs_streams(&pods, &pod).await;
+        kube_rs_terminal(&pods, &pod).await;
+        kube_rs_errors(&pods, &pod).await;
+    });
 }

@@ -244,7 +244,7 @@ fn negotiate<'a>(offered: &str, supported: &[&'a str]) -> Option<&'a str> {
 
 fn upgrade(
     api: &Api,
-    mut req: hyper::Request<Incoming>,
+    req: hyper::Request<Incoming>,
     ns: &str,
     name: &str,
 ) -> Result<Response<Body>, ApiError> {
@@ -253,74 +253,91 @@ fn upgrade(
     let starter: Starter = Box::new(move || exec::start(&target, &command, streams));
     let upgrade_to = header_value(&req, "upgrade").to_ascii_lowercase();
     if upgrade_to == "websocket" {
-        let offered = header_value(&req, "sec-websocket-protocol");
-        let protocol = negotiate(offered, &WEBSOCKET_PROTOCOLS).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "none of the WebSocket subprotocols {offered:?} is supported for exec (use {})",
-                WEBSOCKET_PROTOCOLS.join(" or ")
-            ))
-        })?;
-        let key = header_value(&req, "sec-websocket-key");
-        if key.is_empty() {
-            return Err(ApiError::BadRequest(
-                "a WebSocket upgrade needs Sec-WebSocket-Key".into(),
-            ));
-        }
-        let accept = derive_accept_key(key.as_bytes());
-        let on_upgrade = hyper::upgrade::on(&mut req);
-        let close_signal = protocol == WEBSOCKET_PROTOCOLS[0];
-        tokio::spawn(async move {
-            match on_upgrade.await {
-                Ok(upgraded) => {
-                    let io = TokioIo::new(upgraded);
-                    let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-                    websocket::serve(ws, close_signal, streams, starter).await;
-                }
-                Err(e) => tracing::debug!("exec upgrade: {e}"),
-            }
-        });
-        return Ok(switching(&[
-            ("connection", "Upgrade".into()),
-            ("upgrade", "websocket".into()),
-            ("sec-websocket-accept", accept),
-            ("sec-websocket-protocol", protocol.into()),
-        ]));
+        return upgrade_websocket(req, streams, starter);
     }
     if upgrade_to.starts_with("spdy/3.1") {
-        let offered: Vec<&str> = req
-            .headers()
-            .get_all("x-stream-protocol-version")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        // A client that names no protocol speaks the first one, channel.k8s.io.
-        let protocol = match offered.is_empty() {
-            true => SPDY_PROTOCOLS[3],
-            false => negotiate(&offered.join(","), &SPDY_PROTOCOLS).ok_or_else(|| {
-                ApiError::Forbidden(format!(
-                    "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server accepts {SPDY_PROTOCOLS:?}"
-                ))
-            })?,
-        };
-        let version = spdy::Version::of(protocol);
-        let on_upgrade = hyper::upgrade::on(&mut req);
-        tokio::spawn(async move {
-            match on_upgrade.await {
-                Ok(upgraded) => {
-                    spdy::serve(TokioIo::new(upgraded), version, streams, starter).await;
-                }
-                Err(e) => tracing::debug!("exec upgrade: {e}"),
-            }
-        });
-        return Ok(switching(&[
-            ("connection", "Upgrade".into()),
-            ("upgrade", "SPDY/3.1".into()),
-            ("x-stream-protocol-version", protocol.into()),
-        ]));
+        return upgrade_spdy(req, streams, starter);
     }
     Err(ApiError::BadRequest(format!(
         "exec needs a WebSocket or SPDY/3.1 upgrade, not {upgrade_to:?}"
     )))
+}
+
+fn upgrade_websocket(
+    mut req: hyper::Request<Incoming>,
+    streams: Streams,
+    starter: Starter,
+) -> Result<Response<Body>, ApiError> {
+    let offered = header_value(&req, "sec-websocket-protocol");
+    let protocol = negotiate(offered, &WEBSOCKET_PROTOCOLS).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "none of the WebSocket subprotocols {offered:?} is supported for exec (use {})",
+            WEBSOCKET_PROTOCOLS.join(" or ")
+        ))
+    })?;
+    let key = header_value(&req, "sec-websocket-key");
+    if key.is_empty() {
+        return Err(ApiError::BadRequest(
+            "a WebSocket upgrade needs Sec-WebSocket-Key".into(),
+        ));
+    }
+    let accept = derive_accept_key(key.as_bytes());
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let close_signal = protocol == WEBSOCKET_PROTOCOLS[0];
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let io = TokioIo::new(upgraded);
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+                websocket::serve(ws, close_signal, streams, starter).await;
+            }
+            Err(e) => tracing::debug!("exec upgrade: {e}"),
+        }
+    });
+    Ok(switching(&[
+        ("connection", "Upgrade".into()),
+        ("upgrade", "websocket".into()),
+        ("sec-websocket-accept", accept),
+        ("sec-websocket-protocol", protocol.into()),
+    ]))
+}
+
+fn upgrade_spdy(
+    mut req: hyper::Request<Incoming>,
+    streams: Streams,
+    starter: Starter,
+) -> Result<Response<Body>, ApiError> {
+    // Go clients send one header per protocol; others may send a list.
+    let offered: Vec<&str> = req
+        .headers()
+        .get_all("x-stream-protocol-version")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    // A client that names no protocol speaks the first one, channel.k8s.io.
+    let protocol = match offered.is_empty() {
+        true => SPDY_PROTOCOLS[3],
+        false => negotiate(&offered.join(","), &SPDY_PROTOCOLS).ok_or_else(|| {
+            ApiError::Forbidden(format!(
+                "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server accepts {SPDY_PROTOCOLS:?}"
+            ))
+        })?,
+    };
+    let version = spdy::Version::of(protocol);
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                spdy::serve(TokioIo::new(upgraded), version, streams, starter).await;
+            }
+            Err(e) => tracing::debug!("exec upgrade: {e}"),
+        }
+    });
+    Ok(switching(&[
+        ("connection", "Upgrade".into()),
+        ("upgrade", "SPDY/3.1".into()),
+        ("x-stream-protocol-version", protocol.into()),
+    ]))
 }
 
 #[cfg(test)]

@@ -244,27 +244,30 @@ async fn next_output(output: &mut Option<mpsc::Receiver<Output>>) -> Option<Outp
     }
 }
 
+/// Writes what the session sends, then ends the connection's write side.
+async fn write_frames(mut wr: impl AsyncWrite + Unpin, mut out_rx: mpsc::Receiver<Out>) {
+    let mut headers = HeaderWriter::default();
+    while let Some(out) = out_rx.recv().await {
+        let bytes = match out {
+            Out::Reply(stream) => frame::syn_reply(&mut headers, stream, &[]),
+            Out::Frame(b) => b,
+        };
+        if wr.write_all(&bytes).await.is_err() {
+            return;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
 /// Serves one exec session until the command ends or the client goes (which kills the
 /// command).
 pub async fn serve<S>(io: S, version: Version, streams: Streams, start: Starter)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut rd, mut wr) = tokio::io::split(io);
-    let (out_tx, mut out_rx) = mpsc::channel::<Out>(64);
-    let writer = tokio::spawn(async move {
-        let mut headers = HeaderWriter::default();
-        while let Some(out) = out_rx.recv().await {
-            let bytes = match out {
-                Out::Reply(stream) => frame::syn_reply(&mut headers, stream, &[]),
-                Out::Frame(b) => b,
-            };
-            if wr.write_all(&bytes).await.is_err() {
-                return;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
+    let (mut rd, wr) = tokio::io::split(io);
+    let (out_tx, out_rx) = mpsc::channel::<Out>(64);
+    let writer = tokio::spawn(write_frames(wr, out_rx));
     let wanted = [streams.stdin, streams.stdout, streams.stderr];
     let expected =
         1 + wanted.iter().filter(|w| **w).count() + usize::from(streams.tty && version.resize);
