@@ -172,6 +172,16 @@ fn from_inside(ex: &Exec, pod: &str) {
         (Some(4), "3")
     );
 
+    // A process left in the background holds the output open; the exec still ends.
+    let started = std::time::Instant::now();
+    let out = ex.ok(&[&c[..], &["sh", "-c", "sleep 300 & echo started"]].concat());
+    assert_eq!(out, "started\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+
     let missing = ex.run(&[&c[..], &["no-such-program"]].concat());
     let stderr = text(&missing.stderr);
     assert!(

@@ -318,8 +318,11 @@ fn upgrade_spdy(
     let protocol = match offered.is_empty() {
         true => SPDY_PROTOCOLS[3],
         false => negotiate(&offered.join(","), &SPDY_PROTOCOLS).ok_or_else(|| {
+            // Worded as Go prints the lists.
             ApiError::Forbidden(format!(
-                "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server accepts {SPDY_PROTOCOLS:?}"
+                "unable to upgrade: unable to negotiate protocol: client supports [{}], server accepts [{}]",
+                offered.join(" "),
+                SPDY_PROTOCOLS.join(" ")
             ))
         })?,
     };

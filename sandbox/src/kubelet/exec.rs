@@ -19,7 +19,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,8 +32,9 @@ use tokio::task::JoinSet;
 
 use super::{images, process};
 
-/// How long output is still read after the command has exited: what it wrote is in the pipes
-/// already, but a process it left in the background may hold them open for ever.
+/// After the command has exited, how long its output may stand still before the rest is given
+/// up on: what it wrote is in the pipes already, but a process it left in the background may
+/// hold them open for ever.
 const DRAIN: Duration = Duration::from_secs(2);
 /// The `PATH` a container without one gets (as the kubelet sets for container processes).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -332,8 +334,10 @@ async fn supervise(mut child: Child, pid: i32, io: Io, end: CommandEnd) {
         output,
         mut client_gone,
     } = end;
-    // Output pumps are waited for after the exit; input feeders are not.
+    // Output pumps are waited for after the exit, while their output moves; input feeders
+    // are not.
     let mut pumps = JoinSet::new();
+    let moved = Arc::new(AtomicU64::new(0));
     let mut feeders = JoinSet::new();
     match io {
         Io::Pipes {
@@ -345,10 +349,10 @@ async fn supervise(mut child: Child, pid: i32, io: Io, end: CommandEnd) {
                 feeders.spawn(feed(rx, w));
             }
             if let Some(r) = stdout {
-                pumps.spawn(pump(r, Output::Stdout, output.clone()));
+                pumps.spawn(pump(r, Output::Stdout, output.clone(), moved.clone()));
             }
             if let Some(r) = stderr {
-                pumps.spawn(pump(r, Output::Stderr, output.clone()));
+                pumps.spawn(pump(r, Output::Stderr, output.clone(), moved.clone()));
             }
         }
         Io::Terminal(master) => {
@@ -358,7 +362,7 @@ async fn supervise(mut child: Child, pid: i32, io: Io, end: CommandEnd) {
             if let Some(rx) = resize {
                 feeders.spawn(resizes(rx, master.clone()));
             }
-            pumps.spawn(pump(master, Output::Stdout, output.clone()));
+            pumps.spawn(pump(master, Output::Stdout, output.clone(), moved.clone()));
         }
     }
     let status = tokio::select! {
@@ -371,8 +375,23 @@ async fn supervise(mut child: Child, pid: i32, io: Io, end: CommandEnd) {
             return;
         }
     };
-    let drained = async { while pumps.join_next().await.is_some() {} };
-    let _ = tokio::time::timeout(DRAIN, drained).await;
+    let (mut seen, mut still) = (moved.load(Ordering::Relaxed), Duration::ZERO);
+    while still < DRAIN {
+        match tokio::time::timeout(DRAIN / 4, pumps.join_next()).await {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(_) => {
+                let now = moved.load(Ordering::Relaxed);
+                still = if now == seen {
+                    still + DRAIN / 4
+                } else {
+                    Duration::ZERO
+                };
+                seen = now;
+            }
+        }
+    }
+    drop(pumps);
     drop(feeders);
     let ending = match status {
         Ok(status) => Ending::Exited(exit_code(status)),
@@ -400,20 +419,24 @@ async fn resizes(mut rx: mpsc::Receiver<TerminalSize>, master: pty::Master) {
     }
 }
 
-/// Copies one of the command's output streams to the client until it ends.
-async fn pump(mut r: impl AsyncRead + Unpin, wrap: fn(Bytes) -> Output, tx: mpsc::Sender<Output>) {
+/// Copies one of the command's output streams to the client until it ends, counting the
+/// pieces in `moved`.
+async fn pump(
+    mut r: impl AsyncRead + Unpin,
+    wrap: fn(Bytes) -> Output,
+    tx: mpsc::Sender<Output>,
+    moved: Arc<AtomicU64>,
+) {
     let mut buf = vec![0u8; CHUNK];
     loop {
         match r.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
-                if tx
-                    .send(wrap(Bytes::copy_from_slice(&buf[..n])))
-                    .await
-                    .is_err()
-                {
+                let piece = wrap(Bytes::copy_from_slice(&buf[..n]));
+                if tx.send(piece).await.is_err() {
                     return;
                 }
+                moved.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
