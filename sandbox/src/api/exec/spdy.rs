@@ -134,6 +134,10 @@ impl Exec {
             self.resize = session.resize;
             self.output = Some(session.output);
             self.client = Some(session.client);
+            if self.stdin.is_none() {
+                // A stdin stream the request did not ask for: nothing takes what came on it.
+                self.pending = None;
+            }
             self.close_stdin_if_done();
         }
     }
@@ -333,4 +337,96 @@ where
     // The client went away (or never got going): dropping the session kills the command.
     drop(exec);
     writer.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BufMut;
+    use flate2::{Compress, Compression, FlushCompress};
+
+    use super::*;
+    use crate::kubelet::exec;
+
+    /// A client's SYN_STREAM for one exec stream (its header block compressed without the
+    /// dictionary, which a reader with it still reads).
+    fn syn_stream(deflate: &mut Compress, stream: u32, kind: &str) -> Vec<u8> {
+        let mut plain = Vec::new();
+        plain.put_u32(1);
+        for word in ["streamtype", kind] {
+            plain.put_u32(word.len() as u32);
+            plain.put_slice(word.as_bytes());
+        }
+        let mut block = Vec::with_capacity(1024);
+        deflate
+            .compress_vec(&plain, &mut block, FlushCompress::Sync)
+            .unwrap();
+        let mut frame = Vec::new();
+        frame.put_u16(0x8003);
+        frame.put_u16(1);
+        frame.put_u32(10 + block.len() as u32);
+        frame.put_u32(stream);
+        frame.put_u32(0);
+        frame.put_u16(0);
+        frame.extend(block);
+        frame
+    }
+
+    /// A fake command: stdin to stdout until stdin ends, then exit 7.
+    fn echo(streams: Streams) -> Starter {
+        Box::new(move || {
+            let (session, mut end) = exec::session(streams);
+            tokio::spawn(async move {
+                let mut stdin = end.stdin.take().unwrap();
+                while let Some(b) = stdin.recv().await {
+                    let _ = end.output.send(Output::Stdout(b)).await;
+                }
+                let _ = end.output.send(Output::Ended(Ending::Exited(7))).await;
+            });
+            session
+        })
+    }
+
+    #[tokio::test]
+    async fn the_command_starts_with_its_streams_and_its_ending_closes_them() {
+        let streams = Streams {
+            stdin: true,
+            stdout: true,
+            ..Streams::default()
+        };
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let version = Version::of("v4.channel.k8s.io");
+        tokio::spawn(serve(server, version, streams, echo(streams)));
+        let mut deflate = Compress::new(Compression::default(), true);
+        for (id, kind) in [(1, "error"), (3, "stdin"), (5, "stdout")] {
+            let frame = syn_stream(&mut deflate, id, kind);
+            client.write_all(&frame).await.unwrap();
+        }
+        client
+            .write_all(&frame::data(3, true, b"typed"))
+            .await
+            .unwrap();
+        let mut buf = BytesMut::new();
+        let mut headers = HeaderReader::default();
+        let mut got: Vec<(u32, bool, Bytes)> = Vec::new();
+        while client.read_buf(&mut buf).await.unwrap() > 0 {
+            while let Some(f) = frame::parse(&mut buf, &mut headers).unwrap() {
+                if let Frame::Data {
+                    stream,
+                    fin,
+                    payload,
+                } = f
+                {
+                    got.push((stream, fin, payload));
+                }
+            }
+        }
+        assert_eq!(got[0], (5, false, Bytes::from_static(b"typed")));
+        assert_eq!(got[1], (5, true, Bytes::new()));
+        let status: serde_json::Value = serde_json::from_slice(&got[2].2).unwrap();
+        assert_eq!(
+            (got[2].0, status["details"]["causes"][0]["message"].as_str()),
+            (1, Some("7"))
+        );
+        assert_eq!(got[3], (1, true, Bytes::new()));
+    }
 }
