@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use tether_tunnel::session;
+use tether_tunnel::Session;
+use tether_tunnel::resolv::ResolvConf;
 use tether_tunnel::wire::control::ClusterInfo;
 use tether_tunnel::wire::handshake::server_handshake;
 use thiserror::Error;
@@ -23,7 +24,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::discovery::{self, Discovered, Discovery};
 use crate::health::{self, Readiness};
-use resolv::ResolvConf;
+use resolv::cluster_domain;
 
 /// A client gets this long to complete the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,7 +80,7 @@ pub async fn run(config: Config) -> Result<(), ManagerError> {
     })?;
     let resolv = ResolvConf::parse(&text);
     let base = ClusterInfo {
-        dns_domain: resolv.cluster_domain(),
+        dns_domain: cluster_domain(&resolv.search),
         search: resolv.search.clone(),
         subnets: config.subnets.clone(),
     };
@@ -234,11 +235,13 @@ async fn serve_connection(
         }
     };
     tracing::info!(%peer, client = %admitted.peer.software, "session started");
-    let result = session::serve(stream, |flow| {
+    // The handle keeps the session open until the laptop goes away; the manager opens no
+    // streams of its own yet.
+    let (_session, mut incoming) = Session::server(stream);
+    while let Some(flow) = incoming.next().await {
         tokio::spawn(flows::handle(flow, shared.clone()));
-    })
-    .await;
-    match result {
+    }
+    match incoming.finish().await {
         Ok(()) => tracing::info!(%peer, "session ended"),
         Err(e) => tracing::info!(%peer, "session ended: {e}"),
     }

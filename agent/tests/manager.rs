@@ -1,6 +1,6 @@
-//! The manager binary with `--health-listen`: the probes answer, and with `--discover`
-//! against the sandbox a session's control stream carries the discovered subnets first and
-//! every later change.
+//! The manager binary with `--health-listen`: the probes answer, a laptop without two-way
+//! streams is refused, and with `--discover` against the sandbox a session's control stream
+//! carries the discovered subnets first and every later change.
 
 mod support;
 
@@ -15,10 +15,13 @@ use kube::api::{Api, PostParams};
 use serde_json::json;
 use support::{Sandbox, within};
 use tether_tunnel::Session;
+use tether_tunnel::wire::capability::{Capabilities, Capability};
 use tether_tunnel::wire::control::{ClusterInfo, ControlMessage};
 use tether_tunnel::wire::flow::FlowRequest;
 use tether_tunnel::wire::frame::{MAX_FRAME, expect_frame};
-use tether_tunnel::wire::handshake::client_handshake;
+use tether_tunnel::wire::handshake::{
+    HandshakeError, SOFTWARE_VERSION, Terms, client_handshake, client_handshake_with,
+};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_tether-agent");
 const TOKEN: &str = "s3cret-test-token";
@@ -142,6 +145,46 @@ fn direct_mode_answers_the_probes_and_nothing_else() {
     );
 }
 
+/// A laptop from before streams went both ways is told why it cannot connect, with both
+/// versions, and the manager logs the same; a current laptop still gets its session.
+#[tokio::test]
+async fn a_laptop_without_two_way_streams_is_refused_naming_both_versions() {
+    let manager = Manager::start(&["--subnet", "10.20.0.0/16"], &[]);
+    let health = manager.health;
+    tokio::task::spawn_blocking(move || wait_for_status(health, "/readyz", 200))
+        .await
+        .unwrap();
+    let one_way = Terms {
+        offers: Capabilities::all().without(Capability::TwoWay),
+        requires: Capabilities::empty(),
+    };
+    let mut stream = tokio::net::TcpStream::connect(manager.listen)
+        .await
+        .expect("connect to the manager");
+    let refused = within(
+        "the refusal",
+        WAIT,
+        client_handshake_with(&mut stream, TOKEN, one_way),
+    )
+    .await;
+    let Err(HandshakeError::Rejected(reason)) = refused else {
+        panic!("expected a rejection, got {refused:?}");
+    };
+    for part in [
+        "two-way",
+        SOFTWARE_VERSION,
+        "protocol v1",
+        "the laptop",
+        "the manager",
+    ] {
+        assert!(reason.contains(part), "{part:?} missing from {reason:?}");
+    }
+    let (_session, _control, info) = control_stream(manager.listen).await;
+    assert_eq!(info.subnets, nets(&["10.20.0.0/16"]));
+    let log = std::fs::read_to_string(manager.dir.path().join("manager.log")).unwrap();
+    assert!(log.contains("the laptop lacks two-way"), "{log}");
+}
+
 /// Opens a session to the manager and its control stream; returns the first ClusterInfo.
 async fn control_stream(addr: SocketAddr) -> (Session, tether_tunnel::FlowStream, ClusterInfo) {
     let mut stream = tokio::net::TcpStream::connect(addr)
@@ -150,7 +193,8 @@ async fn control_stream(addr: SocketAddr) -> (Session, tether_tunnel::FlowStream
     client_handshake(&mut stream, TOKEN)
         .await
         .expect("handshake");
-    let session = Session::client(stream);
+    // This test laptop takes no streams from the manager.
+    let (session, _incoming) = Session::client(stream);
     let mut control = session
         .open(&FlowRequest::Control)
         .await

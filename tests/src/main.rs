@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Name, RData, Record, RecordType, rdata};
+use tether_tunnel::resolv::ResolvConf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
@@ -469,10 +470,10 @@ async fn http_download(url: &str) -> Result<()> {
 /// The first `nameserver` of /etc/resolv.conf.
 fn system_nameserver() -> Result<SocketAddr> {
     let text = std::fs::read_to_string("/etc/resolv.conf")?;
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("nameserver"))
-        .find_map(|v| v.trim().parse::<IpAddr>().ok())
-        .map(|ip| SocketAddr::new(ip, 53))
+    ResolvConf::parse(&text)
+        .nameservers
+        .first()
+        .copied()
         .ok_or_else(|| "/etc/resolv.conf names no nameserver".into())
 }
 

@@ -1,13 +1,15 @@
 //! The wire protocol: everything one side writes and the other decodes.
 //!
-//! A connection starts with the [`handshake`] on the raw byte stream. After it both sides
-//! run a yamux session over the same stream; every yamux stream opened by the laptop starts
-//! with a [`flow::FlowRequest`] and carries one flow: a TCP connection, a UDP association
+//! A connection starts with the [`handshake`] on the raw byte stream, in which both sides
+//! agree on [`capability`] sets. After it both sides run a yamux session over the same
+//! stream; either side may open yamux streams, and every stream starts with its opener's
+//! [`flow::FlowRequest`] and carries one flow: a TCP connection, a UDP association
 //! ([`datagram`] frames), one DNS exchange, or the [`control`] channel.
 //!
 //! Messages are postcard-encoded serde values inside length-prefixed [`frame`]s whose size is
 //! bounded, so a decoder never allocates more than the frame limit and never panics.
 
+pub mod capability;
 pub mod control;
 pub mod datagram;
 pub mod flow;

@@ -1,49 +1,20 @@
-//! Reading a resolv.conf: where DNS queries go, and what the cluster domain is.
+//! What the manager takes from its resolv.conf (parsed by [`tether_tunnel::resolv`]) beyond
+//! the nameservers: the cluster domain.
 
-use std::net::{IpAddr, SocketAddr};
-
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ResolvConf {
-    pub nameservers: Vec<SocketAddr>,
-    pub search: Vec<String>,
-}
-
-impl ResolvConf {
-    pub fn parse(text: &str) -> Self {
-        let mut conf = ResolvConf::default();
-        for line in text.lines() {
-            let line = line.split(['#', ';']).next().unwrap_or("");
-            let mut words = line.split_whitespace();
-            match words.next() {
-                Some("nameserver") => {
-                    if let Some(ip) = words.next().and_then(|w| w.parse::<IpAddr>().ok()) {
-                        conf.nameservers.push(SocketAddr::new(ip, 53));
-                    }
-                }
-                // The last search (or domain) line wins, as in glibc.
-                Some("search") | Some("domain") => {
-                    conf.search = words.map(|w| w.trim_end_matches('.').to_owned()).collect();
-                }
-                _ => {}
-            }
-        }
-        conf
-    }
-
-    /// The cluster domain: the part after `svc.` in the search path (a pod's search path is
-    /// `<ns>.svc.<domain> svc.<domain> <domain>`), else `cluster.local`.
-    pub fn cluster_domain(&self) -> String {
-        self.search
-            .iter()
-            .find_map(|s| s.strip_prefix("svc."))
-            .unwrap_or("cluster.local")
-            .to_owned()
-    }
+/// The cluster domain: the part after `svc.` in the search path (a pod's search path is
+/// `<ns>.svc.<domain> svc.<domain> <domain>`), else `cluster.local`.
+pub fn cluster_domain(search: &[String]) -> String {
+    search
+        .iter()
+        .find_map(|s| s.strip_prefix("svc."))
+        .unwrap_or("cluster.local")
+        .to_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tether_tunnel::resolv::ResolvConf;
 
     #[test]
     fn pod_resolv_conf() {
@@ -58,7 +29,7 @@ mod tests {
                 "[fd00::a]:53".parse().unwrap()
             ]
         );
-        assert_eq!(conf.cluster_domain(), "corp.example");
+        assert_eq!(cluster_domain(&conf.search), "corp.example");
         assert_eq!(conf.search.len(), 3);
     }
 
@@ -66,6 +37,6 @@ mod tests {
     fn defaults() {
         let conf = ResolvConf::parse("nameserver bogus\n");
         assert!(conf.nameservers.is_empty());
-        assert_eq!(conf.cluster_domain(), "cluster.local");
+        assert_eq!(cluster_domain(&conf.search), "cluster.local");
     }
 }

@@ -124,7 +124,9 @@ pub async fn open(dialed: Dialed) -> Result<Opened, DialError> {
         }
         Err(_) => return Err(unreachable(format!("no handshake within {DIAL_TIMEOUT:?}"))),
     };
-    let session = Session::client(io);
+    // The daemon takes no streams from the manager yet; dropping `incoming` refuses them.
+    let (session, incoming) = Session::client(io);
+    drop(incoming);
     let no_info = |reason: String| DialError::NoClusterInfo {
         manager: manager.clone(),
         reason,

@@ -5,9 +5,10 @@
 //! (not rename) keeps bind mounts and the file's identity intact.
 
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use tether_tunnel::resolv::ResolvConf;
 use thiserror::Error;
 
 /// First line of every file tether writes, so that a restore never clobbers a file that
@@ -39,37 +40,18 @@ pub fn read(path: &Path) -> Result<String, ResolvError> {
 
 /// The nameservers a resolv.conf lists, on port 53.
 pub fn nameservers(text: &str) -> Vec<SocketAddr> {
-    directive(text, "nameserver")
-        .filter_map(|mut words| words.next()?.parse::<IpAddr>().ok())
-        .map(|ip| SocketAddr::new(ip, 53))
-        .collect()
-}
-
-fn directive<'a>(
-    text: &'a str,
-    name: &'a str,
-) -> impl Iterator<Item = std::str::SplitWhitespace<'a>> + 'a {
-    text.lines().filter_map(move |line| {
-        let line = line.split(['#', ';']).next().unwrap_or("");
-        let mut words = line.split_whitespace();
-        (words.next() == Some(name)).then_some(words)
-    })
+    ResolvConf::parse(text).nameservers
 }
 
 /// The file tether writes: its DNS server only, the cluster's search path before the
 /// machine's own, and the machine's options.
 pub fn render(original: &str, dns: Ipv4Addr, cluster_search: &[String], backup: &Path) -> String {
+    let original = ResolvConf::parse(original);
     let mut search: Vec<String> = cluster_search.to_vec();
-    // glibc uses the last search/domain line.
-    if let Some(words) = directive(original, "search")
-        .chain(directive(original, "domain"))
-        .last()
-    {
-        for word in words {
-            let word = word.trim_end_matches('.').to_owned();
-            if !search.contains(&word) {
-                search.push(word);
-            }
+    // The machine's own list is its last search or domain line, as glibc reads it.
+    for word in original.search {
+        if !search.contains(&word) {
+            search.push(word);
         }
     }
     let mut out = format!(
@@ -79,11 +61,8 @@ pub fn render(original: &str, dns: Ipv4Addr, cluster_search: &[String], backup: 
     if !search.is_empty() {
         out.push_str(&format!("search {}\n", search.join(" ")));
     }
-    for words in directive(original, "options") {
-        out.push_str(&format!(
-            "options {}\n",
-            words.collect::<Vec<_>>().join(" ")
-        ));
+    for words in original.options {
+        out.push_str(&format!("options {}\n", words.join(" ")));
     }
     out
 }

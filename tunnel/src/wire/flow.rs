@@ -1,5 +1,5 @@
-//! The first frames of every yamux stream: what the flow is, and whether the manager could
-//! set it up.
+//! The first frames of every yamux stream: what the flow is, and whether the side that
+//! accepted the stream could set it up.
 
 use std::net::SocketAddr;
 
@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{WireError, decode, encode};
 
-/// Sent by the laptop as the first frame of a new stream.
+/// Sent by the side that opened a stream (today always the laptop) as its first frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FlowRequest {
     /// The session's control channel (one per session).

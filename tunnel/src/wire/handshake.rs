@@ -5,12 +5,25 @@
 //! changes, so two peers of different protocol versions can still tell each other which
 //! versions they run. When the protocol versions match, the laptop sends a [`Hello`] frame
 //! with its token and capabilities, and the manager answers with a [`HelloReply`].
+//!
+//! Capabilities ([`super::capability`]) say what each end can do. Each end has [`Terms`]:
+//! what it offers and what it requires of its peer. The manager refuses a laptop that lacks
+//! one of its requirements (with a [`HelloReply::Rejected`] naming both versions) and the
+//! laptop refuses a manager the same way, so a missing feature is a clear error at connect
+//! time, not a stream that goes nowhere later.
+//!
+//! Compatibility: the preamble, [`Hello`] and [`HelloReply`] keep protocol v1's layout
+//! (capabilities were a list of names from the start, then unread), so the protocol version
+//! stays 1. What is new is the `two-way` capability, which both ends require: a peer built
+//! before it offers only `tcp`, `udp`, `dns` and `control`, and is refused by capability
+//! (naming both versions), not by protocol version.
 
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::capability::{Capabilities, Capability};
 use super::frame::{expect_frame, write_frame};
 use super::{WireError, decode, encode};
 
@@ -22,9 +35,6 @@ pub const SOFTWARE_VERSION: &str = env!("CARGO_PKG_VERSION");
 const MAGIC: &[u8; 4] = b"TTHR";
 /// A hello frame holds a token and a few short strings; anything bigger is hostile.
 const MAX_HELLO: usize = 4096;
-
-/// Capabilities this build offers; the session uses what both sides list.
-pub const CAPABILITIES: &[&str] = &["tcp", "udp", "dns", "control"];
 
 /// What a peer says about itself before any frame: readable across protocol versions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,29 +108,63 @@ fn eof_as(what: &'static str) -> impl Fn(std::io::Error) -> WireError {
     }
 }
 
+/// What one end offers its peer and what it needs the peer to offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Terms {
+    pub offers: Capabilities,
+    pub requires: Capabilities,
+}
+
+impl Terms {
+    /// The laptop uses every kind of flow and counts on streams both ways (intercepts are
+    /// streams the cluster opens towards it).
+    pub const LAPTOP: Terms = Terms {
+        offers: Capabilities::all(),
+        requires: Capabilities::all(),
+    };
+    /// The manager serves every kind of flow. Of the laptop it needs only streams both ways:
+    /// the flows are the laptop's to choose, but streams the cluster opens must be taken.
+    pub const MANAGER: Terms = Terms {
+        offers: Capabilities::all(),
+        requires: Capabilities::empty().with(Capability::TwoWay),
+    };
+}
+
 /// The laptop's introduction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     pub token: String,
-    pub capabilities: Vec<String>,
+    /// What the laptop offers.
+    pub capabilities: Capabilities,
 }
 
 /// The manager's answer to a [`Hello`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HelloReply {
-    Accepted { capabilities: Vec<String> },
-    Rejected { reason: String },
+    /// `capabilities`: what both ends offer.
+    Accepted {
+        capabilities: Capabilities,
+    },
+    Rejected {
+        reason: String,
+    },
 }
 
 impl Hello {
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
         decode("hello", bytes)
     }
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
 }
 
 impl HelloReply {
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
         decode("hello reply", bytes)
+    }
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
     }
 }
 
@@ -136,6 +180,18 @@ pub enum HandshakeError {
         ours_software: String,
         theirs: u16,
         theirs_software: String,
+    },
+    #[error(
+        "{peer_role} lacks {missing}, which this side requires: this side runs tether {} \
+         (protocol v{}), {peer_role} runs tether {} (protocol v{})",
+        .ours.software, .ours.protocol, .theirs.software, .theirs.protocol
+    )]
+    MissingCapabilities {
+        /// Who the peer is: "the laptop" or "the manager".
+        peer_role: &'static str,
+        missing: Capabilities,
+        ours: Preamble,
+        theirs: Preamble,
     },
     #[error("the manager rejected the session: {0}")]
     Rejected(String),
@@ -155,54 +211,88 @@ impl HandshakeError {
             theirs_software: theirs.software,
         }
     }
+
+    fn missing(peer_role: &'static str, missing: Capabilities, theirs: Preamble) -> Self {
+        HandshakeError::MissingCapabilities {
+            peer_role,
+            missing,
+            ours: Preamble::ours(),
+            theirs,
+        }
+    }
 }
 
 /// What the laptop learns from a successful handshake.
 #[derive(Debug, Clone)]
 pub struct Accepted {
     pub peer: Preamble,
-    /// Capabilities both sides support.
-    pub capabilities: Vec<String>,
+    /// Capabilities both sides offer.
+    pub capabilities: Capabilities,
 }
 
-/// Runs the laptop's side of the handshake.
+/// Runs the laptop's side of the handshake on [`Terms::LAPTOP`].
 pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
     token: &str,
+) -> Result<Accepted, HandshakeError> {
+    client_handshake_with(io, token, Terms::LAPTOP).await
+}
+
+/// Runs the connecting side of the handshake on the given terms.
+pub async fn client_handshake_with<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    token: &str,
+    terms: Terms,
 ) -> Result<Accepted, HandshakeError> {
     io.write_all(&Preamble::ours().encode())
         .await
         .map_err(WireError::Io)?;
     let hello = Hello {
         token: token.to_owned(),
-        capabilities: CAPABILITIES.iter().map(|c| (*c).to_owned()).collect(),
+        capabilities: terms.offers,
     };
-    write_frame(io, &encode(&hello)).await?;
+    write_frame(io, &hello.encode()).await?;
     let peer = Preamble::read(io).await?;
     if peer.protocol != PROTOCOL_VERSION {
         return Err(HandshakeError::incompatible(peer));
     }
     let reply = HelloReply::decode(&expect_frame(io, MAX_HELLO, "hello reply").await?)?;
-    match reply {
-        HelloReply::Accepted { capabilities } => Ok(Accepted {
-            peer,
-            capabilities: common(&capabilities),
-        }),
-        HelloReply::Rejected { reason } => Err(HandshakeError::Rejected(reason)),
+    let offered = match reply {
+        HelloReply::Accepted { capabilities } => capabilities,
+        HelloReply::Rejected { reason } => return Err(HandshakeError::Rejected(reason)),
+    };
+    let missing = terms.requires.missing_from(offered);
+    if !missing.is_empty() {
+        return Err(HandshakeError::missing("the manager", missing, peer));
     }
+    Ok(Accepted {
+        peer,
+        capabilities: terms.offers.common(offered),
+    })
 }
 
 /// What the manager learns from a successful handshake.
 #[derive(Debug, Clone)]
 pub struct Admitted {
     pub peer: Preamble,
-    pub capabilities: Vec<String>,
+    /// Capabilities both sides offer.
+    pub capabilities: Capabilities,
 }
 
-/// Runs the manager's side of the handshake, checking the token in constant time.
+/// Runs the manager's side of the handshake on [`Terms::MANAGER`].
 pub async fn server_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
     expected_token: &str,
+) -> Result<Admitted, HandshakeError> {
+    server_handshake_with(io, expected_token, Terms::MANAGER).await
+}
+
+/// Runs the accepting side of the handshake on the given terms, checking the token in
+/// constant time before anything else.
+pub async fn server_handshake_with<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    expected_token: &str,
+    terms: Terms,
 ) -> Result<Admitted, HandshakeError> {
     let peer = Preamble::read(io).await?;
     io.write_all(&Preamble::ours().encode())
@@ -222,26 +312,24 @@ pub async fn server_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         let reply = HelloReply::Rejected {
             reason: "invalid token".to_owned(),
         };
-        write_frame(io, &encode(&reply)).await?;
+        write_frame(io, &reply.encode()).await?;
         return Err(HandshakeError::BadToken);
     }
-    let capabilities = common(&hello.capabilities);
-    write_frame(
-        io,
-        &encode(&HelloReply::Accepted {
-            capabilities: capabilities.clone(),
-        }),
-    )
-    .await?;
+    let missing = terms.requires.missing_from(hello.capabilities);
+    if !missing.is_empty() {
+        // The laptop shows this after "the manager rejected the session: ".
+        let ours = Preamble::ours();
+        let reason = format!(
+            "the laptop runs tether {} (protocol v{}) without {missing}, which the manager \
+             (tether {}, protocol v{}) requires",
+            peer.software, peer.protocol, ours.software, ours.protocol
+        );
+        write_frame(io, &HelloReply::Rejected { reason }.encode()).await?;
+        return Err(HandshakeError::missing("the laptop", missing, peer));
+    }
+    let capabilities = terms.offers.common(hello.capabilities);
+    write_frame(io, &HelloReply::Accepted { capabilities }.encode()).await?;
     Ok(Admitted { peer, capabilities })
-}
-
-fn common(theirs: &[String]) -> Vec<String> {
-    CAPABILITIES
-        .iter()
-        .filter(|c| theirs.iter().any(|t| t == *c))
-        .map(|c| (*c).to_owned())
-        .collect()
 }
 
 #[cfg(test)]
@@ -255,7 +343,7 @@ mod tests {
         let server = tokio::spawn(async move { server_handshake(&mut b, "s3cret").await });
         let accepted = client_handshake(&mut a, "s3cret").await.unwrap();
         assert_eq!(accepted.peer, Preamble::ours());
-        assert_eq!(accepted.capabilities, CAPABILITIES);
+        assert_eq!(accepted.capabilities, Capabilities::all());
         server.await.unwrap().unwrap();
     }
 
@@ -304,6 +392,156 @@ mod tests {
         ));
     }
 
+    /// A peer built before `two-way`: protocol v1, the four flow capabilities.
+    fn old_peer() -> (Preamble, Capabilities) {
+        let preamble = Preamble {
+            protocol: PROTOCOL_VERSION,
+            software: "0.0.9-old".to_owned(),
+        };
+        (preamble, Capabilities::all().without(Capability::TwoWay))
+    }
+
+    fn assert_names_both_versions(message: &str) {
+        assert!(message.contains("0.0.9-old"), "{message}");
+        assert!(message.contains(SOFTWARE_VERSION), "{message}");
+        assert!(
+            message.contains(&format!("protocol v{PROTOCOL_VERSION}")),
+            "{message}"
+        );
+        assert!(message.contains("two-way"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn the_manager_refuses_a_laptop_without_two_way_streams() {
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let server = tokio::spawn(async move { server_handshake(&mut b, "t").await });
+        let (preamble, offers) = old_peer();
+        a.write_all(&preamble.encode()).await.unwrap();
+        let hello = Hello {
+            token: "t".to_owned(),
+            capabilities: offers,
+        };
+        write_frame(&mut a, &hello.encode()).await.unwrap();
+        let server_err = server.await.unwrap().unwrap_err();
+        assert!(matches!(
+            server_err,
+            HandshakeError::MissingCapabilities { missing, .. }
+                if missing == Capabilities::empty().with(Capability::TwoWay)
+        ));
+        assert_names_both_versions(&server_err.to_string());
+        // What the old laptop shows: the manager's reason, after its own preamble.
+        assert_eq!(Preamble::read(&mut a).await.unwrap(), Preamble::ours());
+        let reply = HelloReply::decode(&expect_frame(&mut a, MAX_HELLO, "reply").await.unwrap());
+        match reply.unwrap() {
+            HelloReply::Rejected { reason } => assert_names_both_versions(&reason),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_laptop_refuses_a_manager_without_two_way_streams() {
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let manager = tokio::spawn(async move {
+            let (preamble, offers) = old_peer();
+            let laptop = Preamble::read(&mut b).await.unwrap();
+            let hello = Hello::decode(&expect_frame(&mut b, MAX_HELLO, "hello").await.unwrap());
+            b.write_all(&preamble.encode()).await.unwrap();
+            // A manager from before `two-way` answered with what both lists held.
+            let capabilities = offers.common(hello.unwrap().capabilities);
+            let reply = HelloReply::Accepted { capabilities };
+            write_frame(&mut b, &reply.encode()).await.unwrap();
+            laptop
+        });
+        let err = client_handshake(&mut a, "t").await.unwrap_err();
+        assert!(matches!(err, HandshakeError::MissingCapabilities { .. }));
+        assert_names_both_versions(&err.to_string());
+        assert_eq!(manager.await.unwrap(), Preamble::ours());
+    }
+
+    #[tokio::test]
+    async fn terms_decide_what_is_required() {
+        // A manager that offers only DNS and requires nothing suits a client that needs only
+        // DNS; both learn what both offer.
+        let minimal = Terms {
+            offers: Capabilities::empty().with(Capability::Dns),
+            requires: Capabilities::empty(),
+        };
+        let dns_client = Terms {
+            offers: Capabilities::all(),
+            requires: minimal.offers,
+        };
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let server = tokio::spawn(async move { server_handshake_with(&mut b, "t", minimal).await });
+        let accepted = client_handshake_with(&mut a, "t", dns_client)
+            .await
+            .unwrap();
+        assert_eq!(accepted.capabilities, minimal.offers);
+        assert_eq!(server.await.unwrap().unwrap().capabilities, minimal.offers);
+    }
+
+    /// Hello and HelloReply as protocol v1 declared them: the layout this build must keep.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct V1Hello {
+        token: String,
+        capabilities: Vec<String>,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum V1HelloReply {
+        Accepted { capabilities: Vec<String> },
+        Rejected { reason: String },
+    }
+
+    #[test]
+    fn the_layout_is_protocol_v1s() {
+        let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let v1 = V1Hello {
+            token: "t".to_owned(),
+            capabilities: names(&["tcp", "udp", "dns", "control"]),
+        };
+        let hello = Hello::decode(&encode(&v1)).unwrap();
+        assert_eq!(hello.capabilities, old_peer().1);
+        let back: V1Hello = decode("v1 hello", &hello.encode()).unwrap();
+        assert_eq!(back.token, "t");
+        assert_eq!(back.capabilities, names(&["control", "tcp", "udp", "dns"]));
+
+        let reply = HelloReply::Accepted {
+            capabilities: Capabilities::all(),
+        };
+        let v1: V1HelloReply = decode("v1 hello reply", &reply.encode()).unwrap();
+        assert_eq!(
+            v1,
+            V1HelloReply::Accepted {
+                capabilities: names(&["control", "tcp", "udp", "dns", "two-way"])
+            }
+        );
+        let rejected = V1HelloReply::Rejected {
+            reason: "no".to_owned(),
+        };
+        assert_eq!(
+            HelloReply::decode(&encode(&rejected)).unwrap(),
+            HelloReply::Rejected {
+                reason: "no".to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        let mut bytes = Hello {
+            token: "t".to_owned(),
+            capabilities: Capabilities::all(),
+        }
+        .encode();
+        bytes.push(0);
+        assert!(Hello::decode(&bytes).is_err());
+    }
+
+    fn any_capabilities() -> impl Strategy<Value = Capabilities> {
+        proptest::collection::vec(proptest::sample::select(Capability::ALL.to_vec()), 0..6)
+            .prop_map(|v| v.into_iter().collect())
+    }
+
     proptest! {
         #[test]
         fn preamble_round_trips(protocol: u16, software in "[ -~]{0,40}") {
@@ -312,9 +550,24 @@ mod tests {
         }
 
         #[test]
-        fn hello_round_trips(token in ".{0,64}", caps in proptest::collection::vec("[a-z]{1,8}", 0..6)) {
-            let h = Hello { token, capabilities: caps };
-            prop_assert_eq!(Hello::decode(&encode(&h)).unwrap(), h);
+        fn hello_round_trips(token in ".{0,64}", capabilities in any_capabilities()) {
+            let h = Hello { token, capabilities };
+            prop_assert_eq!(Hello::decode(&h.encode()).unwrap(), h);
+        }
+
+        #[test]
+        fn hello_reply_round_trips(capabilities in any_capabilities(), reason in ".{0,64}") {
+            for reply in [HelloReply::Accepted { capabilities }, HelloReply::Rejected { reason }] {
+                prop_assert_eq!(HelloReply::decode(&reply.encode()).unwrap(), reply);
+            }
+        }
+
+        #[test]
+        fn unknown_capability_names_are_ignored(names in proptest::collection::vec("[a-z-]{0,12}", 0..8)) {
+            let v1 = V1Hello { token: String::new(), capabilities: names.clone() };
+            let hello = Hello::decode(&encode(&v1)).unwrap();
+            let known: Capabilities = names.iter().filter_map(|n| Capability::from_name(n)).collect();
+            prop_assert_eq!(hello.capabilities, known);
         }
 
         #[test]
