@@ -226,12 +226,13 @@ impl Worker {
             started_at: admission::now(),
         };
         c.env = env_vars;
-        let target = exec::Target {
+        // `kubectl exec` joins this process, with exactly its environment and directory.
+        let exec_target = exec::Target {
             pid,
             env: c.env.clone(),
             working_dir,
         };
-        shared.exec_targets.started(&self.uid, &c.name, target);
+        shared.exec_targets.started(&self.uid, &c.name, exec_target);
         let target = probe::Target {
             netns: netns.clone(),
             ip,
