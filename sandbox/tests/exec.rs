@@ -235,6 +235,9 @@ fn errors(ex: &Exec, pod: &str) {
         stderr.contains(&format!("container nope is not valid for pod {pod}")),
         "{stderr}"
     );
+    let out = ex.run(&["nosuch", "--", "true"]);
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains(r#"pods "nosuch" not found"#), "{stderr}");
     let out = ex.run(&["pending", "--", "true"]);
     let stderr = text(&out.stderr);
     assert!(
