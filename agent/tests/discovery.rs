@@ -2,17 +2,17 @@
 //! are found, a change to either reaches the watchers, and without ServiceCIDR objects the
 //! dry-run probe reads the range from the API server's refusal.
 
-mod support;
-
 use std::time::Duration;
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::networking::v1::ServiceCIDR;
 use kube::api::{Api, DeleteParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
 use serde_json::json;
-use support::{Sandbox, within};
 use tether_agent::discovery::{Discovered, Discovery, PodCidrSource, ServiceCidrSource};
+use tether_tests::sandbox::Sandbox;
+use tether_tests::within;
 use tokio::sync::watch;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -40,6 +40,7 @@ async fn wait_until(
 }
 
 #[tokio::test]
+#[ignore = "needs root (the sandbox's network namespaces); as root: cargo test -- --include-ignored"]
 async fn discovers_and_follows_the_sandbox() {
     let sb = Sandbox::start();
     let client = sb.client().await;
@@ -122,20 +123,29 @@ async fn discovers_and_follows_the_sandbox() {
 /// Without ServiceCIDR objects (as on clusters before 1.33), the range comes from the
 /// refusal of a dry-run Service at 1.1.1.1, and nothing is created.
 #[tokio::test]
+#[ignore = "needs root (the sandbox's network namespaces); as root: cargo test -- --include-ignored"]
 async fn without_service_cidr_objects_the_dry_run_names_the_range() {
     let sb = Sandbox::start();
     let client = sb.client().await;
     let cidrs: Api<ServiceCIDR> = Api::all(client.clone());
+    let uid = cidrs
+        .get("kubernetes")
+        .await
+        .expect("the default ServiceCIDR")
+        .metadata
+        .uid
+        .expect("a stored object has a uid");
     cidrs
         .delete("kubernetes", &DeleteParams::default())
         .await
         .expect("delete the default ServiceCIDR");
-    within("the ServiceCIDR to be gone", WAIT, async {
-        while cidrs.get_opt("kubernetes").await.unwrap().is_some() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    within(
+        "the ServiceCIDR to be gone",
+        WAIT,
+        await_condition(cidrs.clone(), "kubernetes", conditions::is_deleted(&uid)),
+    )
+    .await
+    .expect("watch the ServiceCIDR");
     let found = Discovery::new(client.clone(), "default")
         .probe()
         .await

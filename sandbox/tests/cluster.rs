@@ -7,9 +7,6 @@
 //! One sandbox serves every scenario of the demo (starting one costs a few seconds); the
 //! scenarios only read the demo or add objects of their own.
 
-#[path = "support/sandbox.rs"]
-mod sandbox;
-
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -17,17 +14,13 @@ use std::os::fd::AsFd;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use sandbox::{Sandbox, sandbox_cmd, wait_for};
+use tether_tests::sandbox::Sandbox;
+use tether_tests::{run, wait_for};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 /// Namespaces, links and nftables rules of the host, to compare before and after.
@@ -51,22 +44,8 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let sandbox = Sandbox {
-            kubeconfig: dir.path().join("kubeconfig"),
-            dir,
-        };
-        let out = sandbox_cmd(sandbox.dir.path(), &["up", "--demo"]);
-        assert!(
-            out.status.success(),
-            "up --demo failed: {}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        let prefix = std::fs::read_to_string(sandbox.dir.path().join("netns-prefix"))
-            .expect("the sandbox writes its namespace prefix")
-            .trim()
-            .to_string();
+        let sandbox = Sandbox::start_with(&["--demo"]);
+        let prefix = sandbox.netns_prefix();
         Cluster { sandbox, prefix }
     }
 
@@ -507,6 +486,7 @@ fn rolling_update_scenario(c: &Cluster) {
 }
 
 #[test]
+#[ignore = "needs root (the sandbox's network namespaces); as root: cargo test -- --include-ignored"]
 fn demo_cluster_works_and_leaves_nothing_behind() {
     let before = host_network();
     let c = Cluster::start();
@@ -520,7 +500,7 @@ fn demo_cluster_works_and_leaves_nothing_behind() {
 
     // A crash leaves namespaces and pod processes; the next `up` removes them and starts
     // afresh, and `down` removes everything.
-    let pid: i32 = std::fs::read_to_string(c.sandbox.dir.path().join("tether-sandbox.pid"))
+    let pid: i32 = std::fs::read_to_string(c.sandbox.dir().join("tether-sandbox.pid"))
         .unwrap()
         .trim()
         .parse()
@@ -543,7 +523,7 @@ fn demo_cluster_works_and_leaves_nothing_behind() {
 
     // Crash again, then `down` alone cleans up.
     c.sandbox.up();
-    let pid: i32 = std::fs::read_to_string(c.sandbox.dir.path().join("tether-sandbox.pid"))
+    let pid: i32 = std::fs::read_to_string(c.sandbox.dir().join("tether-sandbox.pid"))
         .unwrap()
         .trim()
         .parse()

@@ -1,11 +1,9 @@
 //! `up`, `status` and `down`, state that survives a restart, and a corrupt state file.
 
-#[path = "support/sandbox.rs"]
-mod sandbox;
-
-use sandbox::{Sandbox, sandbox_cmd};
+use tether_tests::sandbox::Sandbox;
 
 #[test]
+#[ignore = "needs root (the sandbox's network namespaces); as root: cargo test -- --include-ignored"]
 fn up_status_down_and_state_survives() {
     let sb = Sandbox::start();
     let kubeconfig = std::fs::read_to_string(&sb.kubeconfig).unwrap();
@@ -22,13 +20,13 @@ fn up_status_down_and_state_survives() {
         again.contains("is running at"),
         "a second up reports the running server: {again}"
     );
-    let status = sandbox_cmd(sb.dir.path(), &["status"]);
+    let status = sb.run(&["status"]);
     assert!(status.status.success());
 
     sb.ok(&["create", "configmap", "kept", "--from-literal=a=b"]);
     sb.ok(&["create", "namespace", "stays"]);
     sb.down();
-    let status = sandbox_cmd(sb.dir.path(), &["status"]);
+    let status = sb.run(&["status"]);
     assert_eq!(status.status.code(), Some(3), "status after down");
     sb.up();
     assert_eq!(
@@ -45,15 +43,16 @@ fn up_status_down_and_state_survives() {
 }
 
 #[test]
+#[ignore = "needs root (the sandbox's network namespaces); as root: cargo test -- --include-ignored"]
 fn a_corrupt_state_file_is_reported() {
     let sb = Sandbox::start();
     sb.down();
     std::fs::write(
-        sb.dir.path().join("state.json"),
+        sb.dir().join("state.json"),
         "{\"version\": 1, \"objects\": [",
     )
     .unwrap();
-    let out = sandbox_cmd(sb.dir.path(), &["up"]);
+    let out = sb.run(&["up"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("state.json is corrupt"), "{stderr}");

@@ -1,9 +1,6 @@
 //! kube-rs against a sandbox: list, watch through kube-runtime's watcher, patch, conflicts,
 //! and a watch resumed from a resourceVersion the server no longer has.
 
-#[path = "support/sandbox.rs"]
-mod sandbox;
-
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
@@ -11,19 +8,10 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::runtime::watcher;
-use kube::{Client, Config};
-use sandbox::Sandbox;
 use serde_json::json;
+use tether_tests::sandbox::Sandbox;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-async fn client(sb: &Sandbox) -> Client {
-    let kubeconfig = kube::config::Kubeconfig::read_from(&sb.kubeconfig).expect("read kubeconfig");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .expect("kubeconfig");
-    Client::try_from(config).expect("client")
-}
 
 fn config_map(name: &str) -> ConfigMap {
     serde_json::from_value(
@@ -33,9 +21,10 @@ fn config_map(name: &str) -> ConfigMap {
 }
 
 #[tokio::test]
+#[ignore = "needs root (the sandbox's network namespaces); as root: cargo test -- --include-ignored"]
 async fn list_watch_and_patch() {
     let sb = Sandbox::start();
-    let client = client(&sb).await;
+    let client = sb.client().await;
     let services: Api<Service> = Api::all(client.clone());
     let names: Vec<String> = services
         .list(&ListParams::default())
@@ -148,9 +137,10 @@ async fn list_watch_and_patch() {
 }
 
 #[tokio::test]
+#[ignore = "needs root (the sandbox's network namespaces); as root: cargo test -- --include-ignored"]
 async fn watch_bookmarks_and_expired_resource_versions() {
     let sb = Sandbox::start();
-    let client = client(&sb).await;
+    let client = sb.client().await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let created = cms
         .create(&PostParams::default(), &config_map("a"))
@@ -192,7 +182,7 @@ async fn watch_bookmarks_and_expired_resource_versions() {
     drop(client);
     sb.down();
     sb.up();
-    let client = self::client(&sb).await;
+    let client = sb.client().await;
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
     assert!(cms.get("a").await.is_ok(), "objects survive a restart");
     let mut stream = cms

@@ -1,14 +1,12 @@
 //! The real kubectl against a sandbox: what a user would type, and what they would see.
 
-#[path = "support/sandbox.rs"]
-mod sandbox;
-
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use sandbox::{Sandbox, wait_for};
+use tether_tests::sandbox::Sandbox;
+use tether_tests::wait_for;
 
 const SHOP: &str = r#"
 apiVersion: v1
@@ -54,6 +52,7 @@ spec:
 const WAIT: Duration = Duration::from_secs(20);
 
 #[test]
+#[ignore = "needs root (the sandbox's network namespaces); as root: cargo test -- --include-ignored"]
 fn version_and_api_resources() {
     let sb = Sandbox::start();
     let version: serde_json::Value =
@@ -91,6 +90,7 @@ fn version_and_api_resources() {
 }
 
 #[test]
+#[ignore = "needs root (the sandbox's network namespaces); as root: cargo test -- --include-ignored"]
 fn bootstrap_objects_are_there() {
     let sb = Sandbox::start();
     let namespaces = sb.ok(&["get", "namespaces", "-o", "name"]);
@@ -158,6 +158,7 @@ fn bootstrap_objects_are_there() {
 
 /// Every served resource: apply one object, then get and describe it.
 #[test]
+#[ignore = "needs root (the sandbox's network namespaces); as root: cargo test -- --include-ignored"]
 fn get_and_describe_every_resource() {
     let sb = Sandbox::start();
     sb.apply(
@@ -292,6 +293,7 @@ subjects: [{kind: ServiceAccount, name: sa, namespace: default}]
 }
 
 #[test]
+#[ignore = "needs root (the sandbox's network namespaces); as root: cargo test -- --include-ignored"]
 fn apply_then_reapply_after_an_edit() {
     let sb = Sandbox::start();
     let first = sb.apply(SHOP);
@@ -348,6 +350,7 @@ fn apply_then_reapply_after_an_edit() {
 }
 
 #[test]
+#[ignore = "needs root (the sandbox's network namespaces); as root: cargo test -- --include-ignored"]
 fn patch_label_annotate_scale() {
     let sb = Sandbox::start();
     sb.apply(SHOP);
@@ -432,6 +435,7 @@ fn patch_label_annotate_scale() {
 }
 
 #[test]
+#[ignore = "needs root (the sandbox's network namespaces); as root: cargo test -- --include-ignored"]
 fn delete_cascades_to_owned_objects_and_namespace_contents() {
     let sb = Sandbox::start();
     sb.apply(SHOP);
@@ -476,6 +480,7 @@ spec:
 }
 
 #[test]
+#[ignore = "needs root (the sandbox's network namespaces); as root: cargo test -- --include-ignored"]
 fn get_watch_receives_events() {
     let sb = Sandbox::start();
     let mut child = sb
@@ -525,6 +530,7 @@ fn get_watch_receives_events() {
 }
 
 #[test]
+#[ignore = "needs root (the sandbox's network namespaces); as root: cargo test -- --include-ignored"]
 fn errors_read_like_a_real_server() {
     let sb = Sandbox::start();
     let err = sb.fails(&[
@@ -591,6 +597,7 @@ fn errors_read_like_a_real_server() {
 }
 
 #[test]
+#[ignore = "needs root (the sandbox's network namespaces); as root: cargo test -- --include-ignored"]
 fn node_ports_are_allocated_and_conflicts_rejected() {
     let sb = Sandbox::start();
     let svc = |name: &str, node_port: &str| {
@@ -622,6 +629,7 @@ fn node_ports_are_allocated_and_conflicts_rejected() {
 
 /// `kubectl create <kind>` sends protobuf bodies; they decode to the same objects as JSON.
 #[test]
+#[ignore = "needs root (the sandbox's network namespaces); as root: cargo test -- --include-ignored"]
 fn typed_create_commands() {
     let sb = Sandbox::start();
     sb.ok(&[

@@ -2,16 +2,14 @@
 //! through kube-rs (WebSocket channels) and kubectl (SPDY tunnelled in WebSocket, and plain
 //! SPDY), and logs through kubectl and kube-rs. One sandbox serves every scenario.
 
-#[path = "support/sandbox.rs"]
-mod sandbox;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::LogParams;
-use sandbox::{Sandbox, wait_for};
+use tether_tests::sandbox::Sandbox;
+use tether_tests::wait_for;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -59,14 +57,7 @@ impl Drop for Reaped {
 }
 
 fn client(sb: &Sandbox, rt: &tokio::runtime::Runtime) -> kube::Api<Pod> {
-    rt.block_on(async {
-        let kc = kube::config::Kubeconfig::read_from(&sb.kubeconfig).unwrap();
-        let config =
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .unwrap();
-        kube::Api::namespaced(kube::Client::try_from(config).unwrap(), "default")
-    })
+    kube::Api::namespaced(rt.block_on(sb.client()), "default")
 }
 
 /// 8 MiB echoed through one port while an HTTP request goes through the other, both in one
@@ -286,11 +277,8 @@ fn logs(sb: &Sandbox, pods: &kube::Api<Pod>, rt: &tokio::runtime::Runtime) {
 }
 
 #[test]
+#[ignore = "needs root (the sandbox's network namespaces); as root: cargo test -- --include-ignored"]
 fn port_forward_and_logs() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: the sandbox runs pods in network namespaces, which needs root");
-        return;
-    }
     let sb = Sandbox::start();
     sb.apply(PODS);
     sb.ok(&["wait", "--for=condition=Ready", "pod/echo", "--timeout=60s"]);

@@ -2,12 +2,10 @@
 //! `set image`, `rollout history` and `rollout undo`, and the Service's endpoints following
 //! the pods, which the sandbox's kubelet runs and probes.
 
-#[path = "support/sandbox.rs"]
-mod sandbox;
-
 use std::time::Duration;
 
-use sandbox::{Sandbox, wait_for};
+use tether_tests::sandbox::Sandbox;
+use tether_tests::wait_for;
 
 const APP: &str = r#"
 apiVersion: apps/v1
@@ -46,6 +44,7 @@ fn roll_out(sb: &Sandbox) -> String {
 }
 
 #[test]
+#[ignore = "needs root (the sandbox's network namespaces); as root: cargo test -- --include-ignored"]
 fn rollout_status_history_and_undo() {
     let sb = Sandbox::start();
     sb.apply(APP);

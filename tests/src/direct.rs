@@ -32,6 +32,8 @@ pub struct DirectCluster {
     pub laptop: Netns,
     pub token_file: PathBuf,
     pub state_dir: PathBuf,
+    /// Holds the token file and the state directory; removed on drop.
+    _scratch: tempfile::TempDir,
 }
 
 impl DirectCluster {
@@ -70,11 +72,13 @@ impl DirectCluster {
         ));
         laptop.set_resolv_conf(LAPTOP_RESOLV_CONF);
 
-        let scratch = std::env::temp_dir().join(&laptop.name);
-        std::fs::create_dir_all(&scratch).expect("create the test's scratch directory");
-        let token_file = scratch.join("token");
+        let scratch = tempfile::Builder::new()
+            .prefix(&format!("{}-", laptop.name))
+            .tempdir()
+            .expect("create the test's scratch directory");
+        let token_file = scratch.path().join("token");
         std::fs::write(&token_file, format!("token-{}\n", laptop.name)).expect("write the token");
-        let state_dir = scratch.join("state");
+        let state_dir = scratch.path().join("state");
 
         let kit = bin("tether-testkit");
         let mut cluster_dns_args: Vec<String> =
@@ -142,6 +146,7 @@ impl DirectCluster {
             token_file,
             state_dir,
             _servers: servers,
+            _scratch: scratch,
         };
         dc.start_manager();
         dc
@@ -294,14 +299,6 @@ impl Drop for Daemon {
             // SAFETY: kill has no memory-safety preconditions; the pid was checked above to
             // be the tether daemon this test started.
             unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
-        }
-    }
-}
-
-impl Drop for DirectCluster {
-    fn drop(&mut self) {
-        if let Some(scratch) = self.token_file.parent() {
-            let _ = std::fs::remove_dir_all(scratch);
         }
     }
 }

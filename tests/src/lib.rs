@@ -1,5 +1,12 @@
-//! Helpers for tether's end-to-end scenarios: network namespaces that stand in for a laptop
-//! and a cluster, processes that die with the test, and waits with deadlines.
+//! Helpers for tether's tests: the workspace's binaries, a sandbox cluster per test
+//! ([`sandbox`], shared by every crate's sandbox tests), network namespaces that stand in
+//! for a laptop and a cluster ([`direct`]), processes that die with the test, and waits with
+//! deadlines.
+//!
+//! Tests that need root (network namespaces, TUN, the sandbox's pods) are marked
+//! `#[ignore = "needs root: ..."]`, so that without root they are reported as skipped with
+//! that reason instead of passing without having run; `scripts/test.sh` runs them with
+//! `--include-ignored` when it is root (as CI is). No test is ignored for any other reason.
 //!
 //! Nothing here touches the host's own network namespace: every link, address and route is
 //! created inside namespaces the test made, and every namespace is deleted on drop, even
@@ -19,8 +26,29 @@ pub mod sandbox;
 /// Prefix of every namespace the tests create; leftovers of dead runs are found by it.
 const PREFIX: &str = "tt";
 
-/// Where the workspace's binaries are: next to the test executable's `deps` directory.
+/// Set to keep every test's temporary directories (logs, state) for inspection; without it
+/// they are removed even when the test fails, which prints the logs' last lines instead.
+const KEEP_ENV: &str = "TETHER_KEEP_TEST_DIRS";
+
+/// A workspace binary: `$<NAME>_BIN` (e.g. `TETHER_SANDBOX_BIN`, `TETHER_AGENT_BIN`, as
+/// the sandbox's kubelet reads it too), else next to the running test executable (tests run
+/// from `target/<profile>/deps`, the binaries are in `target/<profile>`).
 pub fn bin(name: &str) -> PathBuf {
+    let path = bin_path(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace), or set {}",
+        path.display(),
+        bin_var(name)
+    );
+    path
+}
+
+/// Where [`bin`] looks for `name`, whether or not it is there.
+pub fn bin_path(name: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(bin_var(name)) {
+        return path.into();
+    }
     let exe = std::env::current_exe().expect("the test knows its own path");
     let dir = exe
         .parent()
@@ -32,19 +60,56 @@ pub fn bin(name: &str) -> PathBuf {
             }
         })
         .expect("test executables live in target/<profile>/deps");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace first (cargo build --workspace)",
-        path.display()
-    );
-    path
+    dir.join(name)
 }
 
-/// Runs a command and returns its output; panics with the command line if it cannot start.
+fn bin_var(name: &str) -> String {
+    format!("{}_BIN", name.to_uppercase().replace('-', "_"))
+}
+
+/// The longest one command may run: one that hangs fails its test, named, instead of hanging
+/// the suite. Generous, as `tether-sandbox up --demo` on a loaded machine takes a while.
+pub const COMMAND_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Runs a command (no stdin, output captured) and returns its output; panics with the
+/// command line if it cannot start or outlives [`COMMAND_DEADLINE`].
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    run_within(cmd, COMMAND_DEADLINE).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`run`] that reports instead of panicking, for clean-up in `Drop` (a panic there while
+/// a failed test unwinds would abort the whole test binary).
+pub fn run_within(cmd: &mut Command, deadline: Duration) -> Result<Output, String> {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    finish(child, &format!("{cmd:?}"), deadline)
+}
+
+/// Collects the output of a started child with piped stdout and stderr, killing it if it
+/// outlives `deadline`.
+pub fn finish(child: Child, what: &str, deadline: Duration) -> Result<Output, String> {
+    let pid = child.id();
+    // Waiter thread -> caller: the output, once the child has exited and closed its pipes.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(child.wait_with_output());
+    });
+    match done_rx.recv_timeout(deadline) {
+        Ok(out) => out.map_err(|e| format!("cannot wait for {what}: {e}")),
+        Err(_) => {
+            // SAFETY: kill has no memory-safety preconditions. The child is not reaped yet
+            // (the waiter reaps it only after its pipes close, and would then have sent),
+            // so the pid is still this child's.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            Err(format!(
+                "timed out after {deadline:?} waiting for {what} to exit"
+            ))
+        }
+    }
 }
 
 /// Runs a command that must succeed.
@@ -58,6 +123,34 @@ pub fn check(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A command's stdout and stderr as text, for messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The last `lines` lines of a log file, headed by its path, for failure messages.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    format!(
+        "--- last lines of {}:\n{}",
+        path.display(),
+        all[all.len().saturating_sub(lines)..].join("\n")
+    )
+}
+
+/// Awaits `fut`, or panics after `deadline` naming what it waited for.
+pub async fn within<T>(what: &str, deadline: Duration, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(deadline, fut).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {deadline:?} waiting for {what}"),
+    }
 }
 
 /// Polls `probe` until it returns Some, or panics after `deadline` naming `what`.
@@ -84,6 +177,20 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Starts `cmd` with stdout piped (for [`Proc::wait_line`]) and no stdin.
+    pub fn start(name: &str, cmd: &mut Command) -> Proc {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            name: name.to_owned(),
+            child,
+            lines: None,
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -144,6 +251,9 @@ impl Drop for Proc {
 /// A network namespace with its own /etc/netns directory, deleted on drop.
 pub struct Netns {
     pub name: String,
+    /// Logs of the processes started in it (and the test's scratch files); `tempfile`'s,
+    /// so removed on drop. Taken only by drop.
+    logs: Option<tempfile::TempDir>,
 }
 
 impl Netns {
@@ -151,7 +261,14 @@ impl Netns {
         let _ = run(Command::new("ip").args(["netns", "del", &name]));
         check(Command::new("ip").args(["netns", "add", &name]));
         std::fs::create_dir_all(Self::etc(&name)).expect("create /etc/netns/NAME");
-        let ns = Netns { name };
+        let logs = tempfile::Builder::new()
+            .prefix(&format!("{name}-logs-"))
+            .tempdir()
+            .expect("create the namespace's log directory");
+        let ns = Netns {
+            name,
+            logs: Some(logs),
+        };
         // IPv4 only: IPv6 link-local addresses appear asynchronously and would make
         // before/after snapshots differ for reasons that have nothing to do with tether.
         check(ns.cmd("sysctl").args([
@@ -198,11 +315,14 @@ impl Netns {
         }
     }
 
-    /// Where the logs of processes started in this namespace go; kept when a test fails.
+    /// Where the logs of processes started in this namespace go, removed with it; a failing
+    /// test prints their last lines.
     pub fn log_dir(&self) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("{}-logs", self.name));
-        std::fs::create_dir_all(&dir).expect("create the log directory");
-        dir
+        self.logs
+            .as_ref()
+            .expect("the directory is only taken on drop")
+            .path()
+            .to_path_buf()
     }
 
     /// Writes the namespace's own resolv.conf.
@@ -226,13 +346,30 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = run(Command::new("ip").args(["netns", "del", &self.name]));
+        // run_within, not run: a panic here while a failed test unwinds would abort.
+        let _ = run_within(
+            Command::new("ip").args(["netns", "del", &self.name]),
+            COMMAND_DEADLINE,
+        );
         let _ = std::fs::remove_dir_all(Self::etc(&self.name));
-        let logs = std::env::temp_dir().join(format!("{}-logs", self.name));
+        let Some(logs) = self.logs.take() else {
+            return;
+        };
         if std::thread::panicking() {
-            eprintln!("logs of {} kept in {}", self.name, logs.display());
-        } else {
-            let _ = std::fs::remove_dir_all(logs);
+            let mut files: Vec<PathBuf> = std::fs::read_dir(logs.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|entry| entry.path())
+                .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+                .collect();
+            files.sort();
+            for file in files {
+                eprintln!("{}", log_tail(&file, 30));
+            }
+        }
+        if std::env::var_os(KEEP_ENV).is_some() {
+            eprintln!("logs of {} kept in {}", self.name, logs.keep().display());
         }
     }
 }

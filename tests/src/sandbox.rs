@@ -1,318 +1,313 @@
-//! A `tether-sandbox up --demo` cluster and its workstation, the stand-in for a laptop whose
-//! only way into the cluster is the API server.
+//! A `tether-sandbox` cluster per test: `up` in a fresh temporary state directory, `down`
+//! when dropped (also when the test fails), and the ways a test talks to it: the kubeconfig,
+//! a kube client, and the real kubectl.
 //!
-//! Everything the laptop side runs (tether, curl, dig) goes through `tether-sandbox shell`,
-//! which enters the workstation's network namespace with a private /etc/resolv.conf bind:
-//! the host's own network and resolver are never touched. tether is pointed at that
-//! resolver file by its path in the state directory, so even a `tether quit` run elsewhere
-//! could only ever restore the workstation's file.
+//! This is the one harness every crate's sandbox tests share (cli, agent, sandbox and the
+//! end-to-end scenarios); [`workstation`] adds the laptop stand-in that tether runs in.
 //!
-//! The sandbox, and whatever tether daemon the test started, are stopped on drop, also when
-//! the test failed; [`SandboxCluster::start`] first stops sandboxes of earlier runs whose
-//! test process is gone.
+//! The state directory comes from `tempfile` and is removed on drop, even on panic; a
+//! failing test prints the tail of the server's log instead, and `TETHER_KEEP_TEST_DIRS=1`
+//! keeps the directory for a closer look. Its name carries the test process's pid, so a
+//! later start stops the sandboxes of runs that were killed before they could clean up.
 
+pub mod workstation;
+
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
 
-use crate::{bin, check, run, wait_for};
+use kube::config::{KubeConfigOptions, Kubeconfig};
 
-/// Prefix of the state directories in the temp dir; `-<pid>-<n>` follows.
-const DIR_PREFIX: &str = "tether-e2e-sandbox";
+use crate::{COMMAND_DEADLINE, KEEP_ENV, bin, bin_path, run_within, text};
 
-pub struct SandboxCluster {
-    pub dir: PathBuf,
+pub use workstation::{OUTSIDE_IP, OUTSIDE_NAME, SandboxCluster, alive};
+
+/// What the state directories' names start with; `<pid>-` and a random suffix follow.
+const DIR_PREFIX: &str = "tether-sandbox-test-";
+
+/// Where tests that run tether keep its state, inside the sandbox's state directory, so
+/// that the sweep of a killed run can ask that run's daemon to quit.
+pub(crate) const TETHER_STATE: &str = "tether";
+
+pub struct Sandbox {
+    dir: Option<tempfile::TempDir>,
     pub kubeconfig: PathBuf,
-    /// What the names of the sandbox's network namespaces start with.
-    pub netns_prefix: String,
-    /// The workstation's network namespace.
-    pub workstation: String,
-    /// The resolver file the workstation sees as /etc/resolv.conf.
-    pub resolv_conf: PathBuf,
-    /// tether's state directory (socket, log, session record).
-    pub tether_state: PathBuf,
-    /// Daemons the test's `tether connect` runs started, killed on drop if still alive.
-    daemons: Mutex<Vec<u32>>,
-    /// The workstation's own DNS server (for names outside the cluster).
-    _outside_dns: Background,
 }
 
-/// The workstation's resolver before tether: a DNS server on its loopback that knows only
-/// this name, standing in for the laptop's usual resolver.
-pub const OUTSIDE_NAME: &str = "outside.example.test";
-pub const OUTSIDE_IP: &str = "192.0.2.7";
-const OUTSIDE_DNS: &str = "127.0.0.153";
-
-/// A process started in the workstation; killed and reaped on drop.
-struct Background(std::process::Child);
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+impl Sandbox {
+    /// `tether-sandbox up`: an empty cluster (the bootstrap objects only).
+    pub fn start() -> Sandbox {
+        Sandbox::start_with(&[])
     }
-}
 
-impl SandboxCluster {
-    /// Starts a sandbox with the demo namespace (its pods are Ready when this returns).
-    pub fn start() -> SandboxCluster {
+    /// `tether-sandbox up ARGS`, e.g. `["--demo"]`, which returns once the demo is Ready.
+    pub fn start_with(up_args: &[&str]) -> Sandbox {
         remove_leftovers();
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the sandbox state directory");
-        check(
-            Command::new(bin("tether-sandbox"))
-                .args(["up", "--demo", "--state-dir"])
-                .arg(&dir),
-        );
-        let netns_prefix = std::fs::read_to_string(dir.join("netns-prefix"))
-            .expect("the sandbox names its network namespaces' prefix")
-            .trim()
-            .to_owned();
-        let workstation = format!("{netns_prefix}-ws");
-        // `ip netns exec` execs the server itself, so the child is the server.
-        let mut dns = Command::new("ip")
-            .args(["netns", "exec", &workstation])
-            .arg(bin("tether-testkit"))
-            .args(["dns", "--listen", &format!("{OUTSIDE_DNS}:53"), "--record"])
-            .arg(format!("{OUTSIDE_NAME}={OUTSIDE_IP}"))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("start the workstation's DNS server");
-        let mut ready = String::new();
-        let stdout = dns.stdout.take().expect("piped");
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut ready)
-            .expect("the DNS server starts");
-        assert_eq!(ready.trim(), "ready", "the workstation's DNS server");
-        let cluster = SandboxCluster {
-            kubeconfig: dir.join("kubeconfig"),
-            _outside_dns: Background(dns),
-            netns_prefix,
-            workstation,
-            resolv_conf: dir.join("workstation/resolv.conf"),
-            tether_state: dir.join("tether"),
-            dir,
-            daemons: Mutex::new(Vec::new()),
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
+            .tempdir()
+            .expect("create the sandbox's state directory");
+        let sandbox = Sandbox {
+            kubeconfig: dir.path().join("kubeconfig"),
+            dir: Some(dir),
         };
-        // The first shell creates the workstation's resolver file; then it gets its own.
-        check(&mut cluster.shell("true"));
-        std::fs::write(
-            &cluster.resolv_conf,
-            format!("nameserver {OUTSIDE_DNS}\noptions timeout:2 attempts:1\n"),
-        )
-        .expect("write the workstation's resolv.conf");
-        assert_eq!(cluster.dig(&[OUTSIDE_NAME]), [OUTSIDE_IP]);
-        cluster
+        let mut args = vec!["up"];
+        args.extend_from_slice(up_args);
+        sandbox.up_with(&args);
+        sandbox
     }
 
-    /// A command run in the workstation (with KUBECONFIG set to the sandbox's).
-    pub fn shell(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    /// The state directory: kubeconfig, credentials, `state.json`, the server's log.
+    pub fn dir(&self) -> &Path {
+        self.dir
+            .as_ref()
+            .expect("the directory is only taken on drop")
+            .path()
+    }
+
+    /// `tether-sandbox ARGS --state-dir DIR`.
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin("tether-sandbox"));
-        cmd.args(["shell", "--state-dir"])
-            .arg(&self.dir)
-            .arg("--")
-            .arg(program);
+        cmd.args(args).arg("--state-dir").arg(self.dir());
         cmd
     }
 
-    /// `tether` in the workstation, with the test's state directory.
-    pub fn tether(&self) -> Command {
-        let mut cmd = self.shell(bin("tether"));
-        cmd.arg("--state-dir").arg(&self.tether_state);
-        cmd
+    /// Runs `tether-sandbox ARGS` against this state directory, whatever its outcome.
+    pub fn run(&self, args: &[&str]) -> Output {
+        crate::run(&mut self.command(args))
     }
 
-    /// `tether connect` for the demo namespace, with DNS through the workstation's
-    /// resolver file.
-    pub fn connect_command(&self) -> Command {
-        let mut cmd = self.tether();
-        cmd.args(["connect", "-n", "demo", "--dns-mode", "resolv-conf"])
-            .arg("--resolv-conf")
-            .arg(&self.resolv_conf);
-        cmd
+    /// `up` (again), which must succeed; returns what it printed.
+    pub fn up(&self) -> String {
+        self.up_with(&["up"])
     }
 
-    /// Runs `tether connect --output json`, which must succeed; returns its JSON result
-    /// and its stderr (the progress lines).
-    pub fn connect(&self) -> (serde_json::Value, String) {
-        let out = run(self.connect_command().args(["--output", "json"]));
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    fn up_with(&self, args: &[&str]) -> String {
+        let out = self.run(args);
         assert!(
             out.status.success(),
-            "tether connect failed ({}):\n{stdout}{stderr}\n{}",
+            "tether-sandbox {} failed ({}):\n{}\n{}",
+            args.join(" "),
             out.status,
-            self.daemon_log()
+            text(&out),
+            self.log_tail()
         );
-        let json: serde_json::Value = serde_json::from_str(stdout.trim())
-            .unwrap_or_else(|e| panic!("connect printed no JSON ({e}): {stdout}"));
-        if let Some(pid) = json["pid"].as_u64() {
-            self.daemons
-                .lock()
-                .expect("no test thread panicked holding it")
-                .push(pid as u32);
-        }
-        (json, stderr)
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// `tether status --output json`.
-    pub fn status(&self) -> serde_json::Value {
-        let out = check(self.tether().args(["status", "--output", "json"]));
-        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("status JSON ({e}): {out}"))
+    /// `down`, which must succeed.
+    pub fn down(&self) {
+        let out = self.run(&["down"]);
+        assert!(out.status.success(), "down failed: {}", text(&out));
     }
 
-    /// `kubectl` with the sandbox's kubeconfig (its API server also listens on the host's
-    /// loopback; this reads and deletes objects, it changes no network).
-    /// `TETHER_KUBECTL` names another kubectl, as for the sandbox's own tests.
-    pub fn kubectl(&self) -> Command {
+    /// The API server's port on the host's loopback.
+    pub fn port(&self) -> u16 {
+        let port = std::fs::read_to_string(self.dir().join("port")).expect("the port file");
+        port.trim().parse().expect("the port file holds a port")
+    }
+
+    /// The running server's pid.
+    pub fn pid(&self) -> u32 {
+        read_pid(self.dir()).expect("the server writes its pid once it listens")
+    }
+
+    /// What the names of the sandbox's network namespaces start with (`<prefix>-node`, ...).
+    pub fn netns_prefix(&self) -> String {
+        std::fs::read_to_string(self.dir().join("netns-prefix"))
+            .expect("the sandbox writes its network namespaces' prefix")
+            .trim()
+            .to_owned()
+    }
+
+    /// A kube client from the sandbox's kubeconfig.
+    pub async fn client(&self) -> kube::Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read the kubeconfig");
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .expect("a client configuration from the kubeconfig");
+        kube::Client::try_from(config).expect("a client")
+    }
+
+    /// `kubectl ARGS` against the sandbox (its API server listens on the host's loopback;
+    /// kubectl changes no network). `TETHER_KUBECTL` names another kubectl. Its discovery
+    /// cache lives in the state directory, so runs do not share a stale one.
+    pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
         let kubectl = std::env::var("TETHER_KUBECTL").unwrap_or_else(|_| "kubectl".into());
         let mut cmd = Command::new(kubectl);
-        cmd.arg("--kubeconfig").arg(&self.kubeconfig);
+        cmd.args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("KUBECACHEDIR", self.dir().join("kube-cache"))
+            .env_remove("KUBECTL_EXTERNAL_DIFF");
         cmd
+    }
+
+    /// Runs kubectl, whatever its outcome.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        crate::run(&mut self.kubectl_cmd(args))
+    }
+
+    /// Runs kubectl with `stdin` as its input, whatever its outcome.
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = self
+            .kubectl_cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(stdin.as_bytes())
+            .expect("write kubectl's stdin");
+        crate::finish(child, &format!("kubectl {args:?}"), crate::COMMAND_DEADLINE)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Runs kubectl and returns stdout; panics with its output when it fails.
+    pub fn ok(&self, args: &[&str]) -> String {
+        succeeded(args, self.kubectl(args))
+    }
+
+    /// Runs kubectl expecting failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        failed(args, self.kubectl(args))
+    }
+
+    /// Runs kubectl with stdin and returns stdout; panics when it fails.
+    pub fn ok_stdin(&self, args: &[&str], stdin: &str) -> String {
+        succeeded(args, self.kubectl_stdin(args, stdin))
+    }
+
+    /// Runs kubectl with stdin expecting failure; returns stderr.
+    pub fn fails_stdin(&self, args: &[&str], stdin: &str) -> String {
+        failed(args, self.kubectl_stdin(args, stdin))
+    }
+
+    /// `kubectl apply -f -` of `manifest`, which must succeed.
+    pub fn apply(&self, manifest: &str) -> String {
+        self.ok_stdin(&["apply", "-f", "-"], manifest)
     }
 
     /// A JSONPath of objects, e.g. `("demo", ["svc", "api"], "{.spec.clusterIP}")`; an
     /// empty namespace for cluster-scoped ones.
     pub fn jsonpath(&self, namespace: &str, object: &[&str], path: &str) -> String {
-        let mut cmd = self.kubectl();
+        let mut args = Vec::new();
         if !namespace.is_empty() {
-            cmd.args(["-n", namespace]);
+            args.extend(["-n", namespace]);
         }
-        check(
-            cmd.arg("get")
-                .args(object)
-                .arg(format!("-o=jsonpath={path}")),
-        )
+        args.push("get");
+        args.extend_from_slice(object);
+        let expr = format!("-o=jsonpath={path}");
+        args.push(&expr);
+        self.ok(&args)
     }
 
-    /// `curl -s URL` in the workstation: its body, or None when it failed.
-    pub fn curl(&self, url: &str) -> Option<String> {
-        let out = run(self.shell("curl").args(["-sS", "--max-time", "5", url]));
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// `dig +short ARGS` in the workstation, answers sorted.
-    pub fn dig(&self, args: &[&str]) -> Vec<String> {
-        let out = check(
-            self.shell("dig")
-                .args(["+short", "+time=3", "+tries=1"])
-                .args(args),
-        );
-        let mut lines: Vec<String> = out.lines().map(str::to_owned).collect();
-        lines.sort();
-        lines
-    }
-
-    /// The workstation's links, addresses, routes and resolver file, to compare before and
-    /// after a session.
-    pub fn snapshot(&self) -> String {
-        let ip = |args: &[&str]| {
-            check(
-                Command::new("ip")
-                    .arg("-n")
-                    .arg(&self.workstation)
-                    .args(args),
-            )
-        };
-        let resolv = std::fs::read_to_string(&self.resolv_conf).unwrap_or_default();
-        format!(
-            "# links\n{}# addresses\n{}# routes\n{}# resolv.conf\n{resolv}",
-            ip(&["-o", "link", "show"]),
-            ip(&["-o", "addr", "show"]),
-            ip(&["route", "show", "table", "all"]),
-        )
-    }
-
-    pub fn daemon_log(&self) -> String {
-        let log = self.tether_state.join("daemon.log");
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        format!(
-            "--- last lines of {}:\n{}",
-            log.display(),
-            lines[lines.len().saturating_sub(30)..].join("\n")
-        )
-    }
-
-    /// Waits until the daemon `pid` (one this test started) has exited.
-    pub fn wait_daemon_gone(&self, pid: u32, deadline: Duration) {
-        wait_for(&format!("tether daemon {pid} to exit"), deadline, || {
-            (!alive(pid)).then_some(())
-        });
+    /// The last lines of the server's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        crate::log_tail(&self.dir().join("tether-sandbox.log"), 30)
     }
 }
 
-/// Whether `pid` runs (and is not a zombie).
-pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
-impl Drop for SandboxCluster {
+impl Drop for Sandbox {
     fn drop(&mut self) {
-        let _ = run(self.tether().arg("quit"));
-        for pid in self.daemons.lock().map(|d| d.clone()).unwrap_or_default() {
-            if alive(pid) {
-                let _ = run(Command::new("kill").args(["-KILL", &pid.to_string()]));
+        let Some(dir) = self.dir.take() else {
+            return;
+        };
+        if std::thread::panicking() {
+            eprintln!(
+                "{}",
+                crate::log_tail(&dir.path().join("tether-sandbox.log"), 30)
+            );
+        }
+        if !stop(dir.path()) {
+            // Last resort: the pid the server wrote, which is this test's.
+            if let Some(pid) = read_pid(dir.path()) {
+                // SAFETY: kill has no memory-safety preconditions; the pid is our server's.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
             }
         }
-        let _ = run(self.tether().arg("quit"));
-        stop(&self.dir);
-        if std::thread::panicking() {
-            eprintln!("sandbox and tether logs kept in {}", self.dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os(KEEP_ENV).is_some() {
+            eprintln!("sandbox state kept in {}", dir.keep().display());
         }
     }
 }
 
-fn stop(dir: &Path) {
-    // A daemon of a killed run is asked to quit through its socket; it undoes its changes
-    // inside the workstation. (The resolver file it may restore is the workstation's.)
-    let _ = run(Command::new(bin("tether"))
-        .arg("--state-dir")
-        .arg(dir.join("tether"))
-        .arg("quit"));
-    let _ = run(Command::new(bin("tether-sandbox"))
-        .args(["down", "--state-dir"])
-        .arg(dir));
+/// The pid a sandbox server wrote into its state directory.
+fn read_pid(dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(dir.join("tether-sandbox.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
-/// Stops the sandboxes of earlier runs whose test process is gone (a killed CI job).
+/// Stops the sandbox of `dir`, and first the tether daemon whose state lives there: it
+/// undoes its changes, which are all inside the sandbox's workstation. Whether `down`
+/// succeeded.
+fn stop(dir: &Path) -> bool {
+    let tether = bin_path("tether");
+    let tether_state = dir.join(TETHER_STATE);
+    if tether_state.exists() && tether.exists() {
+        let _ = run_within(
+            Command::new(tether)
+                .arg("--state-dir")
+                .arg(tether_state)
+                .arg("quit"),
+            COMMAND_DEADLINE,
+        );
+    }
+    // Not `bin`, which asserts: this runs in `Drop`, also while a failed test unwinds.
+    run_within(
+        Command::new(bin_path("tether-sandbox"))
+            .args(["down", "--state-dir"])
+            .arg(dir),
+        COMMAND_DEADLINE,
+    )
+    .is_ok_and(|out| out.status.success())
+}
+
+/// Stops the sandboxes of earlier runs whose test process is gone (a killed CI job) and
+/// removes their state directories.
 fn remove_leftovers() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(&format!("{DIR_PREFIX}-")) else {
+        let Some(rest) = name.strip_prefix(DIR_PREFIX) else {
             continue;
         };
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
         if !Path::new(&format!("/proc/{pid}")).exists() {
+            // No kill by pid here: a dead run's pid file may name a reused pid.
             stop(&entry.path());
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }
 
-/// Output as text, for messages.
-pub fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+/// The stdout of a kubectl run that must have succeeded.
+fn succeeded(args: &[&str], out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed:\n{}",
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The stderr of a kubectl run that must have failed.
+fn failed(args: &[&str], out: Output) -> String {
+    assert!(
+        !out.status.success(),
+        "kubectl {args:?} succeeded:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -4,14 +4,7 @@
 use std::time::{Duration, Instant};
 
 use tether_tests::direct::*;
-use tether_tests::{check, have_root, run};
-
-fn root_or_skip() -> bool {
-    if !have_root() {
-        eprintln!("skipping: the end-to-end tests need root (network namespaces, TUN)");
-    }
-    have_root()
-}
+use tether_tests::{check, run};
 
 fn curl(dc: &DirectCluster, url: &str) -> String {
     check(dc.laptop.cmd("curl").args(["-sS", "--max-time", "5", url]))
@@ -27,10 +20,8 @@ fn dig(dc: &DirectCluster, args: &[&str]) -> String {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, TUN); as root: cargo test -- --include-ignored"]
 fn connect_carries_tcp_udp_and_dns_then_restores_the_laptop() {
-    if !root_or_skip() {
-        return;
-    }
     let dc = DirectCluster::start();
     let before = dc.laptop.snapshot();
     // Before tether, the cluster's addresses are unreachable from the laptop.
@@ -210,10 +201,8 @@ fn connect_carries_tcp_udp_and_dns_then_restores_the_laptop() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, TUN); as root: cargo test -- --include-ignored"]
 fn sigterm_and_sigkill_leave_nothing_behind() {
-    if !root_or_skip() {
-        return;
-    }
     let dc = DirectCluster::start();
     let before = dc.laptop.snapshot();
 
@@ -279,10 +268,8 @@ fn refused_connect(
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, TUN); as root: cargo test -- --include-ignored"]
 fn bad_input_is_refused_without_changing_the_laptop() {
-    if !root_or_skip() {
-        return;
-    }
     let dc = DirectCluster::start();
     let before = dc.laptop.snapshot();
     let token = dc.token_file.to_str().unwrap();
@@ -333,10 +320,8 @@ fn bad_input_is_refused_without_changing_the_laptop() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, TUN); as root: cargo test -- --include-ignored"]
 fn the_session_survives_a_manager_restart() {
-    if !root_or_skip() {
-        return;
-    }
     let mut dc = DirectCluster::start();
     let before = dc.laptop.snapshot();
     let tether = dc.connect(&[]);
@@ -386,10 +371,8 @@ fn the_session_survives_a_manager_restart() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, TUN); as root: cargo test -- --include-ignored"]
 fn a_subnet_the_laptop_already_routes_is_refused_until_never_proxied() {
-    if !root_or_skip() {
-        return;
-    }
     let dc = DirectCluster::start();
     // The laptop already reaches part of the service range through its own link.
     dc.laptop

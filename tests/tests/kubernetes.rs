@@ -10,8 +10,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use tether_tests::sandbox::{OUTSIDE_IP, OUTSIDE_NAME, SandboxCluster, alive, text};
-use tether_tests::{bin, check, have_root, run, wait_for};
+use tether_tests::sandbox::{OUTSIDE_IP, OUTSIDE_NAME, SandboxCluster, alive};
+use tether_tests::{bin, check, run, text, wait_for};
 
 /// Requests to `web` that must have reached both replicas.
 const WEB_REQUESTS: usize = 20;
@@ -19,11 +19,8 @@ const WEB_REQUESTS: usize = 20;
 const RECOVERY: Duration = Duration::from_secs(10);
 
 #[test]
+#[ignore = "needs root (network namespaces, TUN); as root: cargo test -- --include-ignored"]
 fn connect_reaches_the_cluster_survives_a_new_manager_and_quit_restores_the_workstation() {
-    if !have_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
     let c = SandboxCluster::start();
     let before = c.snapshot();
 
@@ -37,7 +34,7 @@ fn connect_reaches_the_cluster_survives_a_new_manager_and_quit_restores_the_work
         })
         .collect();
     assert_ne!(bad, kubeconfig, "the kubeconfig has a token");
-    let bad_path = c.dir.join("bad-kubeconfig");
+    let bad_path = c.dir().join("bad-kubeconfig");
     std::fs::write(&bad_path, bad).expect("write the bad kubeconfig");
     let start = Instant::now();
     let out = run(c.connect_command().arg("--kubeconfig").arg(&bad_path));
@@ -372,11 +369,8 @@ fn requests_work_again_after_the_manager_pod_is_replaced(c: &SandboxCluster) {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, TUN); as root: cargo test -- --include-ignored"]
 fn an_unreachable_cluster_is_one_clear_error_naming_the_context_within_seconds() {
-    if !have_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
     tether_tests::remove_leftovers();
     // A laptop with no way anywhere: the API server's address cannot be reached.
     let laptop = tether_tests::Netns::new(tether_tests::unique("kube"));

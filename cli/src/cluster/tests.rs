@@ -1,16 +1,17 @@
 //! The cluster module against a real `tether-sandbox` (and the real kubectl to check what it
-//! did). Each test starts its own sandbox in a temporary state directory and stops it on drop.
-//! The sandbox's controllers and kubelet run the manager: its image maps to the
-//! `tether-agent` built next to the test binaries.
+//! did). Each test starts its own sandbox through the workspace's shared harness
+//! (`tether_tests::sandbox`), which stops it and removes its state directory on drop. The
+//! sandbox's controllers and kubelet run the manager: its image maps to the `tether-agent`
+//! built next to the test binaries. The sandbox needs root: without it those tests are
+//! reported as ignored, with the reason.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::PostParams;
+use tether_tests::sandbox::Sandbox;
 
 use super::Cluster;
 use super::client::{ClusterError, KubeOptions, connect};
@@ -23,53 +24,14 @@ use super::transport::{self, TransportError};
 
 const NS: &str = "tether";
 
-/// `tether-sandbox`, built next to this test binary (`cargo build -p tether-sandbox`), or
-/// `TETHER_SANDBOX_BIN`.
-fn sandbox_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("TETHER_SANDBOX_BIN") {
-        return path.into();
-    }
-    // target/debug/deps/tether-<hash> -> target/debug/tether-sandbox
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/debug")
-        .join("tether-sandbox");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p tether-sandbox` first",
-        bin.display()
-    );
-    bin
+/// What these tests need of the shared sandbox beyond kubectl: this module's own client.
+trait SandboxExt {
+    fn options(&self) -> KubeOptions;
+    async fn cluster(&self) -> Cluster;
+    fn versions(&self) -> Vec<String>;
 }
 
-struct Sandbox {
-    dir: tempfile::TempDir,
-    kubeconfig: PathBuf,
-}
-
-impl Sandbox {
-    fn start() -> Sandbox {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let sandbox = Sandbox {
-            kubeconfig: dir.path().join("kubeconfig"),
-            dir,
-        };
-        let out = sandbox.run(&["up"]);
-        assert!(out.status.success(), "up failed: {}", text(&out.stderr));
-        sandbox
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(sandbox_bin())
-            .args(args)
-            .arg("--state-dir")
-            .arg(self.dir.path())
-            .output()
-            .expect("run tether-sandbox")
-    }
-
+impl SandboxExt for Sandbox {
     fn options(&self) -> KubeOptions {
         KubeOptions {
             kubeconfig: Some(self.kubeconfig.clone()),
@@ -79,26 +41,6 @@ impl Sandbox {
 
     async fn cluster(&self) -> Cluster {
         connect(&self.options()).await.expect("connect")
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new(std::env::var("TETHER_KUBECTL").unwrap_or_else(|_| "kubectl".into()))
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("KUBECACHEDIR", self.dir.path().join("kube-cache"))
-            .output()
-            .expect("run kubectl")
-    }
-
-    /// kubectl's stdout; panics when it fails.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            text(&out.stderr)
-        );
-        text(&out.stdout)
     }
 
     /// The resourceVersion of every object the install writes; the Deployment's generation
@@ -117,18 +59,6 @@ impl Sandbox {
                 self.ok(&args)
             })
             .collect()
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let out = self.run(&["down"]);
-        if !out.status.success() {
-            // Last resort: the pid the server wrote, which is ours.
-            if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("tether-sandbox.pid")) {
-                let _ = Command::new("kill").arg("-9").arg(pid.trim()).status();
-            }
-        }
     }
 }
 
@@ -155,6 +85,7 @@ fn options() -> InstallOptions {
 }
 
 #[tokio::test]
+#[ignore = "needs root (the sandbox's network namespaces); as root: cargo test -- --include-ignored"]
 async fn connect_names_the_context_and_checks_the_credentials() {
     let sb = Sandbox::start();
     let cluster = sb.cluster().await;
@@ -175,7 +106,7 @@ async fn connect_names_the_context_and_checks_the_credentials() {
             None => format!("{l}\n"),
         })
         .collect();
-    let path = sb.dir.path().join("bad-kubeconfig");
+    let path = sb.dir().join("bad-kubeconfig");
     std::fs::write(&path, bad).unwrap();
     let err = connect(&KubeOptions {
         kubeconfig: Some(path),
@@ -192,6 +123,7 @@ async fn connect_names_the_context_and_checks_the_credentials() {
 /// A credential plugin that only works as the user `nobody` with that user's environment,
 /// as a plugin needing the user's own cloud credentials would.
 #[tokio::test]
+#[ignore = "needs root (the sandbox's network namespaces); as root: cargo test -- --include-ignored"]
 async fn credential_plugins_run_as_the_user_who_connected() {
     let sb = Sandbox::start();
     let config = std::fs::read_to_string(&sb.kubeconfig).unwrap();
@@ -255,7 +187,7 @@ async fn credential_plugins_run_as_the_user_who_connected() {
                 ("PATH".into(), "/usr/bin:/bin".into()),
             ]),
         },
-        helper: sandbox_bin().with_file_name("tether"),
+        helper: tether_tests::bin("tether"),
     };
     let cluster = connect(&KubeOptions {
         exec_as: Some(exec_as),
@@ -310,6 +242,7 @@ async fn an_unreachable_server_fails_within_seconds() {
 }
 
 #[tokio::test]
+#[ignore = "needs root (the sandbox's network namespaces); as root: cargo test -- --include-ignored"]
 async fn install_is_complete_idempotent_upgrades_and_uninstalls() {
     let sb = Sandbox::start();
     let cluster = sb.cluster().await;
@@ -467,6 +400,7 @@ async fn install_is_complete_idempotent_upgrades_and_uninstalls() {
 }
 
 #[tokio::test]
+#[ignore = "needs root (the sandbox's network namespaces); as root: cargo test -- --include-ignored"]
 async fn an_image_that_cannot_be_pulled_fails_the_install_with_the_kubelets_message() {
     let sb = Sandbox::start();
     let cluster = sb.cluster().await;
@@ -492,6 +426,7 @@ async fn an_image_that_cannot_be_pulled_fails_the_install_with_the_kubelets_mess
 }
 
 #[tokio::test]
+#[ignore = "needs root (the sandbox's network namespaces); as root: cargo test -- --include-ignored"]
 async fn a_newer_incompatible_manager_is_an_error_that_says_what_to_do() {
     let sb = Sandbox::start();
     let cluster = sb.cluster().await;
@@ -521,6 +456,7 @@ async fn a_newer_incompatible_manager_is_an_error_that_says_what_to_do() {
 }
 
 #[tokio::test]
+#[ignore = "needs root (the sandbox's network namespaces); as root: cargo test -- --include-ignored"]
 async fn the_transport_needs_a_ready_manager_and_forwards_to_it() {
     let sb = Sandbox::start();
     let cluster = sb.cluster().await;

@@ -46,10 +46,6 @@ impl Drop for Sandbox {
     }
 }
 
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
 fn start() -> Sandbox {
     let dir = tempfile::tempdir().unwrap();
     let layout = Arc::new(Layout::new(dir.path()));
@@ -173,11 +169,8 @@ fn sh(script: &str) -> Value {
 const T: Duration = Duration::from_secs(15);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (network namespaces); as root: cargo test -- --include-ignored"]
 async fn a_host_pod_sees_its_environment_files_and_token() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
     let sb = start();
     let mut c = sh(
         "echo ENV=$GREETING:$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT:$HOSTNAME; echo HOST=$(hostname); \
@@ -253,11 +246,8 @@ async fn a_host_pod_sees_its_environment_files_and_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (network namespaces); as root: cargo test -- --include-ignored"]
 async fn readiness_probes_drive_the_ready_condition() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
     let sb = start();
     let mut flag = sh("sleep 0.5; touch /run/ready; sleep 2; rm /run/ready; exec sleep 60");
     flag["name"] = json!("flag");
@@ -295,11 +285,8 @@ async fn readiness_probes_drive_the_ready_condition() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (network namespaces); as root: cargo test -- --include-ignored"]
 async fn restarts_back_off_and_phases_follow_the_policy() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
     let sb = start();
     let uid = sb.create("crash", json!({"containers": [sh("echo run $$; exit 3")]}));
     sb.create(
@@ -387,11 +374,8 @@ async fn restarts_back_off_and_phases_follow_the_policy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (network namespaces); as root: cargo test -- --include-ignored"]
 async fn graceful_deletion_honours_traps_and_the_grace_period() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
     let sb = start();
     let polite = sb.create(
         "polite",
@@ -429,11 +413,8 @@ async fn graceful_deletion_honours_traps_and_the_grace_period() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (network namespaces); as root: cargo test -- --include-ignored"]
 async fn a_failing_liveness_probe_restarts_the_container() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
     let sb = start();
     // The first run never becomes alive; the second (the pod's /run survives restarts) does.
     let mut c =

@@ -31,20 +31,16 @@ impl Drop for TestNode {
     }
 }
 
-/// A started node, or None when the test cannot run here (not root).
-fn start() -> Option<TestNode> {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: needs root to create network namespaces");
-        return None;
-    }
+/// A started node (the tests that call this need root, so they are ignored without it).
+fn start() -> TestNode {
     let dir = tempfile::tempdir().expect("temp dir");
     let layout = Layout::new(dir.path());
     let node = Node::start(&layout).expect("node starts");
-    Some(TestNode {
+    TestNode {
         node,
         layout,
         _dir: dir,
-    })
+    }
 }
 
 fn put(store: &Store, shape: Shape, value: Value) {
@@ -127,8 +123,9 @@ fn addr(ip: &str, port: u16) -> SocketAddr {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces); as root: cargo test -- --include-ignored"]
 fn pods_reach_services_by_cluster_ip_node_port_and_hairpin() {
-    let Some(t) = start() else { return };
+    let t = start();
     let a = t.node.add_pod(UID_A).unwrap();
     let b = t.node.add_pod(UID_B).unwrap();
     assert_eq!(t.node.add_pod(UID_A).unwrap(), a, "add_pod is idempotent");
@@ -247,8 +244,9 @@ fn pods_reach_services_by_cluster_ip_node_port_and_hairpin() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces); as root: cargo test -- --include-ignored"]
 fn the_proxy_follows_the_store() {
-    let Some(t) = start() else { return };
+    let t = start();
     let a = t.node.add_pod(UID_A).unwrap();
     echo_tcp(&a.netns, SocketAddr::new(a.ip.into(), 8080), false);
     let store = Arc::new(Store::new(0));
@@ -290,8 +288,9 @@ fn the_proxy_follows_the_store() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces); as root: cargo test -- --include-ignored"]
 fn start_removes_what_a_crashed_sandbox_left() {
-    let Some(t) = start() else { return };
+    let t = start();
     let stale = Netns::create(format!("{}-pstale", t.layout.names.prefix())).unwrap();
     let mut sleeper = Command::new("ip")
         .args(["netns", "exec", stale.name(), "sleep", "60"])
