@@ -5,16 +5,14 @@
 //! v5, and SPDY with `KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false`) and kube-rs's WebSocket. One
 //! sandbox serves every scenario.
 
-#[path = "support/sandbox.rs"]
-mod sandbox;
-
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use futures::SinkExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{AttachParams, TerminalSize};
-use sandbox::{Sandbox, wait_for};
+use tether_tests::sandbox::Sandbox;
+use tether_tests::{COMMAND_DEADLINE, Proc, wait_for, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -100,7 +98,7 @@ impl Exec<'_> {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("run kubectl exec")
+        tether_tests::run(&mut self.cmd(args))
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -123,10 +121,11 @@ impl Exec<'_> {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run kubectl exec");
-        let mut stdin = child.stdin.take().expect("stdin");
+        let mut stdin = child.stdin.take().expect("stdin is piped");
         std::io::Write::write_all(&mut stdin, input).expect("write stdin");
         drop(stdin);
-        child.wait_with_output().expect("kubectl exec output")
+        let what = format!("kubectl exec {args:?}");
+        tether_tests::finish(child, &what, COMMAND_DEADLINE).unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
@@ -248,12 +247,8 @@ fn errors(ex: &Exec, pod: &str) {
 
 /// A command whose client goes away is killed.
 fn killed_with_the_client(ex: &Exec, pod: &str) {
-    let mut child = ex
-        .cmd(&["-c", "main", pod, "--", "sleep", "4321"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kubectl exec");
+    let mut cmd = ex.cmd(&["-c", "main", pod, "--", "sleep", "4321"]);
+    let mut kubectl = Proc::start("kubectl exec -- sleep 4321", cmd.stderr(Stdio::null()));
     let sleeping = || {
         std::fs::read_dir("/proc").unwrap().any(|e| {
             e.ok()
@@ -264,8 +259,8 @@ fn killed_with_the_client(ex: &Exec, pod: &str) {
     wait_for("the exec'd sleep to start", WAIT, || {
         sleeping().then_some(())
     });
-    child.kill().expect("kill kubectl");
-    let _ = child.wait();
+    kubectl.signal("KILL");
+    kubectl.wait(WAIT);
     wait_for("the exec'd sleep to be killed", WAIT, || {
         (!sleeping()).then_some(())
     });
@@ -273,7 +268,8 @@ fn killed_with_the_client(ex: &Exec, pod: &str) {
 
 /// `kubectl exec -it` under `script`, which gives kubectl the terminal it insists on.
 fn terminal(sb: &Sandbox, pod: &str) {
-    if Command::new("script").arg("--version").output().is_err() {
+    let probe = tether_tests::run_within(Command::new("script").arg("--version"), WAIT);
+    if probe.is_err() {
         eprintln!("kubectl exec -t not checked: no `script` to give kubectl a terminal");
         return;
     }
@@ -281,13 +277,12 @@ fn terminal(sb: &Sandbox, pod: &str) {
     let line = format!(
         "stty cols 91 rows 17; {kubectl} exec -it -c main {pod} -- sh -c 'tty; stty size; echo $TERM; exit 5'"
     );
-    let out = Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .env("KUBECONFIG", &sb.kubeconfig)
-        .env("KUBECACHEDIR", sb.dir.path().join("kube-cache"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("script runs");
+    let out = tether_tests::run(
+        Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env("KUBECONFIG", &sb.kubeconfig)
+            .env("KUBECACHEDIR", sb.dir().join("kube-cache")),
+    );
     let shown = text(&out.stdout);
     assert_eq!(out.status.code(), Some(5), "{shown}");
     assert!(shown.contains("/dev/pts/"), "{shown}");
@@ -296,14 +291,7 @@ fn terminal(sb: &Sandbox, pod: &str) {
 }
 
 fn client(sb: &Sandbox, rt: &tokio::runtime::Runtime) -> kube::Api<Pod> {
-    rt.block_on(async {
-        let kc = kube::config::Kubeconfig::read_from(&sb.kubeconfig).unwrap();
-        let config =
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .unwrap();
-        kube::Api::namespaced(kube::Client::try_from(config).unwrap(), "default")
-    })
+    kube::Api::namespaced(rt.block_on(sb.client()), "default")
 }
 
 /// kube-rs (WebSocket, v5 with stdin's end): stdin and statuses.
@@ -318,7 +306,7 @@ async fn kube_rs_streams(pods: &kube::Api<Pod>, pod: &str) {
     let mut got = String::new();
     stdout.read_to_string(&mut got).await.unwrap();
     assert_eq!(got, "through kube-rs");
-    let status = tokio::time::timeout(WAIT, status).await.unwrap().unwrap();
+    let status = status.await.expect("a status");
     assert_eq!(status.status.as_deref(), Some("Success"));
 
     let ap = AttachParams::default().container("main");
@@ -349,8 +337,7 @@ async fn kube_rs_terminal(pods: &kube::Api<Pod>, pod: &str) {
     stdin.write_all(b"go\n").await.unwrap();
     let mut stdout = p.stdout().unwrap();
     let mut shown = String::new();
-    let read = tokio::time::timeout(WAIT, stdout.read_to_string(&mut shown));
-    read.await.unwrap().unwrap();
+    stdout.read_to_string(&mut shown).await.unwrap();
     assert!(
         shown.contains("40 120\r\n") && shown.contains("/dev/pts/"),
         "{shown:?}"
@@ -390,13 +377,10 @@ async fn kube_rs_errors(pods: &kube::Api<Pod>, pod: &str) {
 }
 
 #[test]
+#[ignore = "needs root (the sandbox's network namespaces); as root: cargo test -- --include-ignored"]
 fn kubectl_exec() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: the sandbox runs pods in network namespaces, which needs root");
-        return;
-    }
     let sb = Sandbox::start();
-    let marker = sb.dir.path().display().to_string();
+    let marker = sb.dir().display().to_string();
     sb.apply(&manifest(&marker));
     for d in ["web", "client"] {
         sb.ok(&[
@@ -454,8 +438,13 @@ fn kubectl_exec() {
         .unwrap();
     let pods = client(&sb, &rt);
     rt.block_on(async {
-        kube_rs_streams(&pods, &pod).await;
-        kube_rs_terminal(&pods, &pod).await;
-        kube_rs_errors(&pods, &pod).await;
+        within(
+            "kube-rs: stdin and statuses",
+            WAIT,
+            kube_rs_streams(&pods, &pod),
+        )
+        .await;
+        within("kube-rs: a terminal", WAIT, kube_rs_terminal(&pods, &pod)).await;
+        within("kube-rs: errors", WAIT, kube_rs_errors(&pods, &pod)).await;
     });
 }
