@@ -194,9 +194,8 @@ impl DirectCluster {
             String::from_utf8_lossy(&out.stderr)
         );
         // Earlier events (e.g. the clean-up after a crashed session) come first.
-        let connected = stdout
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        let connected = crate::events::parse_all(&stdout)
+            .into_iter()
             .find(|event| event["event"] == "connected")
             .unwrap_or_else(|| panic!("tether connect did not report connected: {stdout}"));
         let pid = connected["pid"]
@@ -209,7 +208,10 @@ impl DirectCluster {
     /// `tether status --output json`, parsed.
     pub fn status(&self) -> serde_json::Value {
         let out = crate::check(self.tether().args(["status", "--output", "json"]));
-        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("status is JSON ({e}): {out}"))
+        let status = serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("status is JSON ({e}): {out}"));
+        crate::events::assert_documented(&status);
+        status
     }
 
     /// Kills the manager (as a crash or a restart would) without starting it again.

@@ -41,9 +41,24 @@ pub fn assert_documented(event: &Value) {
     }
 }
 
+/// Every line of `stdout` as an event, each checked against the page.
+pub fn parse_all(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let event: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not one JSON event per line ({e}): {stdout}"));
+            assert_documented(&event);
+            event
+        })
+        .collect()
+}
+
 /// Whether two JSON values have the same shape: the same keys with values of the same
-/// kind, recursively (the first element of arrays stands for all). `null` in the example
-/// marks an optional value, which may be present. Says where they differ.
+/// kind, recursively (the first element of arrays stands for all). `null` on either side
+/// stands for an optional value (absent in direct mode, say), which matches any kind.
+/// Says where they differ.
 pub fn same_shape(expected: &Value, actual: &Value) -> Result<(), String> {
     match (expected, actual) {
         (Value::Object(e), Value::Object(a)) => {
@@ -58,7 +73,7 @@ pub fn same_shape(expected: &Value, actual: &Value) -> Result<(), String> {
             (Some(e), Some(a)) => same_shape(e, a),
             _ => Ok(()),
         },
-        (Value::Null, _) => Ok(()),
+        (Value::Null, _) | (_, Value::Null) => Ok(()),
         (e, a) if std::mem::discriminant(e) == std::mem::discriminant(a) => Ok(()),
         (e, a) => Err(format!("{a} where the page has {e}")),
     }

@@ -191,6 +191,7 @@ fn connect_carries_tcp_udp_and_dns_then_restores_the_laptop() {
     // `tether quit`: everything is undone and tether says so.
     let out = check(dc.tether().args(["quit", "--output", "json"]));
     assert!(out.contains("\"disconnected\""), "{out}");
+    tether_tests::events::parse_all(&out);
     tether.wait(Duration::from_secs(10));
     assert_eq!(
         dc.laptop.snapshot(),
@@ -240,6 +241,7 @@ fn sigterm_and_sigkill_leave_nothing_behind() {
     // `tether quit` stops a running session.
     let out = check(dc.tether().args(["quit", "--output", "json"]));
     assert!(out.contains("\"disconnected\""), "{out}");
+    tether_tests::events::parse_all(&out);
     tether.wait(Duration::from_secs(10));
     assert_eq!(dc.laptop.snapshot(), before, "after quit");
 }
@@ -281,12 +283,28 @@ fn bad_input_is_refused_without_changing_the_laptop() {
     assert_eq!(code, Some(4), "{stderr}");
     assert!(stderr.contains("invalid token"), "{stderr}");
 
-    // Nothing listening: a clear error naming the address.
+    // Nothing listening: a clear error naming the address, in every output format.
     let (code, stderr) = refused_connect(&dc, "172.30.0.1:1", token, &[]);
     assert_eq!(code, Some(4), "{stderr}");
     assert!(
         stderr.contains("cannot reach the manager at 172.30.0.1:1"),
         "{stderr}"
+    );
+    let (code, stderr) = refused_connect(&dc, "172.30.0.1:1", token, &["--output", "json"]);
+    assert_eq!(code, Some(4), "{stderr}");
+    let error: serde_json::Value = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .next_back()
+        .unwrap_or_else(|| panic!("no JSON error on stderr: {stderr}"));
+    tether_tests::events::assert_documented(&error);
+    assert_eq!(error["exit_code"], 4, "{error}");
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cannot reach the manager"),
+        "{error}"
     );
 
     // A subnet that would route the tunnel into itself.

@@ -90,7 +90,7 @@ fn connect_reaches_the_cluster_survives_a_new_manager_and_quit_restores_the_work
     let pid = pid_of(&c);
     let manager = c.status()["manager"]["address"].clone();
     let out = check(c.tether().args(["quit", "--output", "json"]));
-    let quit: serde_json::Value = serde_json::from_str(out.trim()).expect("quit prints JSON");
+    let quit = tether_tests::events::parse_all(&out).remove(0);
     assert_eq!(quit["event"], "disconnected", "{quit}");
     assert_eq!(
         quit["manager"], manager,
@@ -151,6 +151,7 @@ fn connect_reaches_the_cluster_survives_a_new_manager_and_quit_restores_the_work
     assert_ne!(c.snapshot(), before, "the resolver file is still tether's");
     let out = check(c.tether().args(["quit", "--output", "json"]));
     assert!(out.contains("cleaned-up"), "{out}");
+    tether_tests::events::parse_all(&out);
     assert_eq!(
         c.snapshot(),
         before,

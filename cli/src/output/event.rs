@@ -36,13 +36,9 @@ pub enum Event {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use serde_json::Value;
+    use tether_tests::events::{documented, same_shape};
 
     use super::*;
-
-    const DOC: &str = include_str!("../../../docs/events.md");
 
     fn status() -> Box<Status> {
         Box::new(crate::ipc::tests::example())
@@ -75,19 +71,6 @@ mod tests {
         ]
     }
 
-    /// The documented examples, by event name: every ```json block of the page.
-    fn documented() -> BTreeMap<String, Value> {
-        DOC.split("```json")
-            .skip(1)
-            .filter_map(|block| block.split("```").next())
-            .map(|json| {
-                let value: Value = serde_json::from_str(json)
-                    .unwrap_or_else(|e| panic!("docs/events.md has bad JSON ({e}): {json}"));
-                (value["event"].as_str().unwrap().to_owned(), value)
-            })
-            .collect()
-    }
-
     #[test]
     fn every_event_has_the_documented_shape() {
         let documented = documented();
@@ -115,28 +98,5 @@ mod tests {
         assert!(yaml.starts_with("event: status\n"), "{yaml}");
         assert!(yaml.contains("device_address: 198.18.0.1/30"), "{yaml}");
         assert!(yaml.contains("mode: resolv-conf"), "{yaml}");
-    }
-
-    /// Whether two JSON values have the same shape: the same keys with values of the same
-    /// kind, recursively (the first element of arrays stands for all). Says where they differ.
-    fn same_shape(expected: &serde_json::Value, actual: &serde_json::Value) -> Result<(), String> {
-        match (expected, actual) {
-            (Value::Object(e), Value::Object(a)) => {
-                let (ek, ak): (Vec<_>, Vec<_>) = (e.keys().collect(), a.keys().collect());
-                if ek != ak {
-                    return Err(format!("keys {ak:?}, documented {ek:?}"));
-                }
-                e.iter()
-                    .try_for_each(|(k, v)| same_shape(v, &a[k]).map_err(|d| format!("{k}: {d}")))
-            }
-            (Value::Array(e), Value::Array(a)) => match (e.first(), a.first()) {
-                (Some(e), Some(a)) => same_shape(e, a),
-                _ => Ok(()),
-            },
-            // `null` documents an optional value, which may be present.
-            (Value::Null, _) => Ok(()),
-            (e, a) if std::mem::discriminant(e) == std::mem::discriminant(a) => Ok(()),
-            (e, a) => Err(format!("{a} where the page has {e}")),
-        }
     }
 }

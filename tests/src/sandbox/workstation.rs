@@ -126,6 +126,7 @@ impl SandboxCluster {
         );
         let json: serde_json::Value = serde_json::from_str(stdout.trim())
             .unwrap_or_else(|e| panic!("connect printed no JSON ({e}): {stdout}"));
+        crate::events::assert_documented(&json);
         if let Some(pid) = json["pid"].as_u64() {
             self.daemons
                 .lock()
@@ -138,7 +139,10 @@ impl SandboxCluster {
     /// `tether status --output json`.
     pub fn status(&self) -> serde_json::Value {
         let out = check(self.tether().args(["status", "--output", "json"]));
-        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("status JSON ({e}): {out}"))
+        let status =
+            serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("status JSON ({e}): {out}"));
+        crate::events::assert_documented(&status);
+        status
     }
 
     /// `kubectl` with the sandbox's kubeconfig, arguments to follow.
