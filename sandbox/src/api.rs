@@ -1,10 +1,11 @@
 //! The Kubernetes REST API: routing ([`route`]), discovery ([`discovery`]), object requests
 //! ([`objects`]), watches ([`watch`]), server-side printing ([`table`]) and the pod
-//! subresources that reach into the node ([`logs`], [`portforward`], which the server hands
-//! the raw request because it upgrades the connection). The HTTP server
+//! subresources that reach into the node ([`logs`], and [`portforward`] and [`exec`], which
+//! the server hands the raw request because they upgrade the connection). The HTTP server
 //! ([`crate::server`]) authenticates a request, collects its body and hands it here.
 
 pub mod discovery;
+pub mod exec;
 pub mod logs;
 pub mod objects;
 pub mod portforward;
@@ -131,6 +132,8 @@ pub struct Api {
     pub address: String,
     /// Namespace names and pod directories, for pods/log and pods/portforward.
     pub layout: Arc<crate::node::Layout>,
+    /// The running containers, for pods/exec (the kubelet keeps it).
+    pub exec_targets: Arc<crate::kubelet::exec::ExecTargets>,
 }
 
 impl Api {

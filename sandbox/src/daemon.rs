@@ -378,11 +378,13 @@ pub fn serve(cfg: &Config) -> Result<(), DaemonError> {
         )?;
 
         let tokens = Arc::new(Tokens::default());
+        let exec_targets = Arc::new(kubelet::exec::ExecTargets::default());
         let server = Arc::new(Server {
             api: Api {
                 store: store.clone(),
                 address,
                 layout: layout.clone(),
+                exec_targets: exec_targets.clone(),
             },
             admin_token: pki.admin_token.clone(),
             tokens: tokens.clone(),
@@ -415,6 +417,7 @@ pub fn serve(cfg: &Config) -> Result<(), DaemonError> {
             layout.clone(),
             tokens,
             pki.ca_pem.clone(),
+            exec_targets,
         )));
         tasks.push(tokio::spawn(persist::run(
             store.clone(),

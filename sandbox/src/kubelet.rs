@@ -10,7 +10,9 @@
 //! - [`env`]: the container environment (Service variables, `envFrom`, `env`, `$(VAR)`);
 //! - [`files`]: `/etc/resolv.conf`, `/etc/hosts`, `/etc/hostname` and the service-account
 //!   token, mounted into each container;
-//! - [`process`]: forking a container into the pod's namespaces, signalling, exec;
+//! - [`process`]: forking a container into the pod's namespaces, signalling, exec probes;
+//! - [`exec`]: `kubectl exec` in a running container (the containers one may exec into, the
+//!   command's streams, a terminal when asked for);
 //! - [`probe`]: readiness and liveness probes;
 //! - [`status`]: container states, phase and conditions;
 //! - [`pod`]: the per-pod worker (start, restart with back-off, graceful deletion).
@@ -20,6 +22,7 @@
 //! restarted).
 
 mod env;
+pub mod exec;
 mod files;
 mod images;
 mod pod;
@@ -60,6 +63,8 @@ struct Shared {
     tokens: Arc<Tokens>,
     /// The cluster CA (PEM), written into pods as `ca.crt`.
     ca_pem: String,
+    /// Running containers, for the API server's `pods/exec`.
+    exec_targets: Arc<exec::ExecTargets>,
 }
 
 /// The kubelet controller: binds pods and keeps one worker per pod on the node.
@@ -77,6 +82,7 @@ impl Kubelet {
         layout: Arc<Layout>,
         tokens: Arc<Tokens>,
         ca_pem: String,
+        exec_targets: Arc<exec::ExecTargets>,
     ) -> Self {
         Kubelet {
             shared: Arc::new(Shared {
@@ -85,6 +91,7 @@ impl Kubelet {
                 layout,
                 tokens,
                 ca_pem,
+                exec_targets,
             }),
             workers: HashMap::new(),
         }
@@ -216,16 +223,18 @@ fn node_ready(store: &Store) {
 }
 
 /// Runs the kubelet until the store's broadcast closes: marks the node Ready, then binds and
-/// runs pods. `ca_pem` is the cluster CA that pods get as `ca.crt`.
+/// runs pods. `ca_pem` is the cluster CA that pods get as `ca.crt`; `exec_targets` is kept
+/// up to date with the running containers.
 pub async fn run(
     store: Arc<Store>,
     net: Arc<dyn PodNetwork>,
     layout: Arc<Layout>,
     tokens: Arc<Tokens>,
     ca_pem: String,
+    exec_targets: Arc<exec::ExecTargets>,
 ) {
     node_ready(&store);
-    let kubelet = Kubelet::new(store.clone(), net, layout, tokens, ca_pem);
+    let kubelet = Kubelet::new(store.clone(), net, layout, tokens, ca_pem, exec_targets);
     controllers::run(store, kubelet).await;
 }
 

@@ -9,7 +9,9 @@
 //!   detached one for `up`/`down`/`status` (pid file, readiness probe); [`pki`] keeps the CA,
 //!   serving certificate and admin token; [`kubeconfig`] writes the kubeconfig.
 //! - [`server`] terminates TLS (on 127.0.0.1, in the node and in the workstation),
-//!   authenticates bearer tokens and collects bodies; [`api`] routes Kubernetes REST paths to discovery, object handlers, watches and tables.
+//!   authenticates bearer tokens and collects bodies; [`api`] routes Kubernetes REST paths to
+//!   discovery, object handlers, watches, tables and the pod subresources (logs, port-forward,
+//!   exec).
 //! - [`resources`] is the table of served types; [`admission`] turns request bodies into stored
 //!   objects (typed decoding through k8s-openapi, defaults, validation, Service allocation from
 //!   [`alloc`]); [`patch`] applies merge, JSON and strategic merge patches; [`lifecycle`]
@@ -25,7 +27,8 @@
 //! - [`node`] is the node's network: namespaces for the node, the workstation and each pod on
 //!   a bridge, with kube-proxy's Service rules in nftables; [`kubelet`] binds pods to the node
 //!   and runs their containers as processes in the pods' network namespaces (images map to
-//!   host executables), with probes, restarts, status and graceful deletion; [`auth`] holds
+//!   host executables), with probes, restarts, status and graceful deletion, and runs
+//!   `kubectl exec` commands in running containers; [`auth`] holds
 //!   the pods' service-account tokens. [`daemon`] wires them together in `serve`; [`demo`]
 //!   is the `--demo` namespace; [`shell`] enters the workstation.
 //!
@@ -37,7 +40,8 @@
 //!   lifecycle hooks, or volumes besides the service-account token. IPv4 only; no
 //!   NetworkPolicy, no LoadBalancer addresses. No StatefulSet, DaemonSet or Job controllers, no
 //!   Deployment progress deadline or proportional scaling of a Deployment resized mid-rollout.
-//!   No pods/exec or pods/attach.
+//!   No pods/attach. `pods/exec` commands join the container's network, UTS and mount
+//!   namespaces but not a PID namespace; the base64 WebSocket protocols are not served.
 //! - An admin token and the pods' service-account tokens; no RBAC enforcement (RBAC objects
 //!   are stored only), no anonymous access except /healthz, /livez and /readyz.
 //! - No server-side apply (415). Responses are JSON only; request bodies are JSON, YAML, or

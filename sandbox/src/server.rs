@@ -1,4 +1,4 @@
-//! The HTTPS server: TLS, HTTP/1.1 (with upgrades, for port-forward), bearer-token
+//! The HTTPS server: TLS, HTTP/1.1 (with upgrades, for port-forward and exec), bearer-token
 //! authentication, request bodies collected up to the size etcd would accept, then
 //! [`crate::api`].
 
@@ -60,8 +60,14 @@ impl Server {
         if !allowed {
             return Reply::from(ApiError::Unauthorized).into_response();
         }
-        if let Some((ns, name)) = port_forward_target(req.uri().path()) {
-            return api::portforward::handle(&self.api, req, &ns, &name);
+        match upgrade_target(req.uri().path()) {
+            Some((Upgrade::PortForward, ns, name)) => {
+                return api::portforward::handle(&self.api, req, &ns, &name);
+            }
+            Some((Upgrade::Exec, ns, name)) => {
+                return api::exec::handle(&self.api, req, &ns, &name);
+            }
+            None => {}
         }
         let (parts, body) = req.into_parts();
         let body = match Limited::new(body, MAX_BODY).collect().await {
@@ -85,15 +91,24 @@ impl Server {
     }
 }
 
-/// The pod a `pods/{name}/portforward` path names: such requests upgrade the connection, so
-/// they need the request itself rather than its collected body.
-fn port_forward_target(path: &str) -> Option<(String, String)> {
-    match api::route::parse(path) {
-        Ok(api::route::Route::Objects(t)) if t.subresource.as_deref() == Some("portforward") => {
-            Some((t.namespace?, t.name?))
-        }
-        _ => None,
-    }
+/// The pod subresources that upgrade the connection.
+enum Upgrade {
+    PortForward,
+    Exec,
+}
+
+/// The pod a `pods/{name}/portforward` or `pods/{name}/exec` path names: such requests
+/// upgrade the connection, so they need the request itself rather than its collected body.
+fn upgrade_target(path: &str) -> Option<(Upgrade, String, String)> {
+    let api::route::Route::Objects(t) = api::route::parse(path).ok()? else {
+        return None;
+    };
+    let kind = match t.subresource.as_deref() {
+        Some("portforward") => Upgrade::PortForward,
+        Some("exec") => Upgrade::Exec,
+        _ => return None,
+    };
+    Some((kind, t.namespace?, t.name?))
 }
 
 /// Accepts connections until the task is dropped.

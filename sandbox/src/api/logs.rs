@@ -70,7 +70,7 @@ fn options(req: &Request) -> Result<Options, ApiError> {
 }
 
 /// The container a request means: the named one, or the only one.
-fn container(pod: &Value, name: &str, asked: Option<&str>) -> Result<String, ApiError> {
+pub(super) fn container(pod: &Value, name: &str, asked: Option<&str>) -> Result<String, ApiError> {
     let names: Vec<&str> = pod["spec"]["containers"]
         .as_array()
         .into_iter()

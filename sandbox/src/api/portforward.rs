@@ -105,14 +105,16 @@ fn query_ports(query: Option<&str>) -> Result<Vec<u16>, ApiError> {
     Ok(ports)
 }
 
-fn header_value<'a>(req: &'a hyper::Request<Incoming>, name: &str) -> &'a str {
+/// A request header as text (empty when absent or not text); exec uses it too.
+pub(super) fn header_value<'a>(req: &'a hyper::Request<Incoming>, name: &str) -> &'a str {
     req.headers()
         .get(name)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
 }
 
-fn switching(headers: &[(&'static str, String)]) -> Response<Body> {
+/// A 101 answer with the upgrade's headers; exec uses it too.
+pub(super) fn switching(headers: &[(&'static str, String)]) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::new()).boxed());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     for (name, value) in headers {

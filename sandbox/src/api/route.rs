@@ -105,7 +105,7 @@ fn objects(group: &str, version: &str, rest: &[&str]) -> Result<Route, ApiError>
         (None, _) => {}
         (Some("status"), rt) if rt.has_status => {}
         (Some("scale"), rt) if rt.has_scale => {}
-        (Some("log" | "portforward"), rt) if rt.shape == Shape::Pod => {}
+        (Some("log" | "portforward" | "exec"), rt) if rt.shape == Shape::Pod => {}
         _ => return Err(ApiError::UnknownPath),
     }
     Ok(Route::Objects(target))

@@ -137,12 +137,18 @@ fn agent_binary() -> PathBuf {
 
 /// Finds a program on the sandbox's own `PATH` (the "image" is the host's filesystem).
 pub fn lookup_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    lookup_in(program, &path)
+}
+
+/// Finds a program on a given `PATH` (a container's, for `kubectl exec`); a name with a `/`
+/// is taken as it is.
+pub fn lookup_in(program: &str, path: &std::ffi::OsStr) -> Option<PathBuf> {
     if program.contains('/') {
         return Some(PathBuf::from(program));
     }
-    let path = std::env::var_os("PATH")
-        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path)
+    std::env::split_paths(path)
         .map(|d| d.join(program))
         .find(|p| is_executable(p))
 }

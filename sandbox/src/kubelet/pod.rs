@@ -250,6 +250,7 @@ impl Worker {
             return;
         };
         if let Some(pid) = c.pid.take() {
+            self.shared.exec_targets.stopped(&uid, &c.name);
             // Whatever the main process left behind in its group goes with it.
             process::signal_group(pid, Signal::KILL);
         }
@@ -350,6 +351,7 @@ impl Worker {
                     c.pid = None;
                     c.kill_at = None;
                     c.done = true;
+                    self.shared.exec_targets.stopped(&self.uid, &c.name);
                 } else {
                     c.killed = true;
                     c.kill_at = Some(now + REAP_TIMEOUT);
@@ -444,6 +446,7 @@ impl Worker {
         })
         .await;
         self.shared.tokens.revoke_pod(&self.uid);
+        self.shared.exec_targets.pod_gone(&self.uid);
         if !remove_object {
             return;
         }

@@ -5,8 +5,8 @@
 //! to its process group reaches whatever it started. A dedicated thread waits for each process,
 //! so none is left a zombie.
 //!
-//! Exec probes (and later `kubectl exec`) enter the namespaces of the running container
-//! through `/proc/PID/ns`.
+//! Exec probes (and `kubectl exec`, in [`super::exec`]) enter the namespaces of the running
+//! container through `/proc/PID/ns`.
 
 use std::ffi::{CString, OsStr};
 use std::fs::File;
@@ -58,7 +58,7 @@ fn cstr(s: &OsStr) -> Result<CString, ProcessError> {
     CString::new(s.as_bytes()).map_err(|_| ProcessError::Nul(s.to_string_lossy().into_owned()))
 }
 
-fn check(rc: libc::c_int) -> std::io::Result<()> {
+pub(super) fn check(rc: libc::c_int) -> std::io::Result<()> {
     if rc < 0 {
         Err(std::io::Error::last_os_error())
     } else {
@@ -189,6 +189,44 @@ pub enum ExecOutcome {
     TimedOut,
 }
 
+/// The namespaces of a running container process that a command run in the container
+/// enters, opened before the fork.
+pub(super) struct Namespaces {
+    net: OwnedFd,
+    uts: OwnedFd,
+    mnt: OwnedFd,
+}
+
+impl Namespaces {
+    pub fn of(pid: i32) -> Result<Self, ProcessError> {
+        let open = |ns: &str| {
+            let path = PathBuf::from(format!("/proc/{pid}/ns/{ns}"));
+            File::open(&path)
+                .map(OwnedFd::from)
+                .map_err(|source| ProcessError::Open { path, source })
+        };
+        Ok(Namespaces {
+            net: open("net")?,
+            uts: open("uts")?,
+            mnt: open("mnt")?,
+        })
+    }
+
+    /// Moves the calling process into them. Only between fork and exec: system calls on
+    /// descriptors opened before the fork.
+    pub fn enter(&self) -> std::io::Result<()> {
+        // SAFETY: setns on open namespace descriptors; no memory is touched.
+        unsafe {
+            check(libc::setns(self.net.as_raw_fd(), libc::CLONE_NEWNET))?;
+            check(libc::setns(self.uts.as_raw_fd(), libc::CLONE_NEWUTS))?;
+            // Entering a mount namespace also moves the root and working directory to its
+            // root.
+            check(libc::setns(self.mnt.as_raw_fd(), libc::CLONE_NEWNS))?;
+        }
+        Ok(())
+    }
+}
+
 /// Runs a command in the namespaces (network, UTS, mount) of the running process `pid`,
 /// with stdio discarded, and waits up to `timeout` (then kills it).
 pub fn exec_in(
@@ -198,13 +236,7 @@ pub fn exec_in(
     env: &[(String, String)],
     timeout: Duration,
 ) -> Result<ExecOutcome, ProcessError> {
-    let open = |ns: &str| {
-        let path = PathBuf::from(format!("/proc/{pid}/ns/{ns}"));
-        File::open(&path)
-            .map(OwnedFd::from)
-            .map_err(|source| ProcessError::Open { path, source })
-    };
-    let (net, uts, mnt) = (open("net")?, open("uts")?, open("mnt")?);
+    let namespaces = Namespaces::of(pid)?;
     let mut cmd = Command::new(exe);
     cmd.args(args)
         .env_clear()
@@ -216,11 +248,7 @@ pub fn exec_in(
     unsafe {
         cmd.pre_exec(move || {
             check(libc::setsid())?;
-            check(libc::setns(net.as_raw_fd(), libc::CLONE_NEWNET))?;
-            check(libc::setns(uts.as_raw_fd(), libc::CLONE_NEWUTS))?;
-            // Entering a mount namespace also moves the root and working directory to its root.
-            check(libc::setns(mnt.as_raw_fd(), libc::CLONE_NEWNS))?;
-            Ok(())
+            namespaces.enter()
         });
     }
     let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {

@@ -62,6 +62,7 @@ fn start() -> Sandbox {
         layout.clone(),
         tokens.clone(),
         "CA PEM".into(),
+        Arc::new(exec::ExecTargets::default()),
     ));
     Sandbox {
         store,

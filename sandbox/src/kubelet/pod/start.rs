@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::{BACKOFF, CONFIG_RETRY, MAX_BACKOFF, Msg, State, Worker, hostname};
 use crate::admission;
 use crate::auth::ServiceAccount;
-use crate::kubelet::{env, files, images, probe, process};
+use crate::kubelet::{env, exec, files, images, probe, process};
 use crate::node::netns::Netns;
 
 impl Worker {
@@ -173,6 +173,7 @@ impl Worker {
             }
         };
         let log = self.pod_dir.join(format!("{}.log", c.name));
+        let working_dir = exec::working_dir(c.spec["workingDir"].as_str());
         let launch = process::Launch {
             exe: resolved.exe,
             args: resolved.args,
@@ -225,6 +226,13 @@ impl Worker {
             started_at: admission::now(),
         };
         c.env = env_vars;
+        // `kubectl exec` joins this process, with exactly its environment and directory.
+        let exec_target = exec::Target {
+            pid,
+            env: c.env.clone(),
+            working_dir,
+        };
+        shared.exec_targets.started(&self.uid, &c.name, exec_target);
         let target = probe::Target {
             netns: netns.clone(),
             ip,

@@ -1,5 +1,5 @@
-//! SPDY/3.1 frames, as far as a port-forward server needs them: parsing what a client sends
-//! (SYN_STREAM, DATA, RST_STREAM, PING, GOAWAY and the frames it may ignore) and writing
+//! SPDY/3.1 frames, as far as a port-forward or exec server needs them: parsing what a client
+//! sends (SYN_STREAM, DATA, RST_STREAM, PING, GOAWAY and the frames it may ignore) and writing
 //! SYN_REPLY, DATA, PING, RST_STREAM and WINDOW_UPDATE. Header blocks are zlib streams that
 //! run across a whole session in each direction, with the dictionary the SPDY/3 draft
 //! defines (section 2.6.10.1).
