@@ -11,12 +11,13 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{Resizes, Starter, StatusFormat, push_stdin, status_bytes};
-use crate::api::portforward::spdy::frame::{self, Frame, HeaderReader, HeaderWriter};
+use crate::api::portforward::spdy::frame::{self, Frame, HeaderReader};
+use crate::api::portforward::spdy::{Out, write_frames};
 use crate::kubelet::exec::{ClientGuard, Ending, Output, Streams, TerminalSize};
 
 /// How long a client may take to open its streams (the kubelet's stream creation timeout).
@@ -49,12 +50,6 @@ impl Version {
             },
         }
     }
-}
-
-/// What the session writer sends.
-enum Out {
-    Reply(u32),
-    Frame(Bytes),
 }
 
 /// The client's streams, by kind.
@@ -248,21 +243,6 @@ async fn next_output(output: &mut Option<mpsc::Receiver<Output>>) -> Option<Outp
     }
 }
 
-/// Writes what the session sends, then ends the connection's write side.
-async fn write_frames(mut wr: impl AsyncWrite + Unpin, mut out_rx: mpsc::Receiver<Out>) {
-    let mut headers = HeaderWriter::default();
-    while let Some(out) = out_rx.recv().await {
-        let bytes = match out {
-            Out::Reply(stream) => frame::syn_reply(&mut headers, stream, &[]),
-            Out::Frame(b) => b,
-        };
-        if wr.write_all(&bytes).await.is_err() {
-            return;
-        }
-    }
-    let _ = wr.shutdown().await;
-}
-
 /// Serves one exec session until the command ends or the client goes (which kills the
 /// command).
 pub async fn serve<S>(io: S, version: Version, streams: Streams, start: Starter)
@@ -343,6 +323,7 @@ where
 mod tests {
     use bytes::BufMut;
     use flate2::{Compress, Compression, FlushCompress};
+    use tokio::io::AsyncWriteExt;
 
     use super::*;
     use crate::kubelet::exec;

@@ -25,10 +25,26 @@ use tokio::task::AbortHandle;
 use super::{Dialer, PodConnection};
 use frame::{Frame, HeaderReader, HeaderWriter};
 
-/// What the session writer sends.
-enum Out {
+/// What a session's writer sends: a SYN_REPLY for a stream, or a ready frame. Shared with
+/// exec's SPDY sessions.
+pub(crate) enum Out {
     Reply(u32),
     Frame(Bytes),
+}
+
+/// Writes what a session sends, in order, then ends the connection's write side.
+pub(crate) async fn write_frames(mut wr: impl AsyncWrite + Unpin, mut out_rx: mpsc::Receiver<Out>) {
+    let mut headers = HeaderWriter::default();
+    while let Some(out) = out_rx.recv().await {
+        let bytes = match out {
+            Out::Reply(stream) => frame::syn_reply(&mut headers, stream, &[]),
+            Out::Frame(b) => b,
+        };
+        if wr.write_all(&bytes).await.is_err() {
+            return;
+        }
+    }
+    let _ = wr.shutdown().await;
 }
 
 /// The two streams of one forwarded connection, as they arrive.
@@ -66,21 +82,9 @@ pub async fn serve<S>(io: S, dialer: Dialer)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut rd, mut wr) = tokio::io::split(io);
-    let (out_tx, mut out_rx) = mpsc::channel::<Out>(64);
-    let writer = tokio::spawn(async move {
-        let mut headers = HeaderWriter::default();
-        while let Some(out) = out_rx.recv().await {
-            let bytes = match out {
-                Out::Reply(stream) => frame::syn_reply(&mut headers, stream, &[]),
-                Out::Frame(b) => b,
-            };
-            if wr.write_all(&bytes).await.is_err() {
-                break;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
+    let (mut rd, wr) = tokio::io::split(io);
+    let (out_tx, out_rx) = mpsc::channel::<Out>(64);
+    let writer = tokio::spawn(write_frames(wr, out_rx));
 
     let mut headers = HeaderReader::default();
     let mut buf = BytesMut::with_capacity(64 * 1024);
