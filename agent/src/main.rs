@@ -1,5 +1,5 @@
-//! tether-agent's command line: parses the arguments into a `manager::Config` and runs the
-//! manager on a single-threaded runtime. The library (`lib.rs`) explains the parts.
+//! tether-agent's command line: parses the arguments into a role's config and runs that
+//! role on a single-threaded runtime. The library (`lib.rs`) explains the parts.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ipnet::IpNet;
-use tether_agent::manager;
+use tether_agent::{manager, sidecar};
 
 #[derive(Parser)]
 #[command(name = "tether-agent", version, about = "tether's in-cluster agent")]
@@ -46,6 +46,17 @@ enum Role {
         #[arg(long)]
         health_listen: Option<SocketAddr>,
     },
+    /// Own the ports a Service targets in a workload's pod, and forward each connection to
+    /// the app container or to the laptop that intercepts it. Injected by `tether intercept`.
+    Sidecar {
+        /// Address laptops reach through the port-forward. Keep it on the pod's loopback.
+        #[arg(long, default_value = "127.0.0.1:47099")]
+        control: SocketAddr,
+        /// LISTEN=APP: take connections on LISTEN (all addresses) and forward them to the app
+        /// on 127.0.0.1:APP (repeatable).
+        #[arg(long = "forward", required = true)]
+        forwards: Vec<sidecar::Forward>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,15 +68,41 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let Role::Manager {
-        listen,
-        token_file,
-        token,
-        subnets,
-        resolv_conf,
-        discover,
-        health_listen,
-    } = cli.role;
+    match cli.role {
+        Role::Manager {
+            listen,
+            token_file,
+            token,
+            subnets,
+            resolv_conf,
+            discover,
+            health_listen,
+        } => {
+            let Some(token) = read_token(token_file, token) else {
+                return ExitCode::from(2);
+            };
+            let config = manager::Config {
+                listen,
+                token,
+                subnets,
+                resolv_conf,
+                discover,
+                health_listen,
+            };
+            // One thread: a session's flows hand work to the yamux driver constantly, and
+            // cross-thread wakeups cost more than more cores gain (6.5 vs 5.5 Gbit/s
+            // measured with tether-bench). The manager's pod is sized for one core anyway.
+            block_on(manager::run(config))
+        }
+        // One thread as well: it shares the pod with the app and mostly copies bytes.
+        Role::Sidecar { control, forwards } => {
+            block_on(sidecar::run(sidecar::Config { control, forwards }))
+        }
+    }
+}
+
+/// The manager's token from its file or its variable; `None` after saying what is wrong.
+fn read_token(token_file: Option<PathBuf>, token: Option<String>) -> Option<String> {
     let token = match (token_file, token) {
         (Some(path), _) => match std::fs::read_to_string(&path) {
             Ok(t) => t.trim().to_owned(),
@@ -74,30 +111,23 @@ fn main() -> ExitCode {
                     "tether-agent: cannot read the token file {}: {e}",
                     path.display()
                 );
-                return ExitCode::from(2);
+                return None;
             }
         },
         (None, Some(t)) => t,
         (None, None) => {
             eprintln!("tether-agent: no token: pass --token-file FILE or set TETHER_TOKEN");
-            return ExitCode::from(2);
+            return None;
         }
     };
     if token.is_empty() {
         eprintln!("tether-agent: the token is empty; sessions could not be authenticated");
-        return ExitCode::from(2);
+        return None;
     }
-    let config = manager::Config {
-        listen,
-        token,
-        subnets,
-        resolv_conf,
-        discover,
-        health_listen,
-    };
-    // One thread: a session's flows hand work to the yamux driver constantly, and
-    // cross-thread wakeups cost more than more cores gain (6.5 vs 5.5 Gbit/s measured with
-    // tether-bench). The manager's pod is sized for one core anyway.
+    Some(token)
+}
+
+fn block_on<E: std::fmt::Display>(role: impl Future<Output = Result<(), E>>) -> ExitCode {
     tether_tunnel::heap::tune_for_streaming();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -109,7 +139,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(manager::run(config)) {
+    match runtime.block_on(role) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tether-agent: {e}");

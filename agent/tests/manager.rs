@@ -154,8 +154,9 @@ async fn a_laptop_without_two_way_streams_is_refused_naming_both_versions() {
         .await
         .unwrap();
     let one_way = Terms {
-        offers: Capabilities::all().without(Capability::TwoWay),
+        offers: Capabilities::TUNNEL.without(Capability::TwoWay),
         requires: Capabilities::empty(),
+        ..Terms::LAPTOP
     };
     let mut stream = tokio::net::TcpStream::connect(manager.listen)
         .await

@@ -12,6 +12,8 @@
 //!   (UDP, DNS) and become flows on a session. The agent builds without it, so it links
 //!   neither `tun` nor `smoltcp`.
 //!
+//! - [`sidecar`]: the laptop's link to an intercept sidecar (handshake, claims on the
+//!   control stream, the streams the sidecar opens for intercepted connections).
 //! - [`dns_client`]: one DNS exchange over UDP or TCP, shared by both ends.
 //! - [`resolv`]: the one resolv.conf parser (manager, laptop and test kit).
 //! - [`heap`]: allocator settings for the processes that carry bulk traffic.
@@ -26,6 +28,7 @@ pub mod dns_client;
 pub mod heap;
 pub mod resolv;
 pub mod session;
+pub mod sidecar;
 #[cfg(feature = "stack")]
 pub mod stack;
 pub mod wire;

@@ -15,6 +15,7 @@ pub mod datagram;
 pub mod flow;
 pub mod frame;
 pub mod handshake;
+pub mod intercept;
 
 use thiserror::Error;
 

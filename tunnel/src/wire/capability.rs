@@ -26,16 +26,20 @@ pub enum Capability {
     /// were one-way: the laptop only opened streams (and dropped any the manager opened),
     /// the manager only accepted them.
     TwoWay,
+    /// Intercept claims on the control stream ([`super::intercept`]): offered by the
+    /// sidecar only.
+    Intercept,
 }
 
 impl Capability {
     /// Every capability this build knows, in the order they are listed on the wire.
-    pub const ALL: [Capability; 5] = [
+    pub const ALL: [Capability; 6] = [
         Capability::Control,
         Capability::Tcp,
         Capability::Udp,
         Capability::Dns,
         Capability::TwoWay,
+        Capability::Intercept,
     ];
 
     /// The name on the wire; never changes once released.
@@ -46,6 +50,7 @@ impl Capability {
             Capability::Udp => "udp",
             Capability::Dns => "dns",
             Capability::TwoWay => "two-way",
+            Capability::Intercept => "intercept",
         }
     }
 
@@ -71,7 +76,16 @@ impl Capabilities {
         Capabilities(0)
     }
 
-    /// Everything this build can do.
+    /// What a tunnel between a laptop and the manager carries: every kind of flow, both
+    /// ways.
+    pub const TUNNEL: Capabilities = Capabilities::empty()
+        .with(Capability::Control)
+        .with(Capability::Tcp)
+        .with(Capability::Udp)
+        .with(Capability::Dns)
+        .with(Capability::TwoWay);
+
+    /// Everything this build knows.
     pub const fn all() -> Self {
         let mut set = Capabilities::empty();
         let mut i = 0;
@@ -190,7 +204,7 @@ mod tests {
 
     #[test]
     fn set_operations() {
-        let required = Capabilities::all();
+        let required = Capabilities::TUNNEL;
         let offered = required.without(Capability::TwoWay);
         assert_eq!(
             required.missing_from(offered),

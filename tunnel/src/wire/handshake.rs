@@ -113,20 +113,52 @@ fn eof_as(what: &'static str) -> impl Fn(std::io::Error) -> WireError {
 pub struct Terms {
     pub offers: Capabilities,
     pub requires: Capabilities,
+    /// Who the peer is, for messages: "the manager", "the laptop", "the sidecar".
+    pub peer: &'static str,
+    /// Who this end is, for the refusal it sends.
+    pub role: &'static str,
 }
 
 impl Terms {
     /// The laptop uses every kind of flow and counts on streams both ways (intercepts are
     /// streams the cluster opens towards it).
     pub const LAPTOP: Terms = Terms {
-        offers: Capabilities::all(),
-        requires: Capabilities::all(),
+        offers: Capabilities::TUNNEL,
+        requires: Capabilities::TUNNEL,
+        peer: "the manager",
+        role: "the laptop",
     };
     /// The manager serves every kind of flow. Of the laptop it needs only streams both ways:
     /// the flows are the laptop's to choose, but streams the cluster opens must be taken.
     pub const MANAGER: Terms = Terms {
-        offers: Capabilities::all(),
+        offers: Capabilities::TUNNEL,
         requires: Capabilities::empty().with(Capability::TwoWay),
+        peer: "the laptop",
+        role: "the manager",
+    };
+    /// The laptop dialing an intercept sidecar: it needs the sidecar's claims, and the
+    /// sidecar's streams towards it.
+    pub const LAPTOP_TO_SIDECAR: Terms = Terms {
+        // The sidecar answers with what both offer, so the laptop names it too.
+        offers: Capabilities::TUNNEL.with(Capability::Intercept),
+        requires: Capabilities::empty()
+            .with(Capability::Control)
+            .with(Capability::TwoWay)
+            .with(Capability::Intercept),
+        peer: "the sidecar",
+        role: "the laptop",
+    };
+    /// The sidecar takes claims on its control stream and opens a stream per intercepted
+    /// connection, which the laptop must accept.
+    pub const SIDECAR: Terms = Terms {
+        offers: Capabilities::empty()
+            .with(Capability::Control)
+            .with(Capability::Tcp)
+            .with(Capability::TwoWay)
+            .with(Capability::Intercept),
+        requires: Capabilities::empty().with(Capability::TwoWay),
+        peer: "the laptop",
+        role: "the sidecar",
     };
 }
 
@@ -263,7 +295,7 @@ pub async fn client_handshake_with<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let missing = terms.requires.missing_from(offered);
     if !missing.is_empty() {
-        return Err(HandshakeError::missing("the manager", missing, peer));
+        return Err(HandshakeError::missing(terms.peer, missing, peer));
     }
     Ok(Accepted {
         peer,
@@ -320,12 +352,12 @@ pub async fn server_handshake_with<S: AsyncRead + AsyncWrite + Unpin>(
         // The laptop shows this after "the manager rejected the session: ".
         let ours = Preamble::ours();
         let reason = format!(
-            "the laptop runs tether {} (protocol v{}) without {missing}, which the manager \
+            "{} runs tether {} (protocol v{}) without {missing}, which {} \
              (tether {}, protocol v{}) requires",
-            peer.software, peer.protocol, ours.software, ours.protocol
+            terms.peer, peer.software, peer.protocol, terms.role, ours.software, ours.protocol
         );
         write_frame(io, &HelloReply::Rejected { reason }.encode()).await?;
-        return Err(HandshakeError::missing("the laptop", missing, peer));
+        return Err(HandshakeError::missing(terms.peer, missing, peer));
     }
     let capabilities = terms.offers.common(hello.capabilities);
     write_frame(io, &HelloReply::Accepted { capabilities }.encode()).await?;
@@ -343,7 +375,7 @@ mod tests {
         let server = tokio::spawn(async move { server_handshake(&mut b, "s3cret").await });
         let accepted = client_handshake(&mut a, "s3cret").await.unwrap();
         assert_eq!(accepted.peer, Preamble::ours());
-        assert_eq!(accepted.capabilities, Capabilities::all());
+        assert_eq!(accepted.capabilities, Capabilities::TUNNEL);
         server.await.unwrap().unwrap();
     }
 
@@ -398,7 +430,7 @@ mod tests {
             protocol: PROTOCOL_VERSION,
             software: "0.0.9-old".to_owned(),
         };
-        (preamble, Capabilities::all().without(Capability::TwoWay))
+        (preamble, Capabilities::TUNNEL.without(Capability::TwoWay))
     }
 
     fn assert_names_both_versions(message: &str) {
@@ -465,10 +497,12 @@ mod tests {
         let minimal = Terms {
             offers: Capabilities::empty().with(Capability::Dns),
             requires: Capabilities::empty(),
+            ..Terms::MANAGER
         };
         let dns_client = Terms {
             offers: Capabilities::all(),
             requires: minimal.offers,
+            ..Terms::LAPTOP
         };
         let (mut a, mut b) = tokio::io::duplex(4096);
         let server = tokio::spawn(async move { server_handshake_with(&mut b, "t", minimal).await });
