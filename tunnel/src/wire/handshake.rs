@@ -540,7 +540,7 @@ mod tests {
         assert_eq!(back.capabilities, names(&["control", "tcp", "udp", "dns"]));
 
         let reply = HelloReply::Accepted {
-            capabilities: Capabilities::all(),
+            capabilities: Capabilities::TUNNEL,
         };
         let v1: V1HelloReply = decode("v1 hello reply", &reply.encode()).unwrap();
         assert_eq!(
