@@ -18,6 +18,7 @@
 //! No module here prints: they return values and errors, and report progress through a
 //! callback, so the daemon and the commands decide what the user sees.
 
+pub mod agent;
 pub mod client;
 pub mod exec_as;
 pub mod install;
@@ -25,6 +26,7 @@ pub mod manifests;
 pub mod progress;
 pub mod rollout;
 pub mod transport;
+pub mod workload;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,585 @@
+//! The intercept sidecar in a workload: injected with the user's own credentials (no webhook)
+//! and taken out again, leaving the Deployment and the Service as they were.
+//!
+//! Injection is one JSON patch of the Deployment that adds the `tether-agent` container and
+//! takes the Service's target ports away from the app container:
+//! - a **named** targetPort: the app's port loses its name and the sidecar declares a port of
+//!   that name, so the endpoints controller resolves the name to the sidecar; the app's probes
+//!   that used the name get the number instead;
+//! - a **numeric** targetPort: the Service's `targetPort` is pointed at the sidecar's port (a
+//!   second patch, after the rollout, so no request meets a pod without a sidecar).
+//!
+//! Before anything changes, what will change is recorded on the object it belongs to: the
+//! app container's original `ports` and probes in the Deployment's [`ANNOTATION`], the
+//! Service's original target ports in its [`SERVICE_ANNOTATION`], each in the same patch as the
+//! change itself. Restoring undoes exactly those fields, in patches tested against the
+//! object's current resourceVersion, so whatever the user changed meanwhile (`kubectl scale`,
+//! `set image`, `rollout restart`) is kept.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, Probe, ResourceRequirements, SecurityContext,
+    Service,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use thiserror::Error;
+
+use super::client::{Cluster, describe as describe_error};
+use super::workload::Target;
+
+/// The sidecar container's name.
+pub const SIDECAR: &str = "tether-agent";
+/// On the Deployment: the [`Record`] of what injection changed.
+pub const ANNOTATION: &str = "tether.dev/agent";
+/// On the Service: its original target ports.
+pub const SERVICE_ANNOTATION: &str = "tether.dev/original-target-ports";
+/// The sidecar's control port on the pod's loopback, unless the pod uses it.
+const CONTROL_PORT: u16 = 47099;
+/// Where the sidecar's forwarded ports start.
+const FIRST_FORWARD: u16 = 47100;
+/// How often a patch is retried when the object changed under it.
+const CONFLICT_RETRIES: usize = 5;
+
+/// What injection changed in the Deployment, kept in its [`ANNOTATION`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    /// The tether version that injected the sidecar.
+    pub version: String,
+    /// The app container.
+    pub container: String,
+    pub service: String,
+    pub control: u16,
+    pub forwards: Vec<Forward>,
+    /// The app container's fields before injection, as stored (absent stays absent).
+    pub original: Original,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Original {
+    pub ports: Option<Value>,
+    pub readiness_probe: Option<Value>,
+    pub liveness_probe: Option<Value>,
+    pub startup_probe: Option<Value>,
+}
+
+/// One port the sidecar took over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Forward {
+    pub listen: u16,
+    pub app: u16,
+    /// The port name the sidecar now carries, for a named targetPort.
+    pub name: Option<String>,
+}
+
+/// The Service's original target ports, kept in its [`SERVICE_ANNOTATION`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceRecord {
+    pub ports: Vec<OriginalTarget>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OriginalTarget {
+    pub index: usize,
+    pub target_port: Value,
+}
+
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error("cannot {verb} {what}: {reason}")]
+    Api {
+        verb: &'static str,
+        what: String,
+        reason: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{what} changed {CONFLICT_RETRIES} times while tether patched it; try again when nothing else is editing it")]
+    Conflicts { what: String },
+    #[error("the {ANNOTATION} annotation of {what} cannot be read ({reason}); remove the tether-agent container and the annotation by hand, or restore the object from your manifests")]
+    BadRecord { what: String, reason: String },
+}
+
+/// The injection's record, if `deploy` has the sidecar.
+pub fn record_of(deploy: &Deployment) -> Result<Option<Record>, AgentError> {
+    let Some(text) = deploy
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION))
+    else {
+        return Ok(None);
+    };
+    serde_json::from_str(text)
+        .map(Some)
+        .map_err(|e| AgentError::BadRecord {
+            what: format!("deploy/{}", deploy.metadata.name.as_deref().unwrap_or_default()),
+            reason: e.to_string(),
+        })
+}
+
+/// The JSON patches that inject the sidecar for `target`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub record: Record,
+    pub deployment: Value,
+    /// For numeric target ports: pointing the Service at the sidecar.
+    pub service: Option<Value>,
+}
+
+fn json_pointer_escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// `ops` that add `key: value` to `metadata.annotations`, creating the map if needed.
+fn add_annotation(ops: &mut Vec<Value>, has_annotations: bool, key: &str, value: String) {
+    if has_annotations {
+        ops.push(json!({"op": "add", "path": format!("/metadata/annotations/{}", json_pointer_escape(key)), "value": value}));
+    } else {
+        ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": {key: value}}));
+    }
+}
+
+/// `ops` that remove `key` from `metadata.annotations`, and the map with it when it would be
+/// left empty (the API server omits an empty map, so that is how it looked before).
+fn remove_annotation(ops: &mut Vec<Value>, annotations: Option<&std::collections::BTreeMap<String, String>>, key: &str) {
+    let Some(annotations) = annotations.filter(|a| a.contains_key(key)) else {
+        return;
+    };
+    if annotations.len() == 1 {
+        ops.push(json!({"op": "remove", "path": "/metadata/annotations"}));
+    } else {
+        ops.push(json!({"op": "remove", "path": format!("/metadata/annotations/{}", json_pointer_escape(key))}));
+    }
+}
+
+fn test_version(ops: &mut Vec<Value>, resource_version: Option<&String>) {
+    if let Some(rv) = resource_version {
+        ops.push(json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv}));
+    }
+}
+
+/// Plans the injection into `deploy` (which has no sidecar yet) for `target`, with the
+/// sidecar running `image`.
+pub fn plan(deploy: &Deployment, target: &Target, image: &str) -> Plan {
+    let pod = deploy
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .cloned()
+        .unwrap_or_default();
+    let index = pod
+        .containers
+        .iter()
+        .position(|c| c.name == target.container)
+        .unwrap_or_default();
+    let app = &pod.containers[index];
+    let used: BTreeSet<u16> = pod
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .map(|p| p.container_port as u16)
+        .chain(target.all.iter().map(|m| m.app_port))
+        .collect();
+    let mut free = (CONTROL_PORT..).filter(|p| !used.contains(p));
+    let control = free.next().unwrap_or(CONTROL_PORT);
+    let mut forwards: Vec<Forward> = Vec::new();
+    let mut free = free.filter(|p| *p >= FIRST_FORWARD);
+    for m in &target.all {
+        if forwards.iter().any(|f| f.app == m.app_port) {
+            continue;
+        }
+        forwards.push(Forward {
+            listen: free.next().unwrap_or(FIRST_FORWARD),
+            app: m.app_port,
+            name: m.named.clone(),
+        });
+    }
+    let original = Original {
+        ports: app.ports.as_ref().map(to_json),
+        readiness_probe: app.readiness_probe.as_ref().map(to_json),
+        liveness_probe: app.liveness_probe.as_ref().map(to_json),
+        startup_probe: app.startup_probe.as_ref().map(to_json),
+    };
+    let record = Record {
+        version: super::manifests::VERSION.to_owned(),
+        container: target.container.clone(),
+        service: target.service_name().to_owned(),
+        control,
+        forwards: forwards.clone(),
+        original,
+    };
+
+    let names: BTreeSet<&str> = forwards.iter().filter_map(|f| f.name.as_deref()).collect();
+    let mut ops = Vec::new();
+    test_version(&mut ops, deploy.metadata.resource_version.as_ref());
+    add_annotation(
+        &mut ops,
+        deploy.metadata.annotations.is_some(),
+        ANNOTATION,
+        serde_json::to_string(&record).expect("a record serializes"),
+    );
+    let base = format!("/spec/template/spec/containers/{index}");
+    if !names.is_empty() {
+        let ports: Vec<ContainerPort> = app
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| match &p.name {
+                Some(n) if names.contains(n.as_str()) => ContainerPort { name: None, ..p.clone() },
+                _ => p.clone(),
+            })
+            .collect();
+        ops.push(json!({"op": "replace", "path": format!("{base}/ports"), "value": ports}));
+        let probes = [
+            ("readinessProbe", &app.readiness_probe),
+            ("livenessProbe", &app.liveness_probe),
+            ("startupProbe", &app.startup_probe),
+        ];
+        for (field, probe) in probes {
+            if let Some(probe) = probe
+                && let Some(numbered) = number_probe(probe, app)
+            {
+                ops.push(json!({"op": "replace", "path": format!("{base}/{field}"), "value": numbered}));
+            }
+        }
+    }
+    ops.push(json!({"op": "add", "path": "/spec/template/spec/containers/-", "value": sidecar(image, control, &forwards)}));
+
+    let numeric: Vec<(usize, u16)> = target
+        .all
+        .iter()
+        .filter(|m| m.named.is_none())
+        .filter_map(|m| {
+            let f = forwards.iter().find(|f| f.app == m.app_port)?;
+            Some((m.index, f.listen))
+        })
+        .collect();
+    let service = (!numeric.is_empty()).then(|| {
+        let ports = target
+            .service
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.clone())
+            .unwrap_or_default();
+        let record = ServiceRecord {
+            ports: numeric
+                .iter()
+                .map(|(i, _)| OriginalTarget {
+                    index: *i,
+                    target_port: to_json(&ports[*i].target_port),
+                })
+                .collect(),
+        };
+        let mut ops = Vec::new();
+        test_version(&mut ops, target.service.metadata.resource_version.as_ref());
+        add_annotation(
+            &mut ops,
+            target.service.metadata.annotations.is_some(),
+            SERVICE_ANNOTATION,
+            serde_json::to_string(&record).expect("a record serializes"),
+        );
+        for (i, listen) in &numeric {
+            ops.push(json!({"op": "replace", "path": format!("/spec/ports/{i}/targetPort"), "value": listen}));
+        }
+        Value::Array(ops)
+    });
+    Plan {
+        record,
+        deployment: Value::Array(ops),
+        service,
+    }
+}
+
+/// Serialising the k8s-openapi types into JSON cannot fail (no maps with non-string keys).
+fn to_json<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+/// `probe` with a named port replaced by the number the app container declares for it, or
+/// `None` when it names no port.
+fn number_probe(probe: &Probe, app: &Container) -> Option<Probe> {
+    let number = |port: &IntOrString| match port {
+        IntOrString::String(name) => app
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .map(|p| IntOrString::Int(p.container_port)),
+        IntOrString::Int(_) => None,
+    };
+    let mut out = probe.clone();
+    let mut changed = false;
+    if let Some(h) = out.http_get.as_mut()
+        && let Some(n) = number(&h.port)
+    {
+        h.port = n;
+        changed = true;
+    }
+    if let Some(t) = out.tcp_socket.as_mut()
+        && let Some(n) = number(&t.port)
+    {
+        t.port = n;
+        changed = true;
+    }
+    changed.then_some(out)
+}
+
+/// The sidecar container: the agent image's `sidecar` role, locked down like the manager.
+fn sidecar(image: &str, control: u16, forwards: &[Forward]) -> Container {
+    let quantities = |cpu: &str, memory: &str| {
+        std::collections::BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.into())),
+            ("memory".to_string(), Quantity(memory.into())),
+        ])
+    };
+    let mut args = vec![
+        "sidecar".to_owned(),
+        "--control".to_owned(),
+        format!("127.0.0.1:{control}"),
+    ];
+    for f in forwards {
+        args.push("--forward".into());
+        args.push(format!("{}={}", f.listen, f.app));
+    }
+    Container {
+        name: SIDECAR.into(),
+        image: Some(image.into()),
+        args: Some(args),
+        ports: Some(
+            forwards
+                .iter()
+                .map(|f| ContainerPort {
+                    name: f.name.clone(),
+                    container_port: f.listen.into(),
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        resources: Some(ResourceRequirements {
+            requests: Some(quantities("10m", "16Mi")),
+            limits: Some(quantities("500m", "128Mi")),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The JSON patch that takes the sidecar out of `deploy` and restores what `record` says the
+/// injection changed, leaving everything else as it is now.
+pub fn restore_deployment(deploy: &Deployment, record: &Record) -> Value {
+    let containers = deploy
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|s| s.containers.clone())
+        .unwrap_or_default();
+    let mut ops = Vec::new();
+    test_version(&mut ops, deploy.metadata.resource_version.as_ref());
+    remove_annotation(&mut ops, deploy.metadata.annotations.as_ref(), ANNOTATION);
+    if let Some(i) = containers.iter().position(|c| c.name == record.container) {
+        let base = format!("/spec/template/spec/containers/{i}");
+        let app = to_json(&containers[i]);
+        let fields = [
+            ("ports", &record.original.ports),
+            ("readinessProbe", &record.original.readiness_probe),
+            ("livenessProbe", &record.original.liveness_probe),
+            ("startupProbe", &record.original.startup_probe),
+        ];
+        for (field, original) in fields {
+            let now = app.get(field);
+            match (original, now) {
+                (Some(v), Some(n)) if v != n => {
+                    ops.push(json!({"op": "replace", "path": format!("{base}/{field}"), "value": v}))
+                }
+                (Some(v), None) => {
+                    ops.push(json!({"op": "add", "path": format!("{base}/{field}"), "value": v}))
+                }
+                (None, Some(_)) => {
+                    ops.push(json!({"op": "remove", "path": format!("{base}/{field}")}))
+                }
+                _ => {}
+            }
+        }
+    }
+    // Removed last: the indices above are of the list with the sidecar in it.
+    if let Some(i) = containers.iter().position(|c| c.name == SIDECAR) {
+        ops.push(json!({"op": "remove", "path": format!("/spec/template/spec/containers/{i}")}));
+    }
+    Value::Array(ops)
+}
+
+/// The JSON patch that gives `service` its original target ports back, if tether changed
+/// them.
+pub fn restore_service(service: &Service) -> Option<Value> {
+    let annotations = service.metadata.annotations.as_ref()?;
+    let record: ServiceRecord = serde_json::from_str(annotations.get(SERVICE_ANNOTATION)?).ok()?;
+    let mut ops = Vec::new();
+    test_version(&mut ops, service.metadata.resource_version.as_ref());
+    remove_annotation(&mut ops, Some(annotations), SERVICE_ANNOTATION);
+    let count = service.spec.as_ref().and_then(|s| s.ports.as_ref()).map_or(0, Vec::len);
+    for t in record.ports.iter().filter(|t| t.index < count) {
+        ops.push(json!({"op": "replace", "path": format!("/spec/ports/{}/targetPort", t.index), "value": t.target_port}));
+    }
+    Some(Value::Array(ops))
+}
+
+fn api_error(verb: &'static str, what: String) -> impl FnOnce(kube::Error) -> AgentError {
+    move |source| {
+        let reason = match &source {
+            kube::Error::Api(s) if s.code == 403 => format!(
+                "forbidden ({}); ask for `patch` on {} in that namespace",
+                s.message,
+                what.split('/').next().unwrap_or("it")
+            ),
+            e => describe_error(e),
+        };
+        AgentError::Api {
+            verb,
+            what,
+            reason,
+            source,
+        }
+    }
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    // A failed `test` op is 422 on the real API server (409 on some versions).
+    matches!(e, kube::Error::Api(s) if s.code == 409 || s.code == 422 && s.message.contains("test"))
+}
+
+/// Gets the Deployment, computes a patch from it and applies it, again while the object
+/// changes under the patch's resourceVersion test. `compute` returning `None` means nothing to
+/// do.
+pub async fn patch_deployment(
+    cluster: &Cluster,
+    namespace: &str,
+    name: &str,
+    mut compute: impl FnMut(&Deployment) -> Result<Option<Value>, AgentError>,
+) -> Result<Option<Deployment>, AgentError> {
+    let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), namespace);
+    let what = format!("deployments/{name} in namespace {namespace}");
+    for _ in 0..CONFLICT_RETRIES {
+        let current = api.get(name).await.map_err(api_error("read", what.clone()))?;
+        let Some(ops) = compute(&current)? else {
+            return Ok(None);
+        };
+        let patch: Patch<()> = Patch::Json(serde_json::from_value(ops).expect("valid JSON patch ops"));
+        match api.patch(name, &PatchParams::default(), &patch).await {
+            Ok(d) => return Ok(Some(d)),
+            Err(e) if is_conflict(&e) => continue,
+            Err(e) => return Err(api_error("patch", what)(e)),
+        }
+    }
+    Err(AgentError::Conflicts { what })
+}
+
+/// Like [`patch_deployment`], for a Service.
+pub async fn patch_service(
+    cluster: &Cluster,
+    namespace: &str,
+    name: &str,
+    mut compute: impl FnMut(&Service) -> Option<Value>,
+) -> Result<(), AgentError> {
+    let api: Api<Service> = Api::namespaced(cluster.client.clone(), namespace);
+    let what = format!("services/{name} in namespace {namespace}");
+    for _ in 0..CONFLICT_RETRIES {
+        let current = match api.get(name).await {
+            Ok(s) => s,
+            // A Service deleted meanwhile has nothing left to restore.
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+            Err(e) => return Err(api_error("read", what)(e)),
+        };
+        let Some(ops) = compute(&current) else {
+            return Ok(());
+        };
+        let patch: Patch<()> = Patch::Json(serde_json::from_value(ops).expect("valid JSON patch ops"));
+        match api.patch(name, &PatchParams::default(), &patch).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_conflict(&e) => continue,
+            Err(e) => return Err(api_error("patch", what)(e)),
+        }
+    }
+    Err(AgentError::Conflicts { what })
+}
+
+/// Takes the sidecar out of deploy/`name` and restores its Service: the Service first, so
+/// it never targets a port that the new pods no longer have. Returns whether there was a
+/// sidecar.
+pub async fn remove(cluster: &Cluster, namespace: &str, name: &str) -> Result<bool, AgentError> {
+    let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), namespace);
+    let what = format!("deployments/{name} in namespace {namespace}");
+    let deploy = match api.get(name).await {
+        Ok(d) => d,
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(false),
+        Err(e) => return Err(api_error("read", what)(e)),
+    };
+    let Some(record) = record_of(&deploy)? else {
+        return Ok(false);
+    };
+    patch_service(cluster, namespace, &record.service, restore_service).await?;
+    patch_deployment(cluster, namespace, name, |d| {
+        Ok(record_of(d)?.map(|r| restore_deployment(d, &r)))
+    })
+    .await?;
+    Ok(true)
+}
+
+/// The Deployments in `namespace` (every namespace when `None`) that have a sidecar.
+pub async fn injected(
+    cluster: &Cluster,
+    namespace: Option<&str>,
+) -> Result<Vec<(String, String)>, AgentError> {
+    let api: Api<Deployment> = match namespace {
+        Some(ns) => Api::namespaced(cluster.client.clone(), ns),
+        None => Api::all(cluster.client.clone()),
+    };
+    let what = match namespace {
+        Some(ns) => format!("deployments in namespace {ns}"),
+        None => "deployments in all namespaces".to_owned(),
+    };
+    let list = api
+        .list(&Default::default())
+        .await
+        .map_err(api_error("list", what))?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|d| d.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(ANNOTATION)))
+        .map(|d| {
+            (
+                d.metadata.namespace.clone().unwrap_or_default(),
+                d.metadata.name.clone().unwrap_or_default(),
+            )
+        })
+        .collect())
+}
+
+/// How long a rollout of the workload may take before tether gives up waiting.
+pub const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[cfg(test)]
+mod tests;
