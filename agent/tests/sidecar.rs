@@ -96,15 +96,23 @@ fn serve_streams(link: &mut Link, answer: Option<&'static str>) {
     let mut incoming = link.take_incoming().unwrap();
     tokio::spawn(async move {
         while let Some(mut s) = incoming.next().await {
-            let request = FlowRequest::decode(&expect_frame(&mut s, MAX_FRAME, "req").await.unwrap());
-            assert!(matches!(request, Ok(FlowRequest::Tcp { .. })), "{request:?}");
+            let request =
+                FlowRequest::decode(&expect_frame(&mut s, MAX_FRAME, "req").await.unwrap());
+            assert!(
+                matches!(request, Ok(FlowRequest::Tcp { .. })),
+                "{request:?}"
+            );
             match answer {
                 Some(name) => {
-                    write_frame(&mut s, &FlowReply::Ready.encode()).await.unwrap();
+                    write_frame(&mut s, &FlowReply::Ready.encode())
+                        .await
+                        .unwrap();
                     let _ = s.write_all(name.as_bytes()).await;
                     let _ = s.shutdown().await;
                 }
-                None => write_frame(&mut s, &FlowReply::Refused.encode()).await.unwrap(),
+                None => write_frame(&mut s, &FlowReply::Refused.encode())
+                    .await
+                    .unwrap(),
             }
         }
     });
@@ -198,7 +206,10 @@ async fn claims_route_connections_to_the_laptop_and_end_with_it() {
         Err(std::io::ErrorKind::ConnectionReset)
     );
     assert_eq!(
-        second.request(&SidecarRequest::Release { port: app }).await.unwrap(),
+        second
+            .request(&SidecarRequest::Release { port: app })
+            .await
+            .unwrap(),
         SidecarReply::Released { port: app }
     );
     assert_eq!(ask(sidecar.listen).await.unwrap(), "app");

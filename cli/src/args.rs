@@ -60,8 +60,19 @@ pub enum Command {
     Status,
     /// Stop the daemon and undo everything it changed, or undo what a crashed one left.
     Quit,
+    /// Send a workload's Service traffic to a process on this machine. Adds the tether-agent
+    /// sidecar to the Deployment the first time (one rolling update); returns once every
+    /// Ready pod sends new connections here.
+    Intercept(InterceptArgs),
+    /// End an intercept: the pods serve their Service again (the sidecar stays, dormant).
+    Leave {
+        /// The intercept's name (the workload's, unless --name chose another).
+        name: String,
+    },
+    /// Workloads of a namespace, their Services and ports, their agents and intercepts.
+    List(ListArgs),
     /// Remove the traffic manager and everything else tether installed in the cluster
-    /// (disconnecting first if connected).
+    /// (disconnecting first if connected), or with --agent/--all-agents only sidecars.
     Uninstall(UninstallArgs),
     /// The daemon itself, started by `tether connect`.
     #[command(hide = true)]
@@ -130,6 +141,53 @@ pub struct ConnectArgs {
 pub struct UninstallArgs {
     #[command(flatten)]
     pub kube: KubeArgs,
+    /// Only take the sidecar out of this Deployment (in --namespace), restoring it and its
+    /// Service exactly.
+    #[arg(long, value_name = "WORKLOAD", conflicts_with = "all_agents")]
+    pub agent: Option<String>,
+    /// Only take every sidecar out of the Deployments of --namespace.
+    #[arg(long)]
+    pub all_agents: bool,
+}
+
+#[derive(clap::Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+#[derive(clap::Args)]
+pub struct InterceptArgs {
+    /// The Deployment: NAME or deploy/NAME.
+    pub workload: String,
+    /// LOCAL[:SERVICE_PORT]: the local port, and the Service port by name or number (needed
+    /// when the Service has several).
+    #[arg(long, value_name = "LOCAL[:SVCPORT]")]
+    pub port: String,
+    /// The workload's namespace [default: the connection's].
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    /// The Service to intercept, when several select the workload.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// The container whose port the Service targets, when that is ambiguous.
+    #[arg(long)]
+    pub container: Option<String>,
+    /// Where intercepted connections go on this machine.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub address: std::net::IpAddr,
+    /// The intercept's name [default: the workload's].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Write the intercepted container's environment to this file.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+    /// The syntax of --env-file.
+    #[arg(long, value_enum, default_value = "docker", requires = "env_file")]
+    pub env_syntax: crate::cluster::env::EnvSyntax,
+    /// Write the environment as one JSON object to this file.
+    #[arg(long, value_name = "FILE")]
+    pub env_json: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
@@ -172,9 +230,23 @@ pub enum Invocation {
     Connect(ConnectConfig),
     Status,
     Quit,
-    Uninstall(KubeTarget),
+    Intercept(InterceptArgs),
+    Leave(String),
+    List(KubeTarget),
+    Uninstall(KubeTarget, AgentsToRemove),
     Daemon(PathBuf),
     ExecAs(ExecAsArgs),
+}
+
+/// What `tether uninstall` removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentsToRemove {
+    /// The sidecar of one Deployment.
+    One(String),
+    /// Every sidecar in the namespace.
+    All,
+    /// Every sidecar in every namespace, and the manager.
+    Everything,
 }
 
 impl Cli {
@@ -185,7 +257,17 @@ impl Cli {
             Command::Connect(a) => Invocation::Connect(a.into_config(state_dir.clone())),
             Command::Status => Invocation::Status,
             Command::Quit => Invocation::Quit,
-            Command::Uninstall(a) => Invocation::Uninstall(a.kube.into_target(None)),
+            Command::Intercept(a) => Invocation::Intercept(a),
+            Command::Leave { name } => Invocation::Leave(name),
+            Command::List(a) => Invocation::List(a.kube.into_target(None)),
+            Command::Uninstall(a) => {
+                let agents = match (a.agent, a.all_agents) {
+                    (Some(w), _) => AgentsToRemove::One(w),
+                    (None, true) => AgentsToRemove::All,
+                    (None, false) => AgentsToRemove::Everything,
+                };
+                Invocation::Uninstall(a.kube.into_target(None), agents)
+            }
             Command::Daemon(a) => Invocation::Daemon(a.config),
             Command::ExecAs(a) => Invocation::ExecAs(a),
         };

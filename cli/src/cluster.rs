@@ -20,6 +20,7 @@
 
 pub mod agent;
 pub mod client;
+pub mod env;
 pub mod exec_as;
 pub mod install;
 pub mod manifests;

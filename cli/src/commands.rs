@@ -5,6 +5,9 @@
 //! [`crate::control`], not in any one command.
 
 pub mod connect;
+pub mod intercept;
+pub mod leave;
+pub mod list;
 pub mod quit;
 pub mod status;
 pub mod uninstall;

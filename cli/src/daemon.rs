@@ -19,6 +19,7 @@
 
 pub mod dial;
 pub mod host;
+pub mod intercepts;
 pub mod server;
 pub mod session;
 pub mod tunnel;
@@ -276,12 +277,20 @@ async fn run(config: DaemonConfig, state: &StateDir) -> Result<(), DaemonError> 
 
     let events = Events::new();
     let status = Arc::new(Mutex::new(connecting_status(&config, state)));
-    let (server, mut quits) = Server::start(state, events.clone(), status.clone(), stop.clone())?;
+    let intercepts = Arc::new(intercepts::Intercepts::default());
+    let (server, mut quits) = Server::start(
+        state,
+        events.clone(),
+        status.clone(),
+        intercepts.clone(),
+        stop.clone(),
+    )?;
     if let Some(cleaned) = cleaned {
         events.push(Reply::CleanedUp(cleaned));
     }
 
-    let result = serve_source(&config, state, &events, &status, &stop).await;
+    let result = serve_source(&config, state, &events, &status, &intercepts, &stop).await;
+    intercepts.stop_all();
     let failure = match &result {
         Err(e) => Some((error::daemon_message(e), error::daemon_exit_code(e))),
         Ok(()) if !events.connected() => Some((
@@ -337,6 +346,7 @@ fn connecting_status(config: &DaemonConfig, state: &StateDir) -> Status {
         reconnects: 0,
         open_flows: 0,
         log: state.log_path(),
+        intercepts: Vec::new(),
     }
 }
 
@@ -347,6 +357,7 @@ async fn serve_source(
     state: &StateDir,
     events: &Events,
     status: &Arc<Mutex<Status>>,
+    intercepts: &intercepts::Intercepts,
     stop: &CancellationToken,
 ) -> Result<(), DaemonError> {
     let session = session::Session {
@@ -373,6 +384,7 @@ async fn serve_source(
                 connected = cluster::connect(&options) => connected?,
                 _ = stop.cancelled() => return Ok(()),
             };
+            intercepts.set_cluster(cluster.clone());
             let dialer = KubeDialer::new(cluster, source.manager_namespace.clone()).await;
             session.run(dialer).await
         }

@@ -66,6 +66,22 @@ pub enum CliError {
     /// The daemon failed and said why in words already made for the user.
     #[error("{message}")]
     DaemonFailed { message: String, exit_code: u8 },
+    #[error("not connected: `tether {0}` works through a connection. Run `tether connect` first.")]
+    NotConnected(&'static str),
+    #[error("cannot write {path}: {source}")]
+    WriteFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Env(#[from] crate::cluster::env::EnvError),
+    #[error(transparent)]
+    Agent(#[from] crate::cluster::agent::AgentError),
+    #[error("{0:?} is not a Deployment: give NAME or deploy/NAME")]
+    NotADeployment(String),
+    #[error("--port {0:?} is not LOCAL[:SERVICE_PORT] with LOCAL a port number")]
+    BadPort(String),
     #[error("sudo is not installed")]
     SudoMissing,
     #[error("sudo cannot run: {0}")]
@@ -108,7 +124,9 @@ impl CliError {
         match self {
             CliError::Daemon(e) => daemon_exit_code(e),
             CliError::AlreadyConnected { .. } => 3,
-            CliError::Cluster(_) | CliError::Transport(_) => 4,
+            CliError::Cluster(_) | CliError::Transport(_) | CliError::Agent(_) => 4,
+            CliError::NotConnected(_) => 6,
+            CliError::NotADeployment(_) | CliError::BadPort(_) => 2,
             CliError::Interrupted => 130,
             CliError::DaemonFailed { exit_code, .. } | CliError::Exited(exit_code) => *exit_code,
             _ => 1,
@@ -186,5 +204,23 @@ fn subnet_message(e: &SubnetError) -> String {
         ),
         SubnetError::OverlapsTun { .. } => format!("{e}. Choose another --tun-subnet."),
         SubnetError::Ipv6(_) => format!("{e}."),
+    }
+}
+
+/// Exit codes of intercept failures: 2 for what the user asked that cannot be (a workload,
+/// Service, port or name that does not fit), 5 when someone else holds the port, 4 when the
+/// cluster refused or failed, 130 when cancelled.
+pub fn intercept_exit_code(e: &crate::daemon::intercepts::InterceptError) -> u8 {
+    use crate::daemon::intercepts::InterceptError as E;
+    match e {
+        E::NotKubernetes(_)
+        | E::NameTaken(_)
+        | E::UnknownIntercept { .. }
+        | E::UnknownWorkload { .. }
+        | E::Target(_)
+        | E::OtherPorts { .. } => 2,
+        E::Held { .. } => 5,
+        E::Cancelled { .. } => 130,
+        E::Read { .. } | E::Agent(_) | E::ClaimTimeout { .. } => 4,
     }
 }

@@ -8,7 +8,8 @@
 //! The socket is mode 0600 and owned by the user who ran `tether connect`, so only that
 //! user (and root) can stop or inspect the session.
 
-use std::net::Ipv4Addr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use ipnet::{IpNet, Ipv4Net};
@@ -27,6 +28,44 @@ pub enum Request {
     Status,
     Quit,
     Watch,
+    Intercept(InterceptSpec),
+    Leave { name: String },
+}
+
+/// What `tether intercept` asks for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InterceptSpec {
+    /// The intercept's name; the workload's when not given.
+    pub name: Option<String>,
+    pub namespace: String,
+    /// The Deployment's name.
+    pub workload: String,
+    pub service: Option<String>,
+    /// A Service port's name or number.
+    pub port: Option<String>,
+    pub container: Option<String>,
+    pub address: IpAddr,
+    pub local_port: u16,
+}
+
+/// One active intercept.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InterceptInfo {
+    pub name: String,
+    pub namespace: String,
+    pub workload: String,
+    pub service: String,
+    pub service_port: u16,
+    pub service_port_name: Option<String>,
+    pub container: String,
+    /// The app container's port that the Service targeted.
+    pub app_port: u16,
+    /// The sidecar's port that now takes the Service's traffic.
+    pub sidecar_port: u16,
+    /// Where intercepted connections go, `address:port`.
+    pub local: String,
+    /// The pods whose sidecar sends traffic here now.
+    pub pods: Vec<String>,
 }
 
 /// One line from the daemon.
@@ -53,6 +92,16 @@ pub enum Reply {
     Disconnected {
         manager: String,
         pid: u32,
+    },
+    /// An intercept is active on every Ready pod. `env` is the intercepted container's
+    /// environment (for the env files); `warnings` what the user should know.
+    Intercepted {
+        intercept: Box<InterceptInfo>,
+        env: BTreeMap<String, String>,
+        warnings: Vec<String>,
+    },
+    Left {
+        intercept: Box<InterceptInfo>,
     },
 }
 
@@ -100,6 +149,9 @@ pub struct Status {
     pub open_flows: u64,
     /// The daemon's log file.
     pub log: PathBuf,
+    /// Active intercepts (none from daemons built before intercepts).
+    #[serde(default)]
+    pub intercepts: Vec<InterceptInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
@@ -124,6 +176,12 @@ pub struct Replies {
 }
 
 impl Replies {
+    /// Closes this end for writing: the daemon sees the client go, and cancels what it was
+    /// asked to do (it still answers).
+    pub async fn hang_up(&mut self) {
+        let _ = self._write.shutdown().await;
+    }
+
     /// The next reply; `Ok(None)` when the daemon closed the connection.
     pub async fn next(&mut self) -> std::io::Result<Option<Reply>> {
         match self.lines.next_line().await? {
@@ -202,6 +260,24 @@ pub mod tests {
             reconnects: 0,
             open_flows: 1,
             log: "/run/tether/daemon.log".into(),
+            intercepts: vec![intercept_example()],
+        }
+    }
+
+    /// An intercept of the demo's `web`, for tests.
+    pub fn intercept_example() -> InterceptInfo {
+        InterceptInfo {
+            name: "web".into(),
+            namespace: "demo".into(),
+            workload: "web".into(),
+            service: "web".into(),
+            service_port: 80,
+            service_port_name: Some("http".into()),
+            container: "http-echo".into(),
+            app_port: 8080,
+            sidecar_port: 47100,
+            local: "127.0.0.1:8080".into(),
+            pods: vec!["web-5d8c7b9f4-abcde".into(), "web-5d8c7b9f4-fghij".into()],
         }
     }
 

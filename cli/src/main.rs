@@ -67,8 +67,13 @@ fn main() -> ExitCode {
             Invocation::Connect(config) => commands::connect::run(config, &printer).await,
             Invocation::Status => commands::status::run(&state_dir, &printer).await,
             Invocation::Quit => commands::quit::run(&state_dir, &printer).await,
-            Invocation::Uninstall(target) => {
-                commands::uninstall::run(&target, &state_dir, &printer).await
+            Invocation::Intercept(args) => {
+                commands::intercept::run(args, &state_dir, &printer).await
+            }
+            Invocation::Leave(name) => commands::leave::run(&name, &state_dir, &printer).await,
+            Invocation::List(target) => commands::list::run(&target, &printer).await,
+            Invocation::Uninstall(target, agents) => {
+                commands::uninstall::run(&target, agents, &state_dir, &printer).await
             }
             // Returned above, before logging to stderr was set up.
             Invocation::Daemon(_) | Invocation::ExecAs(_) => Ok(()),

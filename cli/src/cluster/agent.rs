@@ -21,8 +21,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, Probe, ResourceRequirements, SecurityContext,
-    Service,
+    Capabilities, Container, ContainerPort, Probe, ResourceRequirements, SecurityContext, Service,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -106,9 +105,20 @@ pub enum AgentError {
         #[source]
         source: kube::Error,
     },
-    #[error("{what} changed {CONFLICT_RETRIES} times while tether patched it; try again when nothing else is editing it")]
+    #[error(
+        "{what} changed {CONFLICT_RETRIES} times while tether patched it; try again when nothing else is editing it"
+    )]
     Conflicts { what: String },
-    #[error("the {ANNOTATION} annotation of {what} cannot be read ({reason}); remove the tether-agent container and the annotation by hand, or restore the object from your manifests")]
+    #[error("deploy/{workload} did not finish its rollout within {} s: {status}. See `kubectl -n {namespace} rollout status deploy/{workload}`.", .waited.as_secs())]
+    Rollout {
+        workload: String,
+        namespace: String,
+        waited: Duration,
+        status: String,
+    },
+    #[error(
+        "the {ANNOTATION} annotation of {what} cannot be read ({reason}); remove the tether-agent container and the annotation by hand, or restore the object from your manifests"
+    )]
     BadRecord { what: String, reason: String },
 }
 
@@ -125,9 +135,56 @@ pub fn record_of(deploy: &Deployment) -> Result<Option<Record>, AgentError> {
     serde_json::from_str(text)
         .map(Some)
         .map_err(|e| AgentError::BadRecord {
-            what: format!("deploy/{}", deploy.metadata.name.as_deref().unwrap_or_default()),
+            what: format!(
+                "deploy/{}",
+                deploy.metadata.name.as_deref().unwrap_or_default()
+            ),
             reason: e.to_string(),
         })
+}
+
+/// `deploy` as it was before injection, as far as choosing a target goes: the app
+/// container's original ports and probes, and no sidecar.
+pub fn original_view(deploy: &Deployment, record: &Record) -> Deployment {
+    let mut view = deploy.clone();
+    if let Some(pod) = view.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+        pod.containers.retain(|c| c.name != SIDECAR);
+        if let Some(app) = pod
+            .containers
+            .iter_mut()
+            .find(|c| c.name == record.container)
+        {
+            app.ports = from_json(&record.original.ports);
+            app.readiness_probe = from_json(&record.original.readiness_probe);
+            app.liveness_probe = from_json(&record.original.liveness_probe);
+            app.startup_probe = from_json(&record.original.startup_probe);
+        }
+    }
+    view
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(value: &Option<Value>) -> Option<T> {
+    value.clone().and_then(|v| serde_json::from_value(v).ok())
+}
+
+/// `service` with the target ports it had before tether pointed them at a sidecar.
+pub fn original_service_view(service: &Service) -> Service {
+    let mut view = service.clone();
+    let record: Option<ServiceRecord> = service
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SERVICE_ANNOTATION))
+        .and_then(|t| serde_json::from_str(t).ok());
+    if let (Some(record), Some(ports)) = (record, view.spec.as_mut().and_then(|s| s.ports.as_mut()))
+    {
+        for t in record.ports {
+            if let Some(p) = ports.get_mut(t.index) {
+                p.target_port = serde_json::from_value(t.target_port).ok();
+            }
+        }
+    }
+    view
 }
 
 /// The JSON patches that inject the sidecar for `target`.
@@ -154,7 +211,11 @@ fn add_annotation(ops: &mut Vec<Value>, has_annotations: bool, key: &str, value:
 
 /// `ops` that remove `key` from `metadata.annotations`, and the map with it when it would be
 /// left empty (the API server omits an empty map, so that is how it looked before).
-fn remove_annotation(ops: &mut Vec<Value>, annotations: Option<&std::collections::BTreeMap<String, String>>, key: &str) {
+fn remove_annotation(
+    ops: &mut Vec<Value>,
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+    key: &str,
+) {
     let Some(annotations) = annotations.filter(|a| a.contains_key(key)) else {
         return;
     };
@@ -238,7 +299,10 @@ pub fn plan(deploy: &Deployment, target: &Target, image: &str) -> Plan {
             .iter()
             .flatten()
             .map(|p| match &p.name {
-                Some(n) if names.contains(n.as_str()) => ContainerPort { name: None, ..p.clone() },
+                Some(n) if names.contains(n.as_str()) => ContainerPort {
+                    name: None,
+                    ..p.clone()
+                },
                 _ => p.clone(),
             })
             .collect();
@@ -252,7 +316,9 @@ pub fn plan(deploy: &Deployment, target: &Target, image: &str) -> Plan {
             if let Some(probe) = probe
                 && let Some(numbered) = number_probe(probe, app)
             {
-                ops.push(json!({"op": "replace", "path": format!("{base}/{field}"), "value": numbered}));
+                ops.push(
+                    json!({"op": "replace", "path": format!("{base}/{field}"), "value": numbered}),
+                );
             }
         }
     }
@@ -412,9 +478,8 @@ pub fn restore_deployment(deploy: &Deployment, record: &Record) -> Value {
         for (field, original) in fields {
             let now = app.get(field);
             match (original, now) {
-                (Some(v), Some(n)) if v != n => {
-                    ops.push(json!({"op": "replace", "path": format!("{base}/{field}"), "value": v}))
-                }
+                (Some(v), Some(n)) if v != n => ops
+                    .push(json!({"op": "replace", "path": format!("{base}/{field}"), "value": v})),
                 (Some(v), None) => {
                     ops.push(json!({"op": "add", "path": format!("{base}/{field}"), "value": v}))
                 }
@@ -440,7 +505,11 @@ pub fn restore_service(service: &Service) -> Option<Value> {
     let mut ops = Vec::new();
     test_version(&mut ops, service.metadata.resource_version.as_ref());
     remove_annotation(&mut ops, Some(annotations), SERVICE_ANNOTATION);
-    let count = service.spec.as_ref().and_then(|s| s.ports.as_ref()).map_or(0, Vec::len);
+    let count = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .map_or(0, Vec::len);
     for t in record.ports.iter().filter(|t| t.index < count) {
         ops.push(json!({"op": "replace", "path": format!("/spec/ports/{}/targetPort", t.index), "value": t.target_port}));
     }
@@ -483,11 +552,15 @@ pub async fn patch_deployment(
     let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), namespace);
     let what = format!("deployments/{name} in namespace {namespace}");
     for _ in 0..CONFLICT_RETRIES {
-        let current = api.get(name).await.map_err(api_error("read", what.clone()))?;
+        let current = api
+            .get(name)
+            .await
+            .map_err(api_error("read", what.clone()))?;
         let Some(ops) = compute(&current)? else {
             return Ok(None);
         };
-        let patch: Patch<()> = Patch::Json(serde_json::from_value(ops).expect("valid JSON patch ops"));
+        let patch: Patch<()> =
+            Patch::Json(serde_json::from_value(ops).expect("valid JSON patch ops"));
         match api.patch(name, &PatchParams::default(), &patch).await {
             Ok(d) => return Ok(Some(d)),
             Err(e) if is_conflict(&e) => continue,
@@ -516,7 +589,8 @@ pub async fn patch_service(
         let Some(ops) = compute(&current) else {
             return Ok(());
         };
-        let patch: Patch<()> = Patch::Json(serde_json::from_value(ops).expect("valid JSON patch ops"));
+        let patch: Patch<()> =
+            Patch::Json(serde_json::from_value(ops).expect("valid JSON patch ops"));
         match api.patch(name, &PatchParams::default(), &patch).await {
             Ok(_) => return Ok(()),
             Err(e) if is_conflict(&e) => continue,
@@ -568,7 +642,12 @@ pub async fn injected(
     Ok(list
         .items
         .iter()
-        .filter(|d| d.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(ANNOTATION)))
+        .filter(|d| {
+            d.metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(ANNOTATION))
+        })
         .map(|d| {
             (
                 d.metadata.namespace.clone().unwrap_or_default(),
@@ -580,6 +659,47 @@ pub async fn injected(
 
 /// How long a rollout of the workload may take before tether gives up waiting.
 pub const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Waits until deploy/`name` has rolled out (as `kubectl rollout status` decides), telling
+/// `progress` what is still missing whenever that changes.
+pub async fn wait_rolled_out(
+    cluster: &Cluster,
+    ns: &str,
+    name: &str,
+    progress: &(dyn Fn(String) + Sync),
+) -> Result<(), AgentError> {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = watcher(api, config)
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    let mut last = String::from("waiting for the rollout to start");
+    let deadline = tokio::time::Instant::now() + ROLLOUT_TIMEOUT;
+    loop {
+        match tokio::time::timeout_at(deadline, events.next()).await {
+            Err(_) | Ok(None) => {
+                return Err(AgentError::Rollout {
+                    workload: name.into(),
+                    namespace: ns.into(),
+                    waited: ROLLOUT_TIMEOUT,
+                    status: last,
+                });
+            }
+            Ok(Some(Err(e))) => tracing::debug!("watch error during the rollout: {e}"),
+            Ok(Some(Ok(d))) => match super::rollout::rollout_status(&d) {
+                Ok(()) => return Ok(()),
+                Err(now) if now != last => {
+                    progress(format!("Rolling out deploy/{name}: {now}"));
+                    last = now;
+                }
+                Err(_) => {}
+            },
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests;

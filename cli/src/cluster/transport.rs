@@ -278,7 +278,7 @@ pub async fn forward(cluster: &Cluster, pod: &PodRef) -> Result<ManagerStream, T
 }
 
 /// Opens a port-forward to `port` of `pod`.
-pub(super) async fn forward_port(
+pub async fn forward_port(
     cluster: &Cluster,
     pod: &PodRef,
     port: u16,

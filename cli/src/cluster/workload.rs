@@ -35,7 +35,6 @@ pub struct Mapped {
 #[derive(Debug, Clone)]
 pub struct Target {
     pub workload: String,
-    pub namespace: String,
     pub service: Service,
     pub container: String,
     /// The port that was asked for.
@@ -53,7 +52,9 @@ impl Target {
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum TargetError {
-    #[error("no Service in namespace {namespace} selects deploy/{workload}: there is nothing to intercept. Create one, or check its selector against the pod labels ({labels}).")]
+    #[error(
+        "no Service in namespace {namespace} selects deploy/{workload}: there is nothing to intercept. Create one, or check its selector against the pod labels ({labels})."
+    )]
     NoService {
         workload: String,
         namespace: String,
@@ -70,7 +71,9 @@ pub enum TargetError {
         workload: String,
         selecting: Vec<String>,
     },
-    #[error("Service {service} is headless (clusterIP: None): its clients dial the pods' ports directly, which a sidecar cannot take over without NET_ADMIN. Intercept a Service with a ClusterIP that selects the same pods.")]
+    #[error(
+        "Service {service} is headless (clusterIP: None): its clients dial the pods' ports directly, which a sidecar cannot take over without NET_ADMIN. Intercept a Service with a ClusterIP that selects the same pods."
+    )]
     Headless { service: String },
     #[error("Service {service} has {} ports ({}); say which with --port LOCAL:PORT.", .ports.len(), .ports.join(", "))]
     SeveralPorts { service: String, ports: Vec<String> },
@@ -86,7 +89,9 @@ pub enum TargetError {
         container: String,
         containers: Vec<String>,
     },
-    #[error("no container of deploy/{workload} declares the port named {name} that Service {service} targets, so the Service has no endpoints for it.")]
+    #[error(
+        "no container of deploy/{workload} declares the port named {name} that Service {service} targets, so the Service has no endpoints for it."
+    )]
     UnresolvedName {
         workload: String,
         service: String,
@@ -225,18 +230,31 @@ pub fn resolve(
         ),
         None => None,
     };
-    let (container, port) = map_port(&workload, &service_name, &ports, index, &all_containers, container)?;
+    let (container, port) = map_port(
+        &workload,
+        &service_name,
+        &ports,
+        index,
+        &all_containers,
+        container,
+    )?;
     // The other ports of the Service that lead to the same container.
     let all = (0..ports.len())
         .filter_map(|i| {
-            map_port(&workload, &service_name, &ports, i, &all_containers, Some(container))
-                .ok()
-                .map(|(_, m)| m)
+            map_port(
+                &workload,
+                &service_name,
+                &ports,
+                i,
+                &all_containers,
+                Some(container),
+            )
+            .ok()
+            .map(|(_, m)| m)
         })
         .collect();
     Ok(Target {
         workload,
-        namespace,
         service: service.clone(),
         container: container.name.clone(),
         port,
@@ -254,13 +272,11 @@ fn map_port<'a>(
     chosen: Option<&'a Container>,
 ) -> Result<(&'a Container, Mapped), TargetError> {
     let p = &ports[index];
-    let target = p
-        .target_port
-        .clone()
-        .unwrap_or(IntOrString::Int(p.port));
-    let declares = |c: &Container, f: &dyn Fn(&k8s_openapi::api::core::v1::ContainerPort) -> bool| {
-        c.ports.as_deref().unwrap_or_default().iter().any(f)
-    };
+    let target = p.target_port.clone().unwrap_or(IntOrString::Int(p.port));
+    let declares =
+        |c: &Container, f: &dyn Fn(&k8s_openapi::api::core::v1::ContainerPort) -> bool| {
+            c.ports.as_deref().unwrap_or_default().iter().any(f)
+        };
     let mapped = |app_port: i32, named: Option<String>| Mapped {
         index,
         service_port: p.port as u16,
@@ -337,8 +353,10 @@ mod tests {
     }
 
     fn web_service() -> Service {
-        service(json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"},
-            "clusterIP": "10.96.0.20", "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}))
+        service(
+            json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"},
+            "clusterIP": "10.96.0.20", "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}),
+        )
     }
 
     #[test]
@@ -352,8 +370,10 @@ mod tests {
 
     #[test]
     fn ambiguity_and_mistakes_are_errors_that_name_the_choices() {
-        let other = service(json!({"metadata": {"name": "web-admin"}, "spec": {"selector": {"track": "stable"},
-            "clusterIP": "10.96.0.21", "ports": [{"name": "a", "port": 1, "targetPort": 8080}, {"name": "b", "port": 2, "targetPort": 9}]}}));
+        let other = service(
+            json!({"metadata": {"name": "web-admin"}, "spec": {"selector": {"track": "stable"},
+            "clusterIP": "10.96.0.21", "ports": [{"name": "a", "port": 1, "targetPort": 8080}, {"name": "b", "port": 2, "targetPort": 9}]}}),
+        );
         let services = [web_service(), other];
         let err = resolve(&web(), &services, &Choice::default()).unwrap_err();
         assert!(matches!(err, TargetError::SeveralServices { .. }), "{err}");
@@ -364,7 +384,10 @@ mod tests {
             ..Default::default()
         };
         let err = resolve(&web(), &services, &admin).unwrap_err();
-        assert_eq!(err.to_string(), "Service web-admin has 2 ports (a (1), b (2)); say which with --port LOCAL:PORT.");
+        assert_eq!(
+            err.to_string(),
+            "Service web-admin has 2 ports (a (1), b (2)); say which with --port LOCAL:PORT."
+        );
         let b = Choice {
             port: Some("b".into()),
             ..admin.clone()
@@ -381,13 +404,17 @@ mod tests {
             TargetError::UnknownPort { .. }
         ));
 
-        let none = service(json!({"metadata": {"name": "db"}, "spec": {"selector": {"app": "db"}, "ports": [{"port": 1}]}}));
+        let none = service(
+            json!({"metadata": {"name": "db"}, "spec": {"selector": {"app": "db"}, "ports": [{"port": 1}]}}),
+        );
         assert!(matches!(
             resolve(&web(), &[none], &Choice::default()).unwrap_err(),
             TargetError::NoService { .. }
         ));
-        let headless = service(json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"},
-            "clusterIP": "None", "ports": [{"port": 80}]}}));
+        let headless = service(
+            json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"},
+            "clusterIP": "None", "ports": [{"port": 80}]}}),
+        );
         assert!(matches!(
             resolve(&web(), &[headless], &Choice::default()).unwrap_err(),
             TargetError::Headless { .. }

@@ -14,7 +14,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::DaemonError;
-use crate::ipc::{Reply, Request, Status, encode};
+use super::intercepts::Intercepts;
+use crate::ipc::{Mode, Reply, Request, Status, encode};
 use crate::system::flows;
 use crate::system::state::StateDir;
 
@@ -69,6 +70,7 @@ impl Server {
         state: &StateDir,
         events: Events,
         status: Arc<Mutex<Status>>,
+        intercepts: Arc<Intercepts>,
         stop: CancellationToken,
     ) -> Result<(Server, mpsc::UnboundedReceiver<QuitRequest>), DaemonError> {
         let socket = state.socket_path();
@@ -97,6 +99,7 @@ impl Server {
             let handler = Handler {
                 events: events.clone(),
                 status: status.clone(),
+                intercepts: intercepts.clone(),
                 stop: stop.clone(),
                 quits_tx: quits_tx.clone(),
                 _alive: handlers_tx.clone(),
@@ -160,6 +163,7 @@ async fn accept(
 struct Handler {
     events: Events,
     status: Arc<Mutex<Status>>,
+    intercepts: Arc<Intercepts>,
     stop: CancellationToken,
     quits_tx: mpsc::UnboundedSender<QuitRequest>,
     _alive: mpsc::Sender<()>,
@@ -187,12 +191,81 @@ impl Handler {
                     Err(_) => return,
                 };
                 // Reading the kernel's socket table blocks; the stack shares this thread.
+                status.intercepts = self.intercepts.list();
                 let routed = status.routes.clone();
                 status.open_flows = tokio::task::spawn_blocking(move || flows::count(&routed))
                     .await
                     .unwrap_or(0);
                 let reply = Reply::Status {
                     status: Box::new(status),
+                };
+                let _ = write.write_all(encode(&reply).as_bytes()).await;
+            }
+            Request::Intercept(spec) => {
+                let mode = match self.status.lock().map(|s| s.mode) {
+                    Ok(Mode::Direct) => "direct mode",
+                    _ => "kubernetes",
+                };
+                // Progress lines go out as they happen; the client closing its end (Ctrl-C)
+                // cancels the intercept, which then undoes what it changed.
+                let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<String>();
+                let cancel = CancellationToken::new();
+                let on_gone = cancel.clone();
+                tokio::spawn(async move {
+                    // Nothing more is read from the client; its end closing is the signal.
+                    while let Ok(Some(_)) = lines.next_line().await {}
+                    on_gone.cancel();
+                });
+                let progress = move |message: String| {
+                    tracing::info!("{message}");
+                    let _ = progress_tx.send(message);
+                };
+                let started = self.intercepts.start(spec, mode, &progress, cancel.clone());
+                tokio::pin!(started);
+                let result = loop {
+                    tokio::select! {
+                        result = &mut started => break result,
+                        Some(message) = progress_rx.recv() => {
+                            let line = encode(&Reply::Progress { message });
+                            if write.write_all(line.as_bytes()).await.is_err() {
+                                cancel.cancel();
+                            }
+                        }
+                    }
+                };
+                while let Ok(message) = progress_rx.try_recv() {
+                    let _ = write
+                        .write_all(encode(&Reply::Progress { message }).as_bytes())
+                        .await;
+                }
+                let reply = match result {
+                    Ok(started) => {
+                        tracing::info!(intercept = %started.info.name, "intercept active");
+                        Reply::Intercepted {
+                            intercept: Box::new(started.info),
+                            env: started.env,
+                            warnings: started.warnings,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("intercept failed: {e}");
+                        Reply::Failed {
+                            error: e.to_string(),
+                            exit_code: crate::error::intercept_exit_code(&e),
+                        }
+                    }
+                };
+                let _ = write.write_all(encode(&reply).as_bytes()).await;
+            }
+            Request::Leave { name } => {
+                let reply = match self.intercepts.leave(&name) {
+                    Ok(info) => Reply::Left {
+                        intercept: Box::new(info),
+                    },
+                    Err(e) => Reply::Failed {
+                        error: e.to_string(),
+                        exit_code: crate::error::intercept_exit_code(&e),
+                    },
                 };
                 let _ = write.write_all(encode(&reply).as_bytes()).await;
             }

@@ -6,7 +6,8 @@
 
 use serde::Serialize;
 
-use crate::ipc::Status;
+use crate::commands::list::Listed;
+use crate::ipc::{InterceptInfo, Status};
 use crate::system::leftovers::Cleanup;
 
 #[derive(Debug, Clone, Serialize)]
@@ -29,6 +30,20 @@ pub enum Event {
         context: String,
         namespace: String,
         removed: Vec<String>,
+    },
+    /// `tether intercept` is done: every Ready pod sends new connections to `local`.
+    Intercepted {
+        intercept: Box<InterceptInfo>,
+        /// The env files written.
+        env_files: Vec<std::path::PathBuf>,
+        warnings: Vec<String>,
+    },
+    /// `tether leave`: the pods serve the Service again.
+    Left { intercept: Box<InterceptInfo> },
+    /// `tether list`.
+    List {
+        namespace: String,
+        workloads: Vec<Listed>,
     },
     /// A command failed (printed on stderr).
     Error { error: String, exit_code: u8 },
@@ -63,6 +78,33 @@ mod tests {
                 context: "tether-sandbox".into(),
                 namespace: "tether".into(),
                 removed: vec!["deployment/tether-manager".into()],
+            },
+            Event::Intercepted {
+                intercept: Box::new(crate::ipc::tests::intercept_example()),
+                env_files: vec!["web.env".into()],
+                warnings: vec!["nothing listens on 127.0.0.1:8080 yet: intercepted connections are reset until something does".into()],
+            },
+            Event::Left {
+                intercept: Box::new(crate::ipc::tests::intercept_example()),
+            },
+            Event::List {
+                namespace: "demo".into(),
+                workloads: vec![crate::commands::list::Listed {
+                    name: "web".into(),
+                    kind: "Deployment".into(),
+                    services: vec![crate::commands::list::ListedService {
+                        name: "web".into(),
+                        ports: vec!["http (80) -> http".into()],
+                    }],
+                    agent: "active".into(),
+                    intercepts: vec![crate::commands::list::ListedIntercept {
+                        name: "web".into(),
+                        port: 8080,
+                        held_by: "dev@laptop".into(),
+                        local: "127.0.0.1:8080".into(),
+                        pods: vec!["web-5d8c7b9f4-abcde".into()],
+                    }],
+                }],
             },
             Event::Error {
                 error: "not connected".into(),

@@ -35,8 +35,87 @@ pub fn render(event: &Event) -> String {
         Event::Uninstalled {
             context, removed, ..
         } => format!("Removed from context {context}: {}.", removed.join(", ")),
+        Event::Intercepted {
+            intercept,
+            env_files,
+            ..
+        } => {
+            let mut out = format!(
+                "Intercepting {}: Service {} port {} of deploy/{} in {} -> {} ({} pod{}).",
+                intercept.name,
+                intercept.service,
+                port_name(intercept),
+                intercept.workload,
+                intercept.namespace,
+                intercept.local,
+                intercept.pods.len(),
+                if intercept.pods.len() == 1 { "" } else { "s" },
+            );
+            for f in env_files {
+                out.push_str(&format!(
+                    "\n  environment of {} written to {}",
+                    intercept.container,
+                    f.display()
+                ));
+            }
+            out.push_str(&format!(
+                "\n`tether leave {}` sends the traffic back to the pods.",
+                intercept.name
+            ));
+            out
+        }
+        Event::Left { intercept } => format!(
+            "Left {}: deploy/{} in {} serves its Service again.",
+            intercept.name, intercept.workload, intercept.namespace
+        ),
+        Event::List {
+            namespace,
+            workloads,
+        } => list_table(namespace, workloads),
         Event::Error { error, .. } => format!("tether: {error}"),
     }
+}
+
+fn port_name(i: &crate::ipc::InterceptInfo) -> String {
+    match &i.service_port_name {
+        Some(n) => format!("{n} ({})", i.service_port),
+        None => i.service_port.to_string(),
+    }
+}
+
+fn list_table(namespace: &str, workloads: &[crate::commands::list::Listed]) -> String {
+    if workloads.is_empty() {
+        return format!("No Deployments in namespace {namespace}.");
+    }
+    let mut out = format!(
+        "{:<24} {:<36} {:<8} INTERCEPTS",
+        "WORKLOAD", "SERVICES", "AGENT"
+    );
+    for w in workloads {
+        let services = if w.services.is_empty() {
+            "(none)".to_owned()
+        } else {
+            w.services
+                .iter()
+                .map(|s| format!("{} {}", s.name, s.ports.join(",")))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let intercepts = if w.intercepts.is_empty() {
+            "-".to_owned()
+        } else {
+            w.intercepts
+                .iter()
+                .map(|i| format!("{} :{} by {} -> {}", i.name, i.port, i.held_by, i.local))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        out.push_str(&format!(
+            "\ndeploy/{:<17} {:<36} {:<8} {}",
+            w.name, services, w.agent, intercepts
+        ));
+    }
+    out
 }
 
 fn connected(s: &Status) -> String {

@@ -49,24 +49,43 @@ impl std::fmt::Display for Holder {
 pub enum SidecarRequest {
     /// Send new connections to the app's `port` (the container port the Service targeted)
     /// to this laptop.
-    Claim { port: u16, holder: Holder },
+    Claim {
+        port: u16,
+        holder: Holder,
+    },
     /// Give `port` back to the app.
-    Release { port: u16 },
+    Release {
+        port: u16,
+    },
     Status,
-    Ping { nonce: u64 },
+    Ping {
+        nonce: u64,
+    },
 }
 
 /// The sidecar's answer to one [`SidecarRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SidecarReply {
-    Claimed { port: u16 },
+    Claimed {
+        port: u16,
+    },
     /// Another session holds the port.
-    Held { port: u16, by: Holder },
+    Held {
+        port: u16,
+        by: Holder,
+    },
     /// The sidecar does not forward `port`; `ports` are the app ports it does forward.
-    NoSuchPort { port: u16, ports: Vec<u16> },
-    Released { port: u16 },
+    NoSuchPort {
+        port: u16,
+        ports: Vec<u16>,
+    },
+    Released {
+        port: u16,
+    },
     Status(SidecarStatus),
-    Pong { nonce: u64 },
+    Pong {
+        nonce: u64,
+    },
 }
 
 /// What a sidecar forwards, and to whom.

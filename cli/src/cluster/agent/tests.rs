@@ -54,32 +54,57 @@ fn apply(doc: &Value, ops: &Value) -> Value {
 
 /// As the API server does on a write: a new resourceVersion.
 fn bump(mut doc: Value) -> Value {
-    let rv: u64 = doc["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    let rv: u64 = doc["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     doc["metadata"]["resourceVersion"] = json!((rv + 1).to_string());
     doc
 }
 
 fn containers(doc: &Value) -> &Vec<Value> {
-    doc["spec"]["template"]["spec"]["containers"].as_array().unwrap()
+    doc["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
 }
 
 #[test]
 fn a_named_port_moves_to_the_sidecar_and_comes_back() {
     let (deploy, service) = (web(), web_service());
     let target = resolve(&typed(&deploy), &[typed(&service)], &Choice::default()).unwrap();
-    let plan = plan(&typed(&deploy), &target, "ghcr.io/tether-dev/tether-agent:0.1.0");
-    assert!(plan.service.is_none(), "a named port needs no Service change");
+    let plan = plan(
+        &typed(&deploy),
+        &target,
+        "ghcr.io/tether-dev/tether-agent:0.1.0",
+    );
+    assert!(
+        plan.service.is_none(),
+        "a named port needs no Service change"
+    );
     let injected = bump(apply(&deploy, &plan.deployment));
     let [app, sidecar] = containers(&injected).as_slice() else {
         panic!("two containers: {injected}");
     };
-    assert_eq!(app["ports"], json!([{"containerPort": 8080, "protocol": "TCP"}]));
+    assert_eq!(
+        app["ports"],
+        json!([{"containerPort": 8080, "protocol": "TCP"}])
+    );
     assert_eq!(app["readinessProbe"]["httpGet"]["port"], json!(8080));
     assert_eq!(sidecar["name"], json!(SIDECAR));
-    assert_eq!(sidecar["ports"], json!([{"name": "http", "containerPort": 47100, "protocol": "TCP"}]));
+    assert_eq!(
+        sidecar["ports"],
+        json!([{"name": "http", "containerPort": 47100, "protocol": "TCP"}])
+    );
     assert_eq!(
         sidecar["args"],
-        json!(["sidecar", "--control", "127.0.0.1:47099", "--forward", "47100=8080"])
+        json!([
+            "sidecar",
+            "--control",
+            "127.0.0.1:47099",
+            "--forward",
+            "47100=8080"
+        ])
     );
     let record = record_of(&typed(&injected)).unwrap().unwrap();
     assert_eq!(record, plan.record);
@@ -103,7 +128,10 @@ fn a_numeric_port_is_taken_by_pointing_the_service_at_the_sidecar() {
     let target = resolve(&typed(&deploy), &[typed(&service)], &Choice::default()).unwrap();
     let plan = plan(&typed(&deploy), &target, "agent:1");
     let injected = bump(apply(&deploy, &plan.deployment));
-    assert_eq!(containers(&injected)[0], api()["spec"]["template"]["spec"]["containers"][0]);
+    assert_eq!(
+        containers(&injected)[0],
+        api()["spec"]["template"]["spec"]["containers"][0]
+    );
     // The Deployment had no annotations at all: the map is created, and goes again.
     assert!(injected["metadata"]["annotations"][ANNOTATION].is_string());
     let svc = bump(apply(&service, plan.service.as_ref().unwrap()));
@@ -124,7 +152,12 @@ fn a_numeric_port_is_taken_by_pointing_the_service_at_the_sidecar() {
 #[test]
 fn a_patch_planned_on_a_stale_object_fails_its_test() {
     let deploy = web();
-    let target = resolve(&typed(&deploy), &[typed(&web_service())], &Choice::default()).unwrap();
+    let target = resolve(
+        &typed(&deploy),
+        &[typed(&web_service())],
+        &Choice::default(),
+    )
+    .unwrap();
     let plan = plan(&typed(&deploy), &target, "agent:1");
     let newer = bump(deploy);
     let patch: json_patch::Patch = serde_json::from_value(plan.deployment).unwrap();
@@ -137,7 +170,12 @@ fn sidecar_ports_avoid_the_pods_own() {
     deploy["spec"]["template"]["spec"]["containers"][0]["ports"] = json!([
         {"name": "http", "containerPort": 8080}, {"name": "x", "containerPort": 47099}, {"name": "y", "containerPort": 47100}
     ]);
-    let target = resolve(&typed(&deploy), &[typed(&web_service())], &Choice::default()).unwrap();
+    let target = resolve(
+        &typed(&deploy),
+        &[typed(&web_service())],
+        &Choice::default(),
+    )
+    .unwrap();
     let plan = plan(&typed(&deploy), &target, "agent:1");
     assert_eq!(plan.record.control, 47101);
     assert_eq!(plan.record.forwards[0].listen, 47102);
