@@ -103,7 +103,7 @@ pub enum AgentError {
         what: String,
         reason: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error(
         "{what} changed {CONFLICT_RETRIES} times while tether patched it; try again when nothing else is editing it"
@@ -530,7 +530,7 @@ fn api_error(verb: &'static str, what: String) -> impl FnOnce(kube::Error) -> Ag
             verb,
             what,
             reason,
-            source,
+            source: Box::new(source),
         }
     }
 }

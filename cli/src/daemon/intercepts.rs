@@ -81,7 +81,7 @@ pub enum InterceptError {
     Held {
         workload: String,
         port: u16,
-        holder: Holder,
+        holder: Box<Holder>,
         pod: String,
     },
     #[error("no claim on every Ready pod of deploy/{workload} within {} s: {status}", .waited.as_secs())]
@@ -439,7 +439,7 @@ fn held_or(
         Some((pod, holder)) => InterceptError::Held {
             workload: workload.into(),
             port,
-            holder: holder.clone(),
+            holder: Box::new(holder.clone()),
             pod: pod.clone(),
         },
         None => InterceptError::ClaimTimeout {
