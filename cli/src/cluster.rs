@@ -18,6 +18,7 @@
 //! No module here prints: they return values and errors, and report progress through a
 //! callback, so the daemon and the commands decide what the user sees.
 
+pub mod access;
 pub mod agent;
 pub mod client;
 pub mod env;

@@ -221,6 +221,6 @@ pub fn intercept_exit_code(e: &crate::daemon::intercepts::InterceptError) -> u8 
         | E::OtherPorts { .. } => 2,
         E::Held { .. } => 5,
         E::Cancelled { .. } => 130,
-        E::Read { .. } | E::Agent(_) | E::ClaimTimeout { .. } => 4,
+        E::Read { .. } | E::Agent(_) | E::Access(_) | E::ClaimTimeout { .. } => 4,
     }
 }

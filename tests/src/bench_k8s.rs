@@ -13,7 +13,9 @@
 //! first answer from `web.demo` (cold: the manager gets installed; warm: it is there), DNS
 //! lookup latency through tether, the resident memory of the daemon and the manager, and then
 //! connect time, DNS latency and daemon memory again with 5,000 more Services in 200
-//! namespaces. Build with `cargo build --release --workspace`, run
+//! namespaces. For intercepts it compares, from the node to one `web` pod, the app with no
+//! sidecar, the app through the dormant sidecar and the workstation through the intercept,
+//! and times `tether intercept` to the first intercepted answer, cold and warm. Build with `cargo build --release --workspace`, run
 //! `target/release/tether-bench-k8s` as root (it needs `kubectl`).
 
 use std::io::{BufRead, BufReader};
@@ -77,18 +79,18 @@ fn main() {
         cmd
     };
 
-    let direct = measure("direct", in_node, &pod_url);
+    let direct = measure("direct", &in_node, &pod_url);
 
     let kubectl = {
         let _forward = KubectlForward::start(&c, &pod);
         measure(
             "kubectl port-forward",
-            in_workstation,
+            &in_workstation,
             &format!("http://127.0.0.1:{KUBECTL_PORT}"),
         )
     };
 
-    let tether = measure("tether", in_workstation, &pod_url);
+    let tether = measure("tether", &in_workstation, &pod_url);
     let by_name = median(
         (0..BULK_RUNS)
             .map(|_| download(in_workstation(), service_url))
@@ -98,6 +100,7 @@ fn main() {
     let dns = dns_latency(&c, "web.demo.svc.cluster.local");
     let daemon_rss = rss_mib(daemon);
     let manager_rss = manager_rss_mib(&c);
+    let intercepts = intercept_figures(&c, &node, in_node);
     check(c.tether().arg("quit"));
     c.wait_daemon_gone(daemon, Duration::from_secs(10));
 
@@ -160,8 +163,156 @@ fn main() {
         many_dns[0], many_dns[1], many_dns[2]
     );
     println!("| tether daemon RSS after the transfers | {daemon_rss:.1} MiB |");
+    intercepts.print();
     println!("| tether daemon RSS with the extra Services | {many_rss:.1} MiB |");
     println!("| manager (tether-agent) RSS after the transfers | {manager_rss:.1} MiB |");
+}
+
+/// An intercept of `web` to a local http-echo in the workstation: the same client (in the node's
+/// namespace) and the same pod, answered (a) by the app on its own port, (b) by the app
+/// through the dormant sidecar, (c) by the workstation through the intercept; and the time
+/// from `tether intercept` to the first answer from the workstation.
+struct InterceptFigures {
+    app: Figures,
+    dormant: Figures,
+    intercepted: Figures,
+    cold_ms: f64,
+    warm_ms: f64,
+}
+
+impl InterceptFigures {
+    fn print(&self) {
+        println!();
+        println!(
+            "| measure (client in the node's namespace → one web pod) | (a) app, no sidecar | (b) app through the dormant sidecar | (c) workstation through the intercept |"
+        );
+        println!("|---|---|---|---|");
+        let (a, b, c) = (&self.app, &self.dormant, &self.intercepted);
+        println!(
+            "| 1 GiB download, one stream (MiB/s, median of {BULK_RUNS}) | {:.0} | {:.0} | {:.0} |",
+            a.mib_s, b.mib_s, c.mib_s
+        );
+        for (i, name) in ["p50", "p90", "p99"].iter().enumerate() {
+            println!(
+                "| request latency {name} (µs) | {} | {} ({:+}) | {} |",
+                a.latency[i],
+                b.latency[i],
+                b.latency[i] as i64 - a.latency[i] as i64,
+                c.latency[i]
+            );
+        }
+        println!(
+            "| `tether intercept` → first answer from the workstation, cold (sidecar injected, one rollout) | {:.0} ms |",
+            self.cold_ms
+        );
+        println!(
+            "| `tether intercept` → first answer from the workstation, warm (sidecar there) | {:.0} ms |",
+            self.warm_ms
+        );
+    }
+}
+
+fn intercept_figures(
+    c: &SandboxCluster,
+    node: &str,
+    in_node: impl Fn() -> Command,
+) -> InterceptFigures {
+    let mut local = tether_tests::Proc::start(
+        "the workstation's http-echo",
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &c.workstation,
+                "env",
+                "POD_NAME=workstation",
+            ])
+            .arg(bin("tether-sandbox"))
+            .args(["workload", "http-echo", "--port", "8080"]),
+    );
+    local.wait_line(Duration::from_secs(10), |l| l.contains("listening"));
+    let cluster_ip = c.jsonpath("demo", &["svc", "web"], "{.spec.clusterIP}");
+    let (cold_ms, sidecar_port) = intercept_to_first_answer(c, node, &cluster_ip);
+    eprintln!("cold intercept to first answer: {cold_ms:.0} ms");
+    let pod = first_word(&c.jsonpath(
+        "demo",
+        &["pods", "-l", "app=web,track=stable"],
+        "{.items[*].metadata.name}",
+    ));
+    let pod_ip = c.jsonpath("demo", &["pod", &pod], "{.status.podIP}");
+    let intercepted = measure(
+        "intercepted",
+        &in_node,
+        &format!("http://{pod_ip}:{sidecar_port}"),
+    );
+    check(c.tether().args(["leave", "web"]));
+    let dormant = measure(
+        "dormant sidecar",
+        &in_node,
+        &format!("http://{pod_ip}:{sidecar_port}"),
+    );
+    let app = measure(
+        "app, no sidecar",
+        &in_node,
+        &format!("http://{pod_ip}:{WEB_PORT}"),
+    );
+    let (warm_ms, _) = intercept_to_first_answer(c, node, &cluster_ip);
+    eprintln!("warm intercept to first answer: {warm_ms:.0} ms");
+    check(c.tether().args(["leave", "web"]));
+    check(
+        c.tether()
+            .args(["uninstall", "-n", "demo", "--agent", "web"]),
+    );
+    InterceptFigures {
+        app,
+        dormant,
+        intercepted,
+        cold_ms,
+        warm_ms,
+    }
+}
+
+/// Runs `tether intercept web` and then asks web's ClusterIP from the node until the
+/// workstation answers; returns the time in ms and the sidecar's port.
+fn intercept_to_first_answer(c: &SandboxCluster, node: &str, cluster_ip: &str) -> (f64, u64) {
+    let start = Instant::now();
+    let out = check(c.tether().args([
+        "intercept",
+        "web",
+        "-n",
+        "demo",
+        "--port",
+        "8080",
+        "--output",
+        "json",
+    ]));
+    let event: serde_json::Value = serde_json::from_str(out.trim()).expect("intercept JSON");
+    let url = format!("http://{cluster_ip}/");
+    tether_tests::wait_for("the workstation to answer", Duration::from_secs(30), || {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                node,
+                "curl",
+                "-sS",
+                "--max-time",
+                "2",
+                &url,
+            ])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .contains("hostname: workstation")
+            .then_some(())
+    });
+    let took = start.elapsed().as_secs_f64() * 1000.0;
+    (
+        took,
+        event["intercept"]["sidecar_port"]
+            .as_u64()
+            .expect("the sidecar's port"),
+    )
 }
 
 struct Figures {
@@ -171,7 +322,7 @@ struct Figures {
 }
 
 /// Bulk downloads and a latency run to `base` with testkit commands from `kit`.
-fn measure(name: &str, kit: impl Fn() -> Command, base: &str) -> Figures {
+fn measure(name: &str, kit: &dyn Fn() -> Command, base: &str) -> Figures {
     let bulk: Vec<f64> = (0..BULK_RUNS).map(|_| download(kit(), base)).collect();
     let mut cmd = kit();
     let out = check(

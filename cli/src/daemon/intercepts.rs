@@ -30,6 +30,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::Cluster;
+use crate::cluster::access::{self, Permission};
 use crate::cluster::agent::{self, AgentError, Record, SIDECAR};
 use crate::cluster::rollout::is_ready;
 use crate::cluster::transport::{PodRef, forward_port};
@@ -65,6 +66,8 @@ pub enum InterceptError {
     Target(#[from] TargetError),
     #[error(transparent)]
     Agent(#[from] AgentError),
+    #[error(transparent)]
+    Access(#[from] crate::cluster::access::AccessError),
     #[error(
         "the tether-agent sidecar in deploy/{workload} forwards Service {service}'s ports {ports:?}, not port {port} of Service {wanted}. Run `tether uninstall --agent {workload}` to take it out, then intercept again."
     )]
@@ -229,6 +232,18 @@ impl Intercepts {
         };
         let services: Vec<Service> = services.iter().map(agent::original_service_view).collect();
         let target = workload::resolve(&view, &services, &choice)?;
+        // Everything this intercept will do, asked before anything is done.
+        let mut wanted = vec![
+            Permission::new("watch", "", "pods"),
+            Permission::new("create", "", "pods").sub("portforward"),
+        ];
+        if existing.is_none() {
+            wanted.push(Permission::new("patch", "apps", "deployments").named(&spec.workload));
+            if target.all.iter().any(|m| m.named.is_none()) {
+                wanted.push(Permission::new("patch", "", "services").named(target.service_name()));
+            }
+        }
+        access::check(&cluster, &ns, &wanted).await?;
         let mut injected = false;
         let record = match existing {
             Some(record) => {
