@@ -71,6 +71,10 @@ pub enum Command {
     },
     /// Workloads of a namespace, their Services and ports, their agents and intercepts.
     List(ListArgs),
+    /// Run CMD connected to the cluster (connecting first if needed), optionally with an
+    /// intercept and the workload's environment; exit with CMD's exit code. What `run`
+    /// started is undone when CMD ends, also if `run` itself is killed.
+    Run(RunArgs),
     /// Remove the traffic manager and everything else tether installed in the cluster
     /// (disconnecting first if connected), or with --agent/--all-agents only sidecars.
     Uninstall(UninstallArgs),
@@ -167,6 +171,13 @@ pub struct InterceptArgs {
     /// The workload's namespace [default: the connection's].
     #[arg(long, short = 'n')]
     pub namespace: Option<String>,
+    #[command(flatten)]
+    pub options: InterceptOptions,
+}
+
+/// The flags `intercept` and `run --intercept` share.
+#[derive(clap::Args, Clone)]
+pub struct InterceptOptions {
     /// The Service to intercept, when several select the workload.
     #[arg(long)]
     pub service: Option<String>,
@@ -188,6 +199,27 @@ pub struct InterceptArgs {
     /// Write the environment as one JSON object to this file.
     #[arg(long, value_name = "FILE")]
     pub env_json: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Also intercept this Deployment (NAME or deploy/NAME) while CMD runs; CMD gets its
+    /// environment.
+    #[arg(long, value_name = "WORKLOAD", requires = "port")]
+    pub intercept: Option<String>,
+    /// With --intercept: LOCAL[:SERVICE_PORT], as for `tether intercept`.
+    #[arg(long, value_name = "LOCAL[:SVCPORT]", requires = "intercept")]
+    pub port: Option<String>,
+    #[command(flatten)]
+    pub options: InterceptOptions,
+    /// Print nothing but errors: CMD's output is all there is.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
@@ -231,11 +263,20 @@ pub enum Invocation {
     Status,
     Quit,
     Intercept(InterceptArgs),
+    Run(Box<RunConfig>),
     Leave(String),
     List(KubeTarget),
     Uninstall(KubeTarget, AgentsToRemove),
     Daemon(PathBuf),
     ExecAs(ExecAsArgs),
+}
+
+/// `tether run`, with the connection's defaults filled in.
+pub struct RunConfig {
+    pub connect: ConnectConfig,
+    pub intercept: Option<InterceptArgs>,
+    pub quiet: bool,
+    pub command: Vec<std::ffi::OsString>,
 }
 
 /// What `tether uninstall` removes.
@@ -258,6 +299,23 @@ impl Cli {
             Command::Status => Invocation::Status,
             Command::Quit => Invocation::Quit,
             Command::Intercept(a) => Invocation::Intercept(a),
+            Command::Run(a) => {
+                let intercept = match (a.intercept, a.port) {
+                    (Some(workload), Some(port)) => Some(InterceptArgs {
+                        workload,
+                        port,
+                        namespace: a.connect.kube.namespace.clone(),
+                        options: a.options,
+                    }),
+                    _ => None,
+                };
+                Invocation::Run(Box::new(RunConfig {
+                    connect: a.connect.into_config(state_dir.clone()),
+                    intercept,
+                    quiet: a.quiet,
+                    command: a.command,
+                }))
+            }
             Command::Leave { name } => Invocation::Leave(name),
             Command::List(a) => Invocation::List(a.kube.into_target(None)),
             Command::Uninstall(a) => {
@@ -311,6 +369,7 @@ impl ConnectArgs {
                 dns: self.dns_mode.map_or(defaults.dns, DnsPreference::from),
             },
             state_dir,
+            owner: None,
         }
     }
 }

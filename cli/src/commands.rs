@@ -9,5 +9,6 @@ pub mod intercept;
 pub mod leave;
 pub mod list;
 pub mod quit;
+pub mod run;
 pub mod status;
 pub mod uninstall;

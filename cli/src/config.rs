@@ -15,6 +15,9 @@ pub struct ConnectConfig {
     pub target: Target,
     pub settings: SessionSettings,
     pub state_dir: PathBuf,
+    /// A process whose end ends the session (`tether run`'s own pid), so that a crash of
+    /// that process leaves nothing behind.
+    pub owner: Option<u32>,
 }
 
 /// Where the manager is.

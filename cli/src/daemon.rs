@@ -54,6 +54,9 @@ pub struct DaemonConfig {
     pub source: Source,
     pub settings: SessionSettings,
     pub state_dir: PathBuf,
+    /// The session ends when this process does (`tether run`).
+    #[serde(default)]
+    pub owner: Option<u32>,
     /// The daemon's log filter (`TETHER_LOG` of the user who ran connect).
     pub log_filter: String,
 }
@@ -262,6 +265,14 @@ fn stop_on_signals(stop: &CancellationToken) -> Result<(), DaemonError> {
 async fn run(config: DaemonConfig, state: &StateDir) -> Result<(), DaemonError> {
     let stop = CancellationToken::new();
     stop_on_signals(&stop)?;
+    if let Some(owner) = config.owner {
+        let on_gone = stop.clone();
+        tokio::spawn(async move {
+            crate::system::process::wait_until_gone(owner).await;
+            tracing::info!("the process that owns this session ({owner}) is gone; stopping");
+            on_gone.cancel();
+        });
+    }
 
     // Another daemon's socket must not be taken over, so this check comes first.
     let cleaned = match state.previous()? {

@@ -46,6 +46,9 @@ pub struct InterceptSpec {
     pub container: Option<String>,
     pub address: IpAddr,
     pub local_port: u16,
+    /// The intercept ends when this process does (`tether run`).
+    #[serde(default)]
+    pub owner: Option<u32>,
 }
 
 /// One active intercept.

@@ -70,6 +70,7 @@ fn main() -> ExitCode {
             Invocation::Intercept(args) => {
                 commands::intercept::run(args, &state_dir, &printer).await
             }
+            Invocation::Run(config) => commands::run::run(*config, &state_dir, &printer).await,
             Invocation::Leave(name) => commands::leave::run(&name, &state_dir, &printer).await,
             Invocation::List(target) => commands::list::run(&target, &printer).await,
             Invocation::Uninstall(target, agents) => {

@@ -28,6 +28,8 @@ pub enum OutputFormat {
 
 pub struct Printer {
     format: OutputFormat,
+    /// Nothing but errors (`tether run --quiet`: the command's output is all there is).
+    quiet: bool,
     // YAML documents after the first are preceded by `---`, on each stream.
     stdout_documents: Cell<usize>,
     stderr_documents: Cell<usize>,
@@ -37,13 +39,29 @@ impl Printer {
     pub fn new(format: OutputFormat) -> Self {
         Printer {
             format,
+            quiet: false,
             stdout_documents: Cell::new(0),
             stderr_documents: Cell::new(0),
         }
     }
 
+    pub fn output_format(&self) -> OutputFormat {
+        self.format
+    }
+
+    /// A printer that prints errors only.
+    pub fn quiet(format: OutputFormat) -> Self {
+        Printer {
+            quiet: true,
+            ..Printer::new(format)
+        }
+    }
+
     /// Prints one result on stdout.
     pub fn event(&self, event: &Event) {
+        if self.quiet {
+            return;
+        }
         let out = self.format(event, &self.stdout_documents);
         let mut stdout = std::io::stdout().lock();
         // A closed stdout (`tether status | head -0`) is not tether's failure.
@@ -69,12 +87,19 @@ impl Printer {
 
     /// A line for the user on stderr that is neither a result nor an error ("asking sudo").
     pub fn notice(&self, message: &str) {
+        if self.quiet {
+            return;
+        }
         let _ = writeln!(std::io::stderr().lock(), "{message}");
     }
 
     /// Progress of a long operation, on stderr.
     pub fn progress(&self) -> Progress {
-        Progress::new()
+        if self.quiet {
+            Progress::silent()
+        } else {
+            Progress::new()
+        }
     }
 
     fn format(&self, event: &Event, documents: &Cell<usize>) -> String {

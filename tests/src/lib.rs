@@ -204,6 +204,21 @@ impl Proc {
         );
     }
 
+    /// The process's stderr, when the command had it piped.
+    pub fn take_stderr(&mut self) -> std::process::ChildStderr {
+        self.child.stderr.take().expect("stderr is piped")
+    }
+
+    /// The PIDs of the process's children (e.g. the program a `tether-sandbox shell` runs).
+    pub fn children(&self) -> Vec<u32> {
+        let pid = self.pid();
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
     /// Waits for the process to exit, up to `deadline`; returns its exit status.
     pub fn wait(&mut self, deadline: Duration) -> std::process::ExitStatus {
         let name = self.name.clone();

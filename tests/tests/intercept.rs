@@ -22,17 +22,16 @@ const RECOVERY: Duration = Duration::from_secs(15);
 /// controllers and the API server change on every write (status, resourceVersion,
 /// generation, the Deployment's revision counter).
 fn objects(c: &SandboxCluster) -> Value {
-    let out = check(c.kubectl().args([
-        "-n",
-        "demo",
-        "get",
-        "deploy/web",
-        "deploy/api",
-        "svc/web",
-        "svc/api",
-        "-o",
-        "json",
-    ]));
+    objects_of(c, &["deploy/web", "deploy/api", "svc/web", "svc/api"])
+}
+
+fn objects_of(c: &SandboxCluster, which: &[&str]) -> Value {
+    let out = check(
+        c.kubectl()
+            .args(["-n", "demo", "get"])
+            .args(which)
+            .args(["-o", "json"]),
+    );
     let mut list: Value = serde_json::from_str(&out).expect("kubectl JSON");
     for item in list["items"].as_array_mut().expect("items") {
         let item = item.as_object_mut().expect("an object");
@@ -145,6 +144,29 @@ spec:
   selector: {app: cache}
   ports: [{port: 6379}]
 ---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: shop, namespace: demo}
+spec:
+  selector: {matchLabels: {app: shop}}
+  template:
+    metadata: {labels: {app: shop}}
+    spec:
+      containers:
+        - name: shop
+          image: tether-sandbox/http-echo
+          args: ["--port", "7070"]
+          ports: [{name: web, containerPort: 7070}]
+          # Slow to become Ready, so that an interrupted intercept meets a rollout under way.
+          readinessProbe: {httpGet: {path: /healthz, port: web}, initialDelaySeconds: 4, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: shop, namespace: demo}
+spec:
+  selector: {app: shop}
+  ports: [{port: 80, targetPort: web}]
+---
 apiVersion: v1
 kind: Secret
 metadata: {name: web-secret, namespace: demo}
@@ -173,7 +195,7 @@ fn intercepts_send_a_services_traffic_to_the_workstation_and_uninstall_restores_
         "deploy/web",
         "--from=secret/web-secret",
     ]));
-    for d in ["web", "client", "cache"] {
+    for d in ["web", "client", "cache", "shop"] {
         check(c.kubectl().args([
             "-n",
             "demo",
@@ -217,6 +239,40 @@ fn intercepts_send_a_services_traffic_to_the_workstation_and_uninstall_restores_
         assert!(out.contains(part), "{args:?} names {part:?}: {out}");
     }
     assert_eq!(objects(&c), before, "bad input changed nothing");
+
+    // Ctrl-C while the sidecar rolls out: the command says it undid it, and it did.
+    let shop = ["deploy/shop", "svc/shop"];
+    let shop_before = objects_of(&c, &shop);
+    let mut interrupted = Proc::start(
+        "tether intercept shop",
+        c.tether()
+            .args(["intercept", "shop", "--port", "8082"])
+            .stderr(std::process::Stdio::piped()),
+    );
+    let stderr = interrupted.take_stderr();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let mut seen = Vec::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        let rolling = line.contains("Rolling out deploy/shop");
+        seen.push(line);
+        if rolling {
+            // The shell waits for tether; Ctrl-C is tether's to handle.
+            for child in interrupted.children() {
+                check(Command::new("kill").args(["-INT", &child.to_string()]));
+            }
+            break;
+        }
+    }
+    // The rest of its stderr: what it says while it undoes the injection.
+    seen.extend(lines.map_while(Result::ok));
+    let status = interrupted.wait(RECOVERY);
+    assert_eq!(status.code(), Some(130), "{seen:?}");
+    assert!(seen.iter().any(|l| l.contains("is as it was")), "{seen:?}");
+    assert_eq!(
+        objects_of(&c, &shop),
+        shop_before,
+        "Ctrl-C left shop as it was"
+    );
 
     // web (named port, two replicas) and api (numeric port, NodePort).
     let env_file = c.dir().join("web.env");

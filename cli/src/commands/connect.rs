@@ -58,6 +58,7 @@ pub async fn connect(
         source,
         settings: config.settings,
         state_dir: config.state_dir,
+        owner: config.owner,
         log_filter: std::env::var("TETHER_LOG").unwrap_or_else(|_| "info".to_owned()),
     };
     let status = start::start(&daemon, &state, printer, &mut interrupts, on_cleanup).await?;

@@ -20,6 +20,8 @@ use crate::system::state::StateDir;
 /// What `tether intercept` did.
 pub struct Intercepted {
     pub info: InterceptInfo,
+    /// The intercepted container's environment.
+    pub env: std::collections::BTreeMap<String, String>,
     pub warnings: Vec<String>,
     pub env_files: Vec<PathBuf>,
 }
@@ -57,6 +59,7 @@ pub fn parse_port(arg: &str) -> Result<(u16, Option<String>), CliError> {
 
 pub async fn intercept(
     args: &InterceptArgs,
+    owner: Option<u32>,
     state_dir: &Path,
     printer: &Printer,
 ) -> Result<Intercepted, CliError> {
@@ -73,14 +76,15 @@ pub async fn intercept(
         .or(status.namespace.clone())
         .unwrap_or_else(|| "default".into());
     let spec = InterceptSpec {
-        name: args.name.clone(),
+        name: args.options.name.clone(),
         namespace,
         workload,
-        service: args.service.clone(),
+        service: args.options.service.clone(),
         port,
-        container: args.container.clone(),
-        address: args.address,
+        container: args.options.container.clone(),
+        address: args.options.address,
         local_port,
+        owner,
     };
     let lost = |e: std::io::Error| CliError::DaemonLost {
         reason: e.to_string(),
@@ -125,16 +129,17 @@ pub async fn intercept(
     let (info, env, warnings) = result?;
     let mut env_files = Vec::new();
     let rendered: Env = env.clone().into_iter().collect();
-    if let Some(path) = &args.env_file {
-        write(path, &rendered.render(args.env_syntax)?)?;
+    if let Some(path) = &args.options.env_file {
+        write(path, &rendered.render(args.options.env_syntax)?)?;
         env_files.push(path.clone());
     }
-    if let Some(path) = &args.env_json {
+    if let Some(path) = &args.options.env_json {
         write(path, &rendered.render(EnvSyntax::Json)?)?;
         env_files.push(path.clone());
     }
     Ok(Intercepted {
         info,
+        env,
         warnings,
         env_files,
     })
@@ -159,7 +164,7 @@ fn write(path: &Path, text: &str) -> Result<(), CliError> {
 }
 
 pub async fn run(args: InterceptArgs, state_dir: &Path, printer: &Printer) -> Result<(), CliError> {
-    let done = intercept(&args, state_dir, printer).await?;
+    let done = intercept(&args, None, state_dir, printer).await?;
     for warning in &done.warnings {
         printer.notice(&format!("warning: {warning}"));
     }

@@ -202,6 +202,7 @@ impl Handler {
                 let _ = write.write_all(encode(&reply).as_bytes()).await;
             }
             Request::Intercept(spec) => {
+                let owner = spec.owner;
                 let mode = match self.status.lock().map(|s| s.mode) {
                     Ok(Mode::Direct) => "direct mode",
                     _ => "kubernetes",
@@ -241,6 +242,15 @@ impl Handler {
                 let reply = match result {
                     Ok(started) => {
                         tracing::info!(intercept = %started.info.name, "intercept active");
+                        if let Some(owner) = owner {
+                            let (intercepts, name) =
+                                (self.intercepts.clone(), started.info.name.clone());
+                            tokio::spawn(async move {
+                                crate::system::process::wait_until_gone(owner).await;
+                                tracing::info!(intercept = %name, "its owner ({owner}) is gone; leaving");
+                                let _ = intercepts.leave(&name);
+                            });
+                        }
                         Reply::Intercepted {
                             intercept: Box::new(started.info),
                             env: started.env,

@@ -3,7 +3,7 @@
 //! otherwise, so that logs and CI output stay readable. Both the daemon's start-up steps and
 //! the manager install's events are shown through this.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -16,6 +16,7 @@ pub struct Progress {
 
 enum Mode {
     Spinner(ProgressBar),
+    Silent,
     Lines {
         // The install wait reports its status on every change of any pod; plain output
         // repeats a status only when it changed.
@@ -44,11 +45,19 @@ impl Progress {
         }
     }
 
+    /// Progress that shows nothing.
+    pub fn silent() -> Progress {
+        Progress { mode: Mode::Silent }
+    }
+
     /// The step now under way.
     pub fn step(&mut self, message: &str) {
         match &self.mode {
             Mode::Spinner(bar) => bar.set_message(message.to_owned()),
-            Mode::Lines { .. } => eprintln!("{message}..."),
+            Mode::Lines { .. } => {
+                let _ = writeln!(std::io::stderr(), "{message}...");
+            }
+            Mode::Silent => {}
         }
     }
 
@@ -69,8 +78,9 @@ impl Progress {
                     }
                     *last_waiting = Some(status.clone());
                 }
-                eprintln!("{event}");
+                let _ = writeln!(std::io::stderr(), "{event}");
             }
+            Mode::Silent => {}
         }
     }
 

@@ -56,6 +56,16 @@ pub async fn wait_gone(pid: u32, deadline: Duration) -> bool {
     }
 }
 
+/// Waits for as long as it takes until the tether process `pid` is gone.
+pub async fn wait_until_gone(pid: u32) {
+    // A day at a time: a deadline that far out is still a valid instant.
+    while !wait_gone(pid, Duration::from_secs(86_400)).await {
+        if !is_tether(pid) {
+            return;
+        }
+    }
+}
+
 fn to_pid(pid: u32) -> Option<Pid> {
     Pid::from_raw(i32::try_from(pid).ok()?)
 }

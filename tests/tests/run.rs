@@ -1,0 +1,159 @@
+//! `tether run` as a CI job and a developer use it, against the sandbox's demo: a script's
+//! exit code comes back and the workstation is left as it was; a session made beforehand
+//! survives; `--intercept` gives CMD web's traffic and environment and is undone when CMD
+//! ends; a `run` killed with SIGKILL leaves nothing behind.
+//!
+//! One sandbox serves the whole session. Needs root (network namespaces, TUN) and the
+//! workspace built (`cargo build --workspace`).
+
+use std::process::Command;
+use std::time::Duration;
+
+use tether_tests::sandbox::{SandboxCluster, alive};
+use tether_tests::{Proc, check, run, text, wait_for};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// `tether run -n demo [ARGS] -- CMD...` in the workstation.
+fn tether_run(c: &SandboxCluster, args: &[&str], cmd: &[&str]) -> Command {
+    let mut run = c.tether();
+    run.args(["run", "-n", "demo", "--dns-mode", "resolv-conf"])
+        .arg("--resolv-conf")
+        .arg(&c.resolv_conf)
+        .args(args)
+        .arg("--")
+        .args(cmd);
+    run
+}
+
+fn curl_from_node(c: &SandboxCluster, url: &str) -> Option<String> {
+    let node = format!("{}-node", c.netns_prefix);
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &node,
+            "curl",
+            "-sS",
+            "--max-time",
+            "3",
+            url,
+        ])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+#[ignore = "needs root (network namespaces, TUN); as root: cargo test -- --include-ignored"]
+fn run_connects_for_one_command_and_leaves_nothing_behind() {
+    let c = SandboxCluster::start();
+    let before = c.snapshot();
+    let script = c.dir().join("tests.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nset -e\ncurl -sf --max-time 5 http://web/ | grep -q hostname\necho tests passed\nexit \"${EXIT_WITH:-0}\"\n",
+    )
+    .expect("write the script");
+    check(Command::new("chmod").arg("+x").arg(&script));
+    let script = script.to_string_lossy().into_owned();
+
+    // The script's exit code, its stdout alone on stdout, and nothing left afterwards.
+    let out = run(&mut tether_run(&c, &[], &[&script]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "tests passed\n");
+    assert_eq!(c.snapshot(), before, "run leaves the workstation as it was");
+    let out = run(tether_run(&c, &["--quiet"], &[&script]).env("EXIT_WITH", "3"));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "--quiet prints nothing"
+    );
+    assert_eq!(c.snapshot(), before);
+    let out = run(&mut tether_run(&c, &[], &["no-such-command-here"]));
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out));
+    assert_eq!(c.snapshot(), before);
+
+    // A session made beforehand is used and survives.
+    let (connected, _) = c.connect();
+    let pid = connected["pid"].as_u64().expect("pid");
+    let out = run(&mut tether_run(&c, &[], &[&script]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        c.status()["pid"].as_u64(),
+        Some(pid),
+        "the session survives"
+    );
+    check(c.tether().arg("quit"));
+    c.wait_daemon_gone(pid as u32, DEADLINE);
+
+    // --intercept: CMD serves web's traffic with web's environment; SIGTERM to run reaches
+    // CMD, and everything run started is undone.
+    let env_out = c.dir().join("cmd.env");
+    let serve = format!(
+        "env > {}; exec python3 -m http.server 8080 --bind 127.0.0.1",
+        env_out.display()
+    );
+    let mut dev = Proc::start(
+        "tether run --intercept",
+        &mut tether_run(
+            &c,
+            &["--intercept", "web", "--port", "8080"],
+            &["sh", "-c", &serve],
+        ),
+    );
+    let web_ip = c.jsonpath("demo", &["svc", "web"], "{.spec.clusterIP}");
+    wait_for("web answered by the local http.server", DEADLINE, || {
+        curl_from_node(&c, &format!("http://{web_ip}/"))
+            .filter(|b| b.contains("Directory listing"))
+            .map(|_| ())
+    });
+    let env = std::fs::read_to_string(&env_out).expect("CMD's environment");
+    assert!(
+        env.lines().any(|l| l.starts_with("WEB_SERVICE_HOST=")),
+        "{env}"
+    );
+    assert!(
+        env.lines()
+            .any(|l| l.starts_with("API_PORT_8080_TCP_PORT=")),
+        "{env}"
+    );
+    // The shell waits for tether; the signal is for run.
+    for child in dev.children() {
+        check(Command::new("kill").args(["-TERM", &child.to_string()]));
+    }
+    let status = dev.wait(DEADLINE);
+    assert_eq!(status.code(), Some(128 + 15), "CMD was ended by SIGTERM");
+    wait_for("web answered by its pods", DEADLINE, || {
+        curl_from_node(&c, &format!("http://{web_ip}/"))
+            .filter(|b| b.contains("hostname: web-"))
+            .map(|_| ())
+    });
+    assert_eq!(c.status()["event"], "not-connected");
+    assert_eq!(c.snapshot(), before);
+
+    // SIGKILL of run: the daemon it started ends by itself, and so does CMD.
+    let mut killed = Proc::start(
+        "tether run -- sleep",
+        &mut tether_run(&c, &[], &["sleep", "600"]),
+    );
+    let daemon = wait_for("the session to be up", DEADLINE, || {
+        let status = c.status();
+        (status["event"] == "status" && status["state"] == "connected")
+            .then(|| status["pid"].as_u64())?
+    });
+    let run_pid = killed.children()[0];
+    check(Command::new("kill").args(["-KILL", &run_pid.to_string()]));
+    let _ = killed.wait(DEADLINE);
+    c.wait_daemon_gone(daemon as u32, DEADLINE);
+    wait_for("CMD to end with run", DEADLINE, || {
+        // pgrep exits 1 when nothing matches.
+        let sleeping = run(Command::new("pgrep").args(["-x", "-f", "sleep 600"]));
+        sleeping.stdout.is_empty().then_some(())
+    });
+    assert!(!alive(run_pid));
+    assert_eq!(c.snapshot(), before, "a killed run leaves nothing behind");
+}
