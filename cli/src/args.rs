@@ -74,7 +74,7 @@ pub enum Command {
     /// Run CMD connected to the cluster (connecting first if needed), optionally with an
     /// intercept and the workload's environment; exit with CMD's exit code. What `run`
     /// started is undone when CMD ends, also if `run` itself is killed.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Remove the traffic manager and everything else tether installed in the cluster
     /// (disconnecting first if connected), or with --agent/--all-agents only sidecars.
     Uninstall(UninstallArgs),
@@ -300,6 +300,7 @@ impl Cli {
             Command::Quit => Invocation::Quit,
             Command::Intercept(a) => Invocation::Intercept(a),
             Command::Run(a) => {
+                let a = *a;
                 let intercept = match (a.intercept, a.port) {
                     (Some(workload), Some(port)) => Some(InterceptArgs {
                         workload,
