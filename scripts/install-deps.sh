@@ -13,6 +13,12 @@ command -v kill >/dev/null || need+=(procps)
 command -v getent >/dev/null || need+=(libc-bin)
 command -v cc >/dev/null || need+=(gcc)
 command -v pkg-config >/dev/null || need+=(pkg-config)
+# The completion tests load tether's scripts in each shell, and `tether run`'s use python3.
+command -v bash >/dev/null || need+=(bash)
+command -v zsh >/dev/null || need+=(zsh)
+command -v fish >/dev/null || need+=(fish)
+command -v python3 >/dev/null || need+=(python3)
+command -v pgrep >/dev/null || need+=(procps)
 
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"

@@ -6,6 +6,9 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use clap_complete::engine::ArgValueCompleter;
+
+use crate::completion;
 use ipnet::IpNet;
 
 use crate::config::{
@@ -67,10 +70,18 @@ pub enum Command {
     /// End an intercept: the pods serve their Service again (the sidecar stays, dormant).
     Leave {
         /// The intercept's name (the workload's, unless --name chose another).
+        #[arg(add = ArgValueCompleter::new(completion::intercepts))]
         name: String,
     },
     /// Workloads of a namespace, their Services and ports, their agents and intercepts.
     List(ListArgs),
+    /// Print the shell script that makes Tab complete tether's commands, flags, and values
+    /// from the cluster (namespaces, workloads, ports, intercepts). Bash:
+    /// `source <(tether completion bash)` in ~/.bashrc.
+    Completion {
+        #[arg(value_parser = ["bash", "zsh", "fish", "powershell", "elvish"])]
+        shell: String,
+    },
     /// Run CMD connected to the cluster (connecting first if needed), optionally with an
     /// intercept and the workload's environment; exit with CMD's exit code. What `run`
     /// started is undone when CMD ends, also if `run` itself is killed.
@@ -93,14 +104,14 @@ pub struct KubeArgs {
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context [default: its current context].
-    #[arg(long)]
+    #[arg(long, add = ArgValueCompleter::new(completion::contexts))]
     pub context: Option<String>,
     /// The namespace short names resolve in (`web` for `web.NAMESPACE`) [default: the
     /// context's namespace, else `default`].
-    #[arg(long, short = 'n')]
+    #[arg(long, short = 'n', add = ArgValueCompleter::new(completion::namespaces))]
     pub namespace: Option<String>,
     /// The namespace of the traffic manager [default: tether].
-    #[arg(long, value_name = "NAMESPACE")]
+    #[arg(long, value_name = "NAMESPACE", add = ArgValueCompleter::new(completion::namespaces))]
     pub manager_namespace: Option<String>,
 }
 
@@ -147,7 +158,7 @@ pub struct UninstallArgs {
     pub kube: KubeArgs,
     /// Only take the sidecar out of this Deployment (in --namespace), restoring it and its
     /// Service exactly.
-    #[arg(long, value_name = "WORKLOAD", conflicts_with = "all_agents")]
+    #[arg(long, value_name = "WORKLOAD", conflicts_with = "all_agents", add = ArgValueCompleter::new(completion::workloads))]
     pub agent: Option<String>,
     /// Only take every sidecar out of the Deployments of --namespace.
     #[arg(long)]
@@ -163,13 +174,14 @@ pub struct ListArgs {
 #[derive(clap::Args)]
 pub struct InterceptArgs {
     /// The Deployment: NAME or deploy/NAME.
+    #[arg(add = ArgValueCompleter::new(completion::workloads))]
     pub workload: String,
     /// LOCAL[:SERVICE_PORT]: the local port, and the Service port by name or number (needed
     /// when the Service has several).
-    #[arg(long, value_name = "LOCAL[:SVCPORT]")]
+    #[arg(long, value_name = "LOCAL[:SVCPORT]", add = ArgValueCompleter::new(completion::ports))]
     pub port: String,
     /// The workload's namespace [default: the connection's].
-    #[arg(long, short = 'n')]
+    #[arg(long, short = 'n', add = ArgValueCompleter::new(completion::namespaces))]
     pub namespace: Option<String>,
     #[command(flatten)]
     pub options: InterceptOptions,
@@ -207,10 +219,10 @@ pub struct RunArgs {
     pub connect: ConnectArgs,
     /// Also intercept this Deployment (NAME or deploy/NAME) while CMD runs; CMD gets its
     /// environment.
-    #[arg(long, value_name = "WORKLOAD", requires = "port")]
+    #[arg(long, value_name = "WORKLOAD", requires = "port", add = ArgValueCompleter::new(completion::workloads))]
     pub intercept: Option<String>,
     /// With --intercept: LOCAL[:SERVICE_PORT], as for `tether intercept`.
-    #[arg(long, value_name = "LOCAL[:SVCPORT]", requires = "intercept")]
+    #[arg(long, value_name = "LOCAL[:SVCPORT]", requires = "intercept", add = ArgValueCompleter::new(completion::ports))]
     pub port: Option<String>,
     #[command(flatten)]
     pub options: InterceptOptions,
@@ -263,6 +275,7 @@ pub enum Invocation {
     Status,
     Quit,
     Intercept(InterceptArgs),
+    Completion(String),
     Run(Box<RunConfig>),
     Leave(String),
     List(KubeTarget),
@@ -299,6 +312,7 @@ impl Cli {
             Command::Status => Invocation::Status,
             Command::Quit => Invocation::Quit,
             Command::Intercept(a) => Invocation::Intercept(a),
+            Command::Completion { shell } => Invocation::Completion(shell),
             Command::Run(a) => {
                 let a = *a;
                 let intercept = match (a.intercept, a.port) {

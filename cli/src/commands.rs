@@ -4,6 +4,7 @@
 //! several commands need (the daemon's status, starting it, ending a session) is in
 //! [`crate::control`], not in any one command.
 
+pub mod completion;
 pub mod connect;
 pub mod intercept;
 pub mod leave;

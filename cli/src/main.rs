@@ -18,6 +18,7 @@
 mod args;
 mod cluster;
 mod commands;
+mod completion;
 mod config;
 mod control;
 mod daemon;
@@ -36,6 +37,8 @@ use args::{Cli, Invocation};
 use output::Printer;
 
 fn main() -> ExitCode {
+    // Before anything is printed: a Tab in the shell runs this binary to ask for candidates.
+    completion::complete_if_asked();
     let cli = Cli::parse();
     let printer = Printer::new(cli.output.into());
     let (invocation, state_dir) = cli.into_command();
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         // The daemon logs to its own file and has no terminal.
         Invocation::Daemon(config) => return daemon::main(&config),
         Invocation::ExecAs(a) => return cluster::exec_as::run(a.uid, a.gid, &a.command),
+        Invocation::Completion(shell) => return commands::completion::run(&shell),
         _ => {}
     }
     tracing_subscriber::fmt()
@@ -77,7 +81,7 @@ fn main() -> ExitCode {
                 commands::uninstall::run(&target, agents, &state_dir, &printer).await
             }
             // Returned above, before logging to stderr was set up.
-            Invocation::Daemon(_) | Invocation::ExecAs(_) => Ok(()),
+            Invocation::Daemon(_) | Invocation::ExecAs(_) | Invocation::Completion(_) => Ok(()),
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));

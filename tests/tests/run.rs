@@ -157,3 +157,95 @@ fn run_connects_for_one_command_and_leaves_nothing_behind() {
     assert!(!alive(run_pid));
     assert_eq!(c.snapshot(), before, "a killed run leaves nothing behind");
 }
+
+/// Types in a real bash on a pty, in the workstation: each line is sent as typed (with its
+/// Tabs), and what bash shows after it is returned.
+fn bash_shows(c: &SandboxCluster, typed: &[&str]) -> Vec<String> {
+    const DRIVER: &str = r#"
+import os, pty, select, sys, time
+tether, state = sys.argv[1], sys.argv[2]
+lines = sys.argv[3:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.environ["PS1"] = "$ "
+    os.environ["TETHER_STATE_DIR"] = state
+    os.execvp("bash", ["bash", "--norc", "--noprofile", "-i"])
+def drain(seconds):
+    out, end = b"", time.time() + seconds
+    while time.time() < end:
+        ready, _, _ = select.select([fd], [], [], 0.05)
+        if ready:
+            try:
+                out += os.read(fd, 65536)
+            except OSError:
+                break
+    return out.decode(errors="replace")
+os.write(fd, ("source <(%s completion bash)\n" % tether).encode())
+drain(2)
+for line in lines:
+    os.write(fd, line.encode())
+    print("\x1e" + drain(3))
+    os.write(fd, b"\x15")
+    drain(0.3)
+os.write(fd, b"exit\n")
+"#;
+    let out = check(
+        c.shell("python3")
+            .args(["-c", DRIVER])
+            .arg(tether_tests::bin("tether"))
+            .arg(&c.tether_state)
+            .args(typed),
+    );
+    out.split('\x1e').skip(1).map(str::to_owned).collect()
+}
+
+#[test]
+#[ignore = "needs root (network namespaces, TUN); as root: cargo test -- --include-ignored"]
+fn tab_completes_commands_workloads_and_namespaces_in_a_real_bash() {
+    let c = SandboxCluster::start();
+    let (connected, _) = c.connect();
+    assert_eq!(connected["event"], "connected");
+    let shown = bash_shows(
+        &c,
+        &[
+            "tether inter\t",
+            "tether intercept \t\t",
+            "tether intercept -n \t\t",
+            "tether leave \t\t",
+        ],
+    );
+    assert!(shown[0].contains("intercept"), "{:?}", shown[0]);
+    for w in ["web", "api", "flaky"] {
+        assert!(
+            shown[1].contains(w),
+            "workloads of the connection's namespace: {:?}",
+            shown[1]
+        );
+    }
+    for ns in ["demo", "kube-system", "tether"] {
+        assert!(shown[2].contains(ns), "namespaces: {:?}", shown[2]);
+    }
+    assert!(
+        !shown[3].contains("error"),
+        "no error on the command line: {:?}",
+        shown[3]
+    );
+
+    // The other shells load their scripts without complaint.
+    let tether = tether_tests::bin("tether").to_string_lossy().into_owned();
+    for (shell, load) in [
+        (
+            "zsh",
+            format!("autoload -U compinit && compinit -u && source <({tether} completion zsh)"),
+        ),
+        ("fish", format!("{tether} completion fish | source")),
+    ] {
+        let out = run(Command::new(shell).args(["-c", &load]));
+        assert!(out.status.success(), "{shell}: {}", text(&out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "",
+            "{shell} loads it quietly"
+        );
+    }
+}

@@ -72,6 +72,9 @@ pub struct StateDir {
     dir: PathBuf,
 }
 
+/// The daemon's socket's file name in the state directory.
+pub const SOCKET: &str = "daemon.sock";
+
 impl StateDir {
     pub fn open(dir: &Path) -> Result<Self, StateError> {
         std::fs::create_dir_all(dir).map_err(|source| StateError::Dir {
@@ -93,7 +96,7 @@ impl StateDir {
 
     /// The daemon's Unix socket.
     pub fn socket_path(&self) -> PathBuf {
-        self.dir.join("daemon.sock")
+        self.dir.join(SOCKET)
     }
 
     /// The daemon's log.
