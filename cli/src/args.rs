@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use clap_complete::engine::ArgValueCompleter;
 
 use crate::completion;
+use crate::config::file::{DnsModeKey, FileConfig, FileError, layer};
 use ipnet::IpNet;
 
 use crate::config::{
@@ -61,6 +62,14 @@ pub enum Command {
     Connect(ConnectArgs),
     /// Show what the daemon is connected to and what it routes.
     Status,
+    /// This build's version; with a session, also the daemon's and the manager's.
+    Version,
+    /// The configuration file: `tether config view` shows every setting in effect and where
+    /// it came from (flag, TETHER_* environment variable, file, default).
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Stop the daemon and undo everything it changed, or undo what a crashed one left.
     Quit,
     /// Send a workload's Service traffic to a process on this machine. Adds the tether-agent
@@ -95,6 +104,12 @@ pub enum Command {
     /// Runs a credential plugin as the user who started tether (used by the daemon).
     #[command(hide = true)]
     ExecAs(ExecAsArgs),
+}
+
+#[derive(Subcommand)]
+pub enum ConfigAction {
+    /// Every setting in effect, and where it came from.
+    View,
 }
 
 /// Which cluster, as kubectl would pick it.
@@ -196,18 +211,18 @@ pub struct InterceptOptions {
     /// The container whose port the Service targets, when that is ambiguous.
     #[arg(long)]
     pub container: Option<String>,
-    /// Where intercepted connections go on this machine.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub address: std::net::IpAddr,
+    /// Where intercepted connections go on this machine [default: 127.0.0.1].
+    #[arg(long)]
+    pub address: Option<std::net::IpAddr>,
     /// The intercept's name [default: the workload's].
     #[arg(long)]
     pub name: Option<String>,
     /// Write the intercepted container's environment to this file.
     #[arg(long, value_name = "FILE")]
     pub env_file: Option<PathBuf>,
-    /// The syntax of --env-file.
-    #[arg(long, value_enum, default_value = "docker", requires = "env_file")]
-    pub env_syntax: crate::cluster::env::EnvSyntax,
+    /// The syntax of --env-file [default: docker].
+    #[arg(long, value_enum)]
+    pub env_syntax: Option<crate::cluster::env::EnvSyntax>,
     /// Write the environment as one JSON object to this file.
     #[arg(long, value_name = "FILE")]
     pub env_json: Option<PathBuf>,
@@ -273,6 +288,8 @@ pub struct ExecAsArgs {
 pub enum Invocation {
     Connect(ConnectConfig),
     Status,
+    Version,
+    ConfigView,
     Quit,
     Intercept(InterceptArgs),
     Completion(String),
@@ -310,6 +327,10 @@ impl Cli {
         let invocation = match self.command {
             Command::Connect(a) => Invocation::Connect(a.into_config(state_dir.clone())),
             Command::Status => Invocation::Status,
+            Command::Version => Invocation::Version,
+            Command::Config {
+                action: ConfigAction::View,
+            } => Invocation::ConfigView,
             Command::Quit => Invocation::Quit,
             Command::Intercept(a) => Invocation::Intercept(a),
             Command::Completion { shell } => Invocation::Completion(shell),
@@ -387,6 +408,154 @@ impl ConnectArgs {
             owner: None,
         }
     }
+}
+
+impl Cli {
+    /// Whether this command reads the config file (the daemon and the helpers do not).
+    pub fn uses_config(&self) -> bool {
+        !matches!(
+            self.command,
+            Command::Daemon(_) | Command::ExecAs(_) | Command::Completion { .. }
+        )
+    }
+
+    /// Fills what was not typed from `TETHER_*` variables and the config file, and says
+    /// where the log level comes from.
+    pub fn layer(&mut self, file: &FileConfig) -> Result<Option<String>, FileError> {
+        match &mut self.command {
+            Command::Connect(a) => a.layer(file)?,
+            Command::Run(a) => {
+                a.connect.layer(file)?;
+                a.options.layer(file)?;
+                let (quiet, _) = layer("quiet", a.quiet.then_some(true), file.quiet)?;
+                a.quiet = quiet.unwrap_or(false);
+            }
+            Command::Intercept(a) => {
+                a.options.layer(file)?;
+                // The connection's namespace applies unless -n or a TETHER_NAMESPACE says
+                // otherwise; the file's is for connecting.
+                a.namespace = layer("namespace", a.namespace.take(), None)?.0;
+            }
+            Command::List(a) => a.kube.layer(file)?,
+            Command::Uninstall(a) => a.kube.layer(file)?,
+            _ => {}
+        }
+        Ok(layer("log-level", None, file.log_level.clone())?.0)
+    }
+}
+
+impl KubeArgs {
+    fn layer(&mut self, f: &FileConfig) -> Result<(), FileError> {
+        self.kubeconfig = layer("kubeconfig", self.kubeconfig.take(), f.kubeconfig.clone())?.0;
+        self.context = layer("context", self.context.take(), f.context.clone())?.0;
+        self.namespace = layer("namespace", self.namespace.take(), f.namespace.clone())?.0;
+        self.manager_namespace = layer(
+            "manager-namespace",
+            self.manager_namespace.take(),
+            f.manager_namespace.clone(),
+        )?
+        .0;
+        Ok(())
+    }
+}
+
+impl ConnectArgs {
+    fn layer(&mut self, f: &FileConfig) -> Result<(), FileError> {
+        self.kube.layer(f)?;
+        self.manager_image = layer(
+            "manager-image",
+            self.manager_image.take(),
+            f.manager_image.clone(),
+        )?
+        .0;
+        self.manager_address = layer(
+            "manager-address",
+            self.manager_address.take(),
+            f.manager_address.clone(),
+        )?
+        .0;
+        self.token_file = layer("token-file", self.token_file.take(), f.token_file.clone())?.0;
+        self.also_proxy = layer_list(
+            "also-proxy",
+            std::mem::take(&mut self.also_proxy),
+            f.also_proxy.clone(),
+        )?;
+        self.never_proxy = layer_list(
+            "never-proxy",
+            std::mem::take(&mut self.never_proxy),
+            f.never_proxy.clone(),
+        )?;
+        self.tun_name = layer("tun-name", self.tun_name.take(), f.tun_name.clone())?.0;
+        self.tun_subnet = layer("tun-subnet", self.tun_subnet.take(), f.tun_subnet)?.0;
+        self.resolv_conf = layer(
+            "resolv-conf",
+            self.resolv_conf.take(),
+            f.resolv_conf.clone(),
+        )?
+        .0;
+        let file_dns = f.dns_mode.map(|m| match m {
+            DnsModeKey::Auto => DnsModeArg::Auto,
+            DnsModeKey::Resolved => DnsModeArg::Resolved,
+            DnsModeKey::ResolvConf => DnsModeArg::ResolvConf,
+        });
+        self.dns_mode = layer_enum("dns-mode", self.dns_mode.take(), file_dns)?;
+        Ok(())
+    }
+}
+
+impl InterceptOptions {
+    fn layer(&mut self, f: &FileConfig) -> Result<(), FileError> {
+        self.address = layer("address", self.address.take(), f.address)?.0;
+        self.env_syntax = layer_enum("env-syntax", self.env_syntax.take(), f.env_syntax)?;
+        Ok(())
+    }
+}
+
+/// [`layer`] for a list: the flag's values if any were typed, else the variable's
+/// (comma-separated), else the file's.
+fn layer_list<T: std::str::FromStr>(
+    key: &'static str,
+    typed: Vec<T>,
+    file: Option<Vec<T>>,
+) -> Result<Vec<T>, FileError>
+where
+    T::Err: std::fmt::Display,
+{
+    if !typed.is_empty() {
+        return Ok(typed);
+    }
+    let var = crate::config::file::env_var(key);
+    if let Some(value) = std::env::var_os(&var).filter(|v| !v.is_empty()) {
+        let value = value.to_string_lossy().into_owned();
+        return value
+            .split(',')
+            .map(|v| v.trim().parse::<T>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| FileError::Env {
+                var,
+                key,
+                value: value.clone(),
+                reason: e.to_string(),
+            });
+    }
+    Ok(file.unwrap_or_default())
+}
+
+/// [`layer`] for a clap value enum (spelled as on the command line).
+fn layer_enum<T: ValueEnum + Clone>(
+    key: &'static str,
+    typed: Option<T>,
+    file: Option<T>,
+) -> Result<Option<T>, FileError> {
+    struct Parsed<T>(T);
+    impl<T: ValueEnum + Clone> std::str::FromStr for Parsed<T> {
+        type Err = String;
+        fn from_str(s: &str) -> Result<Self, String> {
+            T::from_str(s, false).map(Parsed)
+        }
+    }
+    let (v, _) = layer(key, typed.map(Parsed), file.map(Parsed))?;
+    Ok(v.map(|p| p.0))
 }
 
 /// Paths handed to the daemon must not depend on its working directory.

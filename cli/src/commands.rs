@@ -5,6 +5,7 @@
 //! [`crate::control`], not in any one command.
 
 pub mod completion;
+pub mod config;
 pub mod connect;
 pub mod intercept;
 pub mod leave;
@@ -13,3 +14,4 @@ pub mod quit;
 pub mod run;
 pub mod status;
 pub mod uninstall;
+pub mod version;

@@ -2,6 +2,8 @@
 //! filled in. [`crate::args`] builds these from the command line; the daemon gets
 //! [`SessionSettings`] inside its [`crate::daemon::DaemonConfig`] file unchanged.
 
+pub mod file;
+
 use std::path::PathBuf;
 
 use ipnet::{IpNet, Ipv4Net};

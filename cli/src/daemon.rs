@@ -336,6 +336,7 @@ fn connecting_status(config: &DaemonConfig, state: &StateDir) -> Status {
     };
     Status {
         pid: std::process::id(),
+        daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
         mode: config.source.mode(),
         context,
         cluster,

@@ -78,6 +78,8 @@ pub enum CliError {
     Env(#[from] crate::cluster::env::EnvError),
     #[error(transparent)]
     Agent(#[from] crate::cluster::agent::AgentError),
+    #[error(transparent)]
+    Config(Box<crate::config::file::FileError>),
     #[error("{0:?} is not a Deployment: give NAME or deploy/NAME")]
     NotADeployment(String),
     #[error("--port {0:?} is not LOCAL[:SERVICE_PORT] with LOCAL a port number")]
@@ -126,7 +128,7 @@ impl CliError {
             CliError::AlreadyConnected { .. } => 3,
             CliError::Cluster(_) | CliError::Transport(_) | CliError::Agent(_) => 4,
             CliError::NotConnected(_) => 6,
-            CliError::NotADeployment(_) | CliError::BadPort(_) => 2,
+            CliError::NotADeployment(_) | CliError::BadPort(_) | CliError::Config(_) => 2,
             CliError::Interrupted => 130,
             CliError::DaemonFailed { exit_code, .. } | CliError::Exited(exit_code) => *exit_code,
             _ => 1,

@@ -132,6 +132,9 @@ pub enum SessionState {
 pub struct Status {
     /// The daemon's pid.
     pub pid: u32,
+    /// The daemon's tether version (empty from daemons built before it was reported).
+    #[serde(default)]
+    pub daemon_version: String,
     pub mode: Mode,
     /// Names of the kubeconfig context, cluster and namespace, as the daemon was given them.
     pub context: Option<String>,
@@ -241,6 +244,7 @@ pub mod tests {
     pub fn example() -> Status {
         Status {
             pid: 4242,
+            daemon_version: "0.1.0".into(),
             mode: Mode::Kubernetes,
             context: Some("tether-sandbox".into()),
             cluster: Some("https://127.0.0.1:6443".into()),

@@ -39,8 +39,18 @@ use output::Printer;
 fn main() -> ExitCode {
     // Before anything is printed: a Tab in the shell runs this binary to ask for candidates.
     completion::complete_if_asked();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     let printer = Printer::new(cli.output.into());
+    let log_level = match cli.uses_config() {
+        false => None,
+        true => match config::file::load().and_then(|(file, _)| cli.layer(&file)) {
+            Ok(level) => level,
+            Err(e) => {
+                printer.error(&e.to_string(), 2);
+                return ExitCode::from(2);
+            }
+        },
+    };
     let (invocation, state_dir) = cli.into_command();
     match invocation {
         // The daemon logs to its own file and has no terminal.
@@ -51,8 +61,10 @@ fn main() -> ExitCode {
     }
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::try_new(log_level.as_deref().unwrap_or("warn"))
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -70,6 +82,8 @@ fn main() -> ExitCode {
         match invocation {
             Invocation::Connect(config) => commands::connect::run(config, &printer).await,
             Invocation::Status => commands::status::run(&state_dir, &printer).await,
+            Invocation::Version => commands::version::run(&state_dir, &printer).await,
+            Invocation::ConfigView => commands::config::run(&printer),
             Invocation::Quit => commands::quit::run(&state_dir, &printer).await,
             Invocation::Intercept(args) => {
                 commands::intercept::run(args, &state_dir, &printer).await

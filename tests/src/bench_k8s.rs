@@ -163,9 +163,9 @@ fn main() {
         many_dns[0], many_dns[1], many_dns[2]
     );
     println!("| tether daemon RSS after the transfers | {daemon_rss:.1} MiB |");
-    intercepts.print();
     println!("| tether daemon RSS with the extra Services | {many_rss:.1} MiB |");
     println!("| manager (tether-agent) RSS after the transfers | {manager_rss:.1} MiB |");
+    intercepts.print();
 }
 
 /// An intercept of `web` to a local http-echo in the workstation: the same client (in the node's

@@ -156,6 +156,71 @@ fn run_connects_for_one_command_and_leaves_nothing_behind() {
     });
     assert!(!alive(run_pid));
     assert_eq!(c.snapshot(), before, "a killed run leaves nothing behind");
+
+    config_file_and_version(&c);
+    assert_eq!(c.snapshot(), before);
+}
+
+/// `namespace: demo` in the config file makes short names resolve in demo, `-n` overrides it,
+/// a typo is exit 2 naming the line; `tether version` names the daemon's and manager's.
+fn config_file_and_version(c: &SandboxCluster) {
+    let config = c.dir().join("config.yaml");
+    std::fs::write(&config, "namespace: demo\ndns-mode: resolv-conf\n").expect("write the config");
+    let connect = |extra: &[&str]| {
+        let mut cmd = c.tether();
+        cmd.env("TETHER_CONFIG", &config)
+            .args(["connect", "--resolv-conf"])
+            .arg(&c.resolv_conf)
+            .args(extra)
+            .args(["--output", "json"]);
+        let out = run(&mut cmd);
+        assert!(out.status.success(), "{}", text(&out));
+        let event: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("JSON");
+        event
+    };
+    let connected = connect(&[]);
+    assert_eq!(connected["namespace"], "demo", "{connected}");
+    let body = c.curl("http://web/").expect("web by its short name");
+    assert!(body.contains("hostname: web-"), "{body}");
+
+    let out = check(c.tether().args(["version", "--output", "json"]));
+    let version: serde_json::Value = serde_json::from_str(out.trim()).expect("version JSON");
+    tether_tests::events::assert_documented(&version);
+    assert_eq!(version["client"], version["daemon"], "{version}");
+    assert_eq!(version["manager"], version["client"], "{version}");
+    assert_eq!(version["problems"], serde_json::json!([]), "{version}");
+    let view = check(
+        c.tether()
+            .env("TETHER_CONFIG", &config)
+            .args(["config", "view", "--output", "json"]),
+    );
+    let view: serde_json::Value = serde_json::from_str(view.trim()).expect("config JSON");
+    tether_tests::events::assert_documented(&view);
+    let ns = view["settings"]
+        .as_array()
+        .expect("settings")
+        .iter()
+        .find(|s| s["key"] == "namespace")
+        .cloned();
+    assert_eq!(
+        ns,
+        Some(serde_json::json!({"key": "namespace", "value": "demo", "source": "file"}))
+    );
+    check(c.tether().arg("quit"));
+
+    let connected = connect(&["-n", "default"]);
+    assert_eq!(
+        connected["namespace"], "default",
+        "-n wins over the file: {connected}"
+    );
+    check(c.tether().arg("quit"));
+
+    std::fs::write(&config, "namespace: demo\nnamspace: typo\n").expect("write the config");
+    let out = run(c.tether().env("TETHER_CONFIG", &config).arg("status"));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("config.yaml:2:"), "{}", text(&out));
+    assert!(text(&out).contains("namspace"), "{}", text(&out));
 }
 
 /// Types in a real bash on a pty, in the workstation: each line is sent as typed (with its

@@ -82,7 +82,10 @@ pub async fn intercept(
         service: args.options.service.clone(),
         port,
         container: args.options.container.clone(),
-        address: args.options.address,
+        address: args
+            .options
+            .address
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
         local_port,
         owner,
     };
@@ -130,7 +133,10 @@ pub async fn intercept(
     let mut env_files = Vec::new();
     let rendered: Env = env.clone().into_iter().collect();
     if let Some(path) = &args.options.env_file {
-        write(path, &rendered.render(args.options.env_syntax)?)?;
+        write(
+            path,
+            &rendered.render(args.options.env_syntax.unwrap_or_default())?,
+        )?;
         env_files.push(path.clone());
     }
     if let Some(path) = &args.options.env_json {

@@ -39,6 +39,8 @@ use crate::ipc::{InterceptInfo, InterceptSpec};
 
 /// How long an intercept waits for a claim on every Ready pod.
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes per read and write of an intercepted connection (tokio's default is 8 KiB).
+const COPY_BUFFER: usize = 256 * 1024;
 /// Pause before a broken link to a Ready pod is opened again.
 const RELINK_AFTER: Duration = Duration::from_millis(500);
 
@@ -834,7 +836,13 @@ async fn serve_one(mut stream: FlowStream, local: SocketAddr) {
                 .await
                 .is_ok()
             {
-                let _ = tokio::io::copy_bidirectional(&mut stream, &mut conn).await;
+                let _ = tokio::io::copy_bidirectional_with_sizes(
+                    &mut stream,
+                    &mut conn,
+                    COPY_BUFFER,
+                    COPY_BUFFER,
+                )
+                .await;
             }
         }
         Err(e) => {

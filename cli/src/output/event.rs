@@ -45,6 +45,18 @@ pub enum Event {
         namespace: String,
         workloads: Vec<Listed>,
     },
+    /// `tether config view`: the config file (null when there is none) and every setting.
+    Config {
+        file: Option<std::path::PathBuf>,
+        settings: Vec<crate::config::file::Setting>,
+    },
+    /// `tether version`: this build's, and with a session the daemon's and the manager's.
+    Version {
+        client: String,
+        daemon: Option<String>,
+        manager: Option<String>,
+        problems: Vec<String>,
+    },
     /// A command failed (printed on stderr).
     Error { error: String, exit_code: u8 },
 }
@@ -105,6 +117,20 @@ mod tests {
                         pods: vec!["web-5d8c7b9f4-abcde".into()],
                     }],
                 }],
+            },
+            Event::Config {
+                file: Some("/home/dev/.config/tether/config.yaml".into()),
+                settings: vec![crate::config::file::Setting {
+                    key: "namespace".into(),
+                    value: "demo".into(),
+                    source: crate::config::file::Source::File,
+                }],
+            },
+            Event::Version {
+                client: "0.1.0".into(),
+                daemon: Some("0.1.0".into()),
+                manager: Some("0.1.0".into()),
+                problems: vec!["the daemon runs tether 0.1.0 and this is tether 0.2.0: run `tether quit` and connect again to use this build".into()],
             },
             Event::Error {
                 error: "not connected".into(),

@@ -72,6 +72,45 @@ pub fn render(event: &Event) -> String {
             namespace,
             workloads,
         } => list_table(namespace, workloads),
+        Event::Config { file, settings } => {
+            let mut out = match file {
+                Some(f) => format!("config file: {}", f.display()),
+                None => "config file: none".to_owned(),
+            };
+            for s in settings {
+                let value = match &s.value {
+                    serde_json::Value::String(v) => v.clone(),
+                    serde_json::Value::Null => "(unset)".to_owned(),
+                    other => other.to_string(),
+                };
+                let source = match s.source {
+                    crate::config::file::Source::Flag => "flag",
+                    crate::config::file::Source::Environment => "environment",
+                    crate::config::file::Source::File => "file",
+                    crate::config::file::Source::Default => "default",
+                };
+                out.push_str(&format!("\n  {:<18} {:<28} {source}", s.key, value));
+            }
+            out
+        }
+        Event::Version {
+            client,
+            daemon,
+            manager,
+            problems,
+        } => {
+            let mut out = format!("tether {client}");
+            if let Some(d) = daemon {
+                out.push_str(&format!("\ndaemon {d}"));
+            }
+            if let Some(m) = manager {
+                out.push_str(&format!("\nmanager (tether-agent) {m}"));
+            }
+            for p in problems {
+                out.push_str(&format!("\nwarning: {p}"));
+            }
+            out
+        }
         Event::Error { error, .. } => format!("tether: {error}"),
     }
 }

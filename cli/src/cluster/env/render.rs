@@ -18,7 +18,18 @@ use std::fmt;
 use super::{Env, EnvError};
 
 /// The syntax of an env file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum EnvSyntax {
     /// `KEY=VALUE` lines, as `docker run --env-file` reads them.
     #[default]
