@@ -137,6 +137,10 @@ pub struct ConnectArgs {
     /// The traffic manager's image [default: ghcr.io/tether-dev/tether-agent:<this version>].
     #[arg(long, value_name = "IMAGE")]
     pub manager_image: Option<String>,
+    /// Seconds to wait for a Ready traffic manager before giving up and saying why
+    /// [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
     /// Reach a manager at this address instead of through the Kubernetes API (direct mode,
     /// for managers outside a cluster and for tests).
     #[arg(long, value_name = "HOST:PORT", requires = "token_file", conflicts_with_all = ["kubeconfig", "context", "manager_image"])]
@@ -379,6 +383,7 @@ impl KubeArgs {
                 .manager_namespace
                 .unwrap_or_else(|| config::DEFAULT_MANAGER_NAMESPACE.to_owned()),
             manager_image,
+            timeout: config::DEFAULT_CONNECT_TIMEOUT,
         }
     }
 }
@@ -391,7 +396,16 @@ impl ConnectArgs {
                 token_file: absolute(token_file),
             }),
             // clap makes the two flags come together.
-            _ => Target::Kubernetes(self.kube.into_target(self.manager_image)),
+            _ => {
+                let timeout = self.timeout.map_or(
+                    config::DEFAULT_CONNECT_TIMEOUT,
+                    std::time::Duration::from_secs,
+                );
+                Target::Kubernetes(KubeTarget {
+                    timeout,
+                    ..self.kube.into_target(self.manager_image)
+                })
+            }
         };
         let defaults = SessionSettings::default();
         ConnectConfig {
@@ -485,6 +499,7 @@ impl ConnectArgs {
             std::mem::take(&mut self.never_proxy),
             f.never_proxy.clone(),
         )?;
+        self.timeout = layer("timeout", self.timeout.take(), f.timeout)?.0;
         self.tun_name = layer("tun-name", self.tun_name.take(), f.tun_name.clone())?.0;
         self.tun_subnet = layer("tun-subnet", self.tun_subnet.take(), f.tun_subnet)?.0;
         self.resolv_conf = layer(

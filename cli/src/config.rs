@@ -46,7 +46,12 @@ pub struct KubeTarget {
     pub manager_namespace: String,
     /// The manager's image; `None` is this version's default image.
     pub manager_image: Option<String>,
+    /// How long `connect` waits for a Ready manager.
+    pub timeout: std::time::Duration,
 }
+
+/// How long `connect` waits for a Ready manager unless `--timeout` says otherwise.
+pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How this machine is set up while connected: the same for every kind of target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

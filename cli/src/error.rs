@@ -127,6 +127,8 @@ impl CliError {
             CliError::Daemon(e) => daemon_exit_code(e),
             CliError::AlreadyConnected { .. } => 3,
             CliError::Cluster(_) | CliError::Transport(_) | CliError::Agent(_) => 4,
+            // The cluster could not run the manager: a cluster problem, like the others.
+            CliError::Install(crate::cluster::InstallError::Rollout { .. }) => 4,
             CliError::NotConnected(_) => 6,
             CliError::NotADeployment(_) | CliError::BadPort(_) | CliError::Config(_) => 2,
             CliError::Interrupted => 130,

@@ -159,6 +159,49 @@ fn run_connects_for_one_command_and_leaves_nothing_behind() {
 
     config_file_and_version(&c);
     assert_eq!(c.snapshot(), before);
+    a_manager_that_never_gets_ready_is_explained(&c);
+    assert_eq!(c.snapshot(), before);
+}
+
+/// A manager pod that runs but never passes its readiness probe: connect gives up at its
+/// `--timeout` with exit 4 and says why (the container's state, its restarts, its last log
+/// lines), instead of waiting on "0 of 1 new replicas available".
+fn a_manager_that_never_gets_ready_is_explained(c: &SandboxCluster) {
+    std::fs::write(
+        c.dir().join("images.json"),
+        r#"{"example.com/never-ready": ["/bin/sh", "-c", "echo manager starting on a port nobody probes; exec sleep 100000", "sh"]}"#,
+    )
+    .expect("write the image map");
+    let started = std::time::Instant::now();
+    let out = run(c.connect_command().args([
+        "--manager-namespace",
+        "broken",
+        "--manager-image",
+        "example.com/never-ready",
+        "--timeout",
+        "8",
+    ]));
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        started.elapsed()
+    );
+    for part in [
+        "not Ready",
+        "restarts",
+        "manager starting on a port nobody probes",
+    ] {
+        assert!(
+            text(&out).contains(part),
+            "the error says {part:?}: {}",
+            text(&out)
+        );
+    }
+    check(
+        c.tether()
+            .args(["uninstall", "--manager-namespace", "broken"]),
+    );
 }
 
 /// `namespace: demo` in the config file makes short names resolve in demo, `-n` overrides it,

@@ -12,6 +12,7 @@ use futures::{FutureExt, StreamExt, stream};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
+use kube::api::ListParams;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use thiserror::Error;
@@ -150,6 +151,7 @@ pub async fn wait_for_manager(
 ) -> Result<Pod, RolloutError> {
     let deadline = Instant::now() + timeout;
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pod_client = client.clone();
     let deployments: Api<Deployment> = Api::namespaced(client, namespace);
     let (pod_store, pod_writer) = reflector::store();
     let (deploy_store, deploy_writer) = reflector::store();
@@ -194,9 +196,10 @@ pub async fn wait_for_manager(
         }
         match tokio::time::timeout_at(deadline, events.next()).await {
             Err(_) => {
+                let why = diagnose(&pod_client, namespace, &pod_store, digest).await;
                 return Err(RolloutError::Timeout {
                     waited: timeout,
-                    status: last,
+                    status: format!("{last}{why}"),
                 });
             }
             Ok(None) => {
@@ -214,6 +217,79 @@ pub async fn wait_for_manager(
             Ok(Some(Ok(()))) => {}
         }
     }
+}
+
+/// Why the manager's pods are not Ready, as a person would find out with `kubectl describe`
+/// and `kubectl logs`: each container's state and restarts, the pod's latest events (a failing
+/// readiness probe's last result is one), and the manager's last log lines. Empty when there
+/// is nothing to add; what cannot be read is left out.
+async fn diagnose(
+    client: &kube::Client,
+    namespace: &str,
+    pods: &Store<Pod>,
+    digest: Option<&str>,
+) -> String {
+    use k8s_openapi::api::core::v1::Event;
+    let mut out = String::new();
+    for pod in pods.state().iter().filter(|p| {
+        !is_ready(p)
+            && p.metadata.deletion_timestamp.is_none()
+            && (digest.is_none() || manifests::recorded_digest(&p.metadata) == digest)
+    }) {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        out.push_str(&format!(". Pod {name}:"));
+        for c in pod
+            .status
+            .iter()
+            .flat_map(|s| s.container_statuses.iter().flatten())
+        {
+            let state = match c.state.as_ref() {
+                Some(s) if s.running.is_some() && !c.ready => {
+                    "running but not Ready (its readiness probe fails)".to_owned()
+                }
+                Some(s) if s.running.is_some() => "running".to_owned(),
+                Some(s) => match (&s.waiting, &s.terminated) {
+                    (Some(w), _) => format!("waiting ({})", w.reason.clone().unwrap_or_default()),
+                    (_, Some(t)) => format!(
+                        "terminated ({}, exit code {})",
+                        t.reason.clone().unwrap_or_default(),
+                        t.exit_code
+                    ),
+                    _ => "in no known state".to_owned(),
+                },
+                None => "not started".to_owned(),
+            };
+            out.push_str(&format!(
+                " container {} is {state}, {} restarts;",
+                c.name, c.restart_count
+            ));
+        }
+        let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+        let selector = format!("involvedObject.name={name}");
+        if let Ok(list) = events.list(&ListParams::default().fields(&selector)).await {
+            let mut items = list.items;
+            items.sort_by_key(|e| e.last_timestamp.clone().map(|t| t.0));
+            for e in items.iter().rev().take(3) {
+                out.push_str(&format!(
+                    " event {}: {};",
+                    e.reason.clone().unwrap_or_default(),
+                    e.message.clone().unwrap_or_default().trim()
+                ));
+            }
+        }
+        let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+        let params = kube::api::LogParams {
+            tail_lines: Some(5),
+            ..Default::default()
+        };
+        if let Ok(logs) = api.logs(&name, &params).await {
+            let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
+            if !lines.is_empty() {
+                out.push_str(&format!(" its last log lines: {}", lines.join(" | ")));
+            }
+        }
+    }
+    out
 }
 
 /// Whether a reflector store holds a complete initial list.

@@ -96,7 +96,7 @@ async fn resolve(target: Target, printer: &Printer) -> Result<Source, CliError> 
     let install = InstallOptions {
         namespace: target.manager_namespace.clone(),
         image: target.manager_image.clone(),
-        ..Default::default()
+        timeout: target.timeout,
     };
     let manager = cluster::ensure_manager(&cluster, &install, &mut |p| progress.install(p)).await;
     progress.finish();

@@ -28,6 +28,8 @@ pub struct FileConfig {
     pub manager_image: Option<String>,
     pub manager_address: Option<String>,
     pub token_file: Option<PathBuf>,
+    /// Seconds `connect` waits for a Ready manager.
+    pub timeout: Option<u64>,
     pub also_proxy: Option<Vec<IpNet>>,
     pub never_proxy: Option<Vec<IpNet>>,
     pub tun_name: Option<String>,
@@ -219,6 +221,7 @@ fn default_of(key: &str) -> serde_json::Value {
     let defaults = crate::config::SessionSettings::default();
     let v = match key {
         "manager-namespace" => crate::config::DEFAULT_MANAGER_NAMESPACE.to_owned(),
+        "timeout" => return crate::config::DEFAULT_CONNECT_TIMEOUT.as_secs().into(),
         "tun-name" => defaults.tun_name,
         "tun-subnet" => defaults.tun_subnet.to_string(),
         "resolv-conf" => defaults.resolv_conf.display().to_string(),
