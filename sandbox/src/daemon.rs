@@ -31,6 +31,11 @@ use crate::pki::{Pki, PkiError};
 use crate::server::{self, Server};
 use crate::{bootstrap, controllers, demo, dns, kubelet};
 
+/// Where `up` records the kubeconfig it wrote (for `shell`).
+pub fn kubeconfig_record(state_dir: &Path) -> PathBuf {
+    state_dir.join("kubeconfig-path")
+}
+
 /// How long `serve --demo` waits for the demo's pods to be ready.
 const DEMO_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long `up` waits for the server to answer /readyz (with `--demo`, its pods included).
@@ -40,6 +45,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    #[error(transparent)]
+    Preflight(#[from] crate::preflight::PreflightError),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -160,11 +167,16 @@ fn log_tail(path: &Path) -> String {
 
 /// `tether-sandbox up`: starts a detached server unless one runs, and waits until it is ready.
 pub fn up(cfg: &Config) -> Result<(), DaemonError> {
+    crate::preflight::check()?;
     ensure_dir(&cfg.state_dir)?;
     if let Some((pid, port)) = running(&cfg.state_dir) {
         print_usage(port, pid, cfg);
         return Ok(());
     }
+    // `shell` sets KUBECONFIG to the file the server writes, wherever `--kubeconfig` put it.
+    let recorded = kubeconfig_record(&cfg.state_dir);
+    fs::write(&recorded, cfg.kubeconfig.as_os_str().as_encoded_bytes())
+        .map_err(io("cannot write", &recorded))?;
     let _ = fs::remove_file(pid_file(&cfg.state_dir));
     // Created here, before the server starts, so the two processes never both create them.
     let pki = Pki::load_or_create(&cfg.state_dir)?;

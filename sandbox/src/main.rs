@@ -77,6 +77,7 @@ mod node;
 mod patch;
 mod persist;
 mod pki;
+mod preflight;
 mod resources;
 mod server;
 mod shell;

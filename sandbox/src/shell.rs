@@ -8,7 +8,7 @@
 use std::ffi::CString;
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use rustix::mount::{MountPropagationFlags, mount_bind, mount_change};
@@ -58,6 +58,14 @@ fn start(cfg: &Config, command: &[String]) -> Result<ExitCode, String> {
     let resolv = CString::new(resolv.as_os_str().as_encoded_bytes())
         .map_err(|_| "the state directory's path contains a NUL byte".to_string())?;
 
+    // `up --kubeconfig X` recorded X; an explicit `shell --kubeconfig` still wins.
+    let kubeconfig = match std::fs::read(crate::daemon::kubeconfig_record(&cfg.state_dir)) {
+        Ok(bytes) if cfg.kubeconfig == cfg.state_dir.join("kubeconfig") && !bytes.is_empty() => {
+            // SAFETY: written by `up` from an OsStr's encoded bytes.
+            PathBuf::from(unsafe { std::ffi::OsString::from_encoded_bytes_unchecked(bytes) })
+        }
+        _ => cfg.kubeconfig.clone(),
+    };
     let mut cmd = match command.split_first() {
         Some((program, args)) => {
             let mut c = Command::new(program);
@@ -71,12 +79,12 @@ fn start(cfg: &Config, command: &[String]) -> Result<ExitCode, String> {
                 .unwrap_or_else(|| "/bin/sh".to_string());
             println!(
                 "tether-sandbox workstation: only the API server is reachable; KUBECONFIG={}; `exit` to leave",
-                cfg.kubeconfig.display()
+                kubeconfig.display()
             );
             Command::new(shell)
         }
     };
-    cmd.env("KUBECONFIG", &cfg.kubeconfig)
+    cmd.env("KUBECONFIG", &kubeconfig)
         .env("TETHER_SANDBOX_WORKSTATION", ws.name());
     // SAFETY: the closure only makes system calls on values prepared before the fork.
     unsafe {
