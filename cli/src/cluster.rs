@@ -13,6 +13,15 @@
 //! - [`transport`] opens the byte stream to the manager's tunnel port through the API
 //!   server's pod port-forward, the only way tether reaches the manager.
 //! - [`progress`]: the events an install reports while it works.
+//!
+//! For intercepts:
+//! - [`workload`] resolves what an intercept targets (Deployment, Service, port, container)
+//!   as the endpoints controller would;
+//! - [`agent`] injects the `tether-agent` sidecar with JSON patches that record what they
+//!   change, and restores exactly that;
+//! - [`access`] asks SelfSubjectAccessReview for every permission before anything changes;
+//! - [`env`] computes the intercepted container's environment as the kubelet does, and
+//!   writes env files.
 //! - [`exec_as`]: credential plugins run as the user who ran tether, not as root.
 //!
 //! No module here prints: they return values and errors, and report progress through a

@@ -1,14 +1,18 @@
 //! tether: put this machine inside a Kubernetes cluster.
 //!
 //! `main` only parses and dispatches. The parts, from the user inwards:
-//! - [`args`] parses the command line into the plain configuration of [`config`];
+//! - [`args`] parses the command line into the plain configuration of [`config`], under
+//!   which `config::file` layers `TETHER_*` variables and the config file;
+//! - [`completion`] answers the shell's Tab (clap_complete's dynamic engine) with values
+//!   looked up in the kubeconfig, the API and the daemon;
 //! - [`commands`] holds one module per command, each doing its work and returning a typed
 //!   result that [`output`] prints (text, JSON or YAML events; progress on stderr);
 //! - [`control`] is what the commands do with the local daemon (status, start, stop,
 //!   cleaning up after a crash), over the socket protocol of [`ipc`];
-//! - [`daemon`] is the background process that owns a session: tunnel, device, routes, DNS;
+//! - [`daemon`] is the background process that owns a session: tunnel, device, routes, DNS,
+//!   and the intercepts (claims on each pod's sidecar, kept through port-forwards);
 //! - [`cluster`] is everything done with the Kubernetes API (kubeconfig, manager install,
-//!   port-forward);
+//!   port-forward, sidecar injection and restore, the container environment);
 //! - [`subnets`] decides what is routed, [`system`] owns every change to this machine
 //!   (resolver, routes, the session record), [`sudo`] gets root when the user is not;
 //! - [`error`] turns every module's errors into messages that say what to do next.
