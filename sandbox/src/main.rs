@@ -32,6 +32,17 @@
 //!   the pods' service-account tokens. [`daemon`] wires them together in `serve`; [`demo`]
 //!   is the `--demo` namespace; [`shell`] enters the workstation.
 //!
+//! Two control planes serve the API (`--control-plane`, env `TETHER_SANDBOX_CONTROL_PLANE`):
+//! `builtin` (the default) is everything above, in this process; `upstream` ([`upstream`])
+//! runs the real kube-apiserver, kube-controller-manager, kube-scheduler and etcd built by
+//! scripts/build-upstream.sh, and CoreDNS as a Deployment, and this process is only their
+//! node: the kubelet, kube-proxy and the network are the sandbox's own, on a local copy of
+//! what the node may see. With `upstream`, the API (RBAC, admission, defaults, patches,
+//! TokenRequest, SelfSubjectAccessReview, server-side apply, OpenAPI), the controllers, the
+//! scheduler and cluster DNS are Kubernetes' own; what follows about the API server, the
+//! store and the controllers describes `builtin` only, and what it says about the node
+//! (containers as host processes, no volumes, IPv4) holds for both.
+//!
 //! What still differs from a real cluster:
 //!
 //! - One node, and no scheduler: every pod is bound to it (node selectors, affinity and taints
@@ -81,6 +92,7 @@ mod resources;
 mod server;
 mod shell;
 mod store;
+mod upstream;
 mod workload;
 
 use std::process::ExitCode;
