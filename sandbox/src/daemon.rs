@@ -1,7 +1,8 @@
 //! Running the sandbox: `serve` in the foreground, and `up`/`down`/`status`, which manage a
 //! detached `serve` through files in the state directory:
 //!
-//! - `tether-sandbox.pid` and `port`: written by `serve` once it listens, removed on exit;
+//! - `tether-sandbox.pid`, `port` and `control-plane`: written by `serve` once it listens (the
+//!   pid file is removed on exit);
 //! - `tether-sandbox.log`: the detached server's output;
 //! - `lock`: held (flock) by the serving process, so one state directory has one server;
 //! - `state.json` and the credentials (see [`crate::persist`] and [`crate::pki`]).
@@ -72,6 +73,14 @@ pub enum DaemonError {
     NotReady(Duration, PathBuf),
     #[error("process {0} did not exit after SIGTERM and SIGKILL")]
     WontStop(i32),
+    #[error(
+        "the sandbox in {dir} runs the {serving} control plane, not {wanted}: stop it first (tether-sandbox down)"
+    )]
+    OtherControlPlane {
+        dir: PathBuf,
+        serving: String,
+        wanted: &'static str,
+    },
     #[error("upstream control plane: {0}")]
     Upstream(Box<crate::upstream::UpstreamError>),
 }
@@ -113,6 +122,11 @@ pub(crate) fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error)
 
 fn pid_file(dir: &Path) -> PathBuf {
     dir.join("tether-sandbox.pid")
+}
+
+/// Which control plane the running server serves (`builtin` or `upstream`).
+fn control_plane_file(dir: &Path) -> PathBuf {
+    dir.join("control-plane")
 }
 
 fn port_file(dir: &Path) -> PathBuf {
@@ -204,6 +218,20 @@ pub fn up(cfg: &Config) -> Result<(), DaemonError> {
         .map_err(|e| DaemonError::Upstream(Box::new(e.into())))?;
     }
     if let Some((pid, port)) = running(&cfg.state_dir) {
+        // A server of the other control plane is not what was asked for.
+        let serving = fs::read_to_string(control_plane_file(&cfg.state_dir)).unwrap_or_default();
+        let serving = if serving.trim().is_empty() {
+            "builtin"
+        } else {
+            serving.trim()
+        };
+        if serving != cfg.control_plane.arg() {
+            return Err(DaemonError::OtherControlPlane {
+                dir: cfg.state_dir.clone(),
+                serving: serving.to_string(),
+                wanted: cfg.control_plane.arg(),
+            });
+        }
         print_usage(port, pid, cfg);
         return Ok(());
     }
@@ -519,6 +547,8 @@ pub(crate) async fn bind_host_listener(
 
 /// Tells `up` the server is ready: the port, then the pid it waits for.
 pub(crate) fn write_ready_files(cfg: &Config, port: u16) -> Result<(), DaemonError> {
+    let which = control_plane_file(&cfg.state_dir);
+    fs::write(&which, cfg.control_plane.arg()).map_err(io("cannot write", &which))?;
     fs::write(port_file(&cfg.state_dir), port.to_string())
         .map_err(io("cannot write", &port_file(&cfg.state_dir)))?;
     fs::write(pid_file(&cfg.state_dir), std::process::id().to_string())

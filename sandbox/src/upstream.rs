@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::watcher;
@@ -371,13 +371,11 @@ async fn run(
         .map_err(|e| upstream(e.into()))?;
 
     let mirror = Arc::new(mirror::Mirror::new());
-    let own_pods = watcher::Config::default().fields(&format!("spec.nodeName={NODE_NAME}"));
     tasks.extend([
-        tokio::spawn(mirror::reflect(
+        tokio::spawn(mirror::reflect_pods(
             mirror.clone(),
-            Api::<Pod>::all(node_client.clone()),
-            own_pods,
-            Shape::Pod,
+            node_client.clone(),
+            NODE_NAME,
         )),
         tokio::spawn(mirror::reflect(
             mirror.clone(),

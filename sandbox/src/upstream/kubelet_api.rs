@@ -3,6 +3,9 @@
 //! the sandbox's own pods/log, pods/exec and pods/portforward handlers, served from the
 //! node's [`super::mirror`] store.
 //!
+//! The API server names some parameters the kubelet's way (exec's `input`/`output`/`error`,
+//! port-forward's `port`); [`translate`] renames them.
+//!
 //! Only the API server gets in: TLS requires a client certificate, and it must be the one
 //! issued to the API server for the kubelet (see [`super::certs`]). The real kubelet would
 //! also ask the API server to authorize each request (SubjectAccessReview); with one caller
@@ -24,8 +27,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use crate::api::Body;
 use crate::server::Server;
 
-/// The API path a kubelet API path stands for, with the query translated (the API server
-/// calls exec with `input`/`output`/`error`, the kubelet's names for stdin/stdout/stderr).
+/// The API path a kubelet API path stands for, with the query translated.
 pub fn translate(path: &str, query: Option<&str>) -> Option<String> {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     // /exec/NS/POD/CONTAINER and /exec/NS/POD/UID/CONTAINER (the UID form pins the pod).
@@ -57,6 +59,8 @@ pub fn translate(path: &str, query: Option<&str>) -> Option<String> {
             ("exec", "input") => "stdin",
             ("exec", "output") => "stdout",
             ("exec", "error") => "stderr",
+            // The API server passes a WebSocket client's ports as `port` (the kubelet's name).
+            ("portforward", "port") => "ports",
             (_, other) => other,
         };
         out.append_pair(k, &v);
@@ -164,6 +168,10 @@ mod tests {
         assert_eq!(
             translate("/portForward/demo/web-1", None).as_deref(),
             Some("/api/v1/namespaces/demo/pods/web-1/portforward?")
+        );
+        assert_eq!(
+            translate("/portForward/demo/web-1", Some("port=8080&port=9090")).as_deref(),
+            Some("/api/v1/namespaces/demo/pods/web-1/portforward?ports=8080&ports=9090")
         );
         assert_eq!(
             translate("/exec/demo/web-1/0000-uid/web", Some("command=ls")).as_deref(),

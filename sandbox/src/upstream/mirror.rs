@@ -3,8 +3,10 @@
 //! informer cache, in the store's shape.
 //!
 //! Downwards, kube-rs watchers copy what this node may see into the store: its own pods
-//! (field selector `spec.nodeName`, as the kubelet lists them), and Services and
-//! EndpointSlices (as kube-proxy lists them). Upwards, [`uplink`] sends what the kubelet
+//! (field selector `spec.nodeName`, as the kubelet lists them), the ConfigMaps and Secrets
+//! their containers' environment names (fetched one by one whenever the pod changes, which
+//! is all the Node authorizer lets a node read of them), and Services and EndpointSlices (as
+//! kube-proxy lists them). Upwards, [`uplink`] sends what the kubelet
 //! writes to the store back to the API server: pod status as a status patch, and the removal
 //! of a pod whose containers have stopped as the kubelet's final delete (grace period 0, UID
 //! precondition).
@@ -17,7 +19,7 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::Serialize;
@@ -132,6 +134,96 @@ where
                 mirror.remove(shape, namespace(&v), name(&v));
             }
             Err(e) => tracing::warn!("watching {:?} upstream: {e}", shape),
+        }
+    }
+}
+
+/// The ConfigMaps (false) and Secrets (true) the containers' environment names.
+pub fn references(pod: &serde_json::Value) -> Vec<(bool, String)> {
+    let mut refs = Vec::new();
+    let spec = &pod["spec"];
+    let containers = ["initContainers", "containers"]
+        .iter()
+        .flat_map(|k| spec[*k].as_array().into_iter().flatten());
+    for c in containers {
+        for from in c["envFrom"].as_array().into_iter().flatten() {
+            if let Some(n) = from["configMapRef"]["name"].as_str() {
+                refs.push((false, n.to_string()));
+            }
+            if let Some(n) = from["secretRef"]["name"].as_str() {
+                refs.push((true, n.to_string()));
+            }
+        }
+        for env in c["env"].as_array().into_iter().flatten() {
+            let from = &env["valueFrom"];
+            if let Some(n) = from["configMapKeyRef"]["name"].as_str() {
+                refs.push((false, n.to_string()));
+            }
+            if let Some(n) = from["secretKeyRef"]["name"].as_str() {
+                refs.push((true, n.to_string()));
+            }
+        }
+    }
+    refs.sort();
+    refs.dedup();
+    refs
+}
+
+/// Copies the ConfigMaps and Secrets `pod` names (or removes them when they are gone).
+async fn fetch_references(mirror: &Mirror, client: &kube::Client, pod: &serde_json::Value) {
+    let ns = namespace(pod);
+    for (secret, name) in references(pod) {
+        let got = if secret {
+            Api::<Secret>::namespaced(client.clone(), ns)
+                .get(&name)
+                .await
+                .map(|o| serde_json::to_value(o).unwrap_or_default())
+        } else {
+            Api::<ConfigMap>::namespaced(client.clone(), ns)
+                .get(&name)
+                .await
+                .map(|o| serde_json::to_value(o).unwrap_or_default())
+        };
+        let shape = if secret {
+            Shape::Secret
+        } else {
+            Shape::ConfigMap
+        };
+        match got {
+            Ok(v) => mirror.put(shape, v),
+            Err(kube::Error::Api(s)) if s.code == 404 => mirror.remove(shape, ns, &name),
+            Err(e) => tracing::warn!("cannot read {name} for pod {ns}/{}: {e}", self::name(pod)),
+        }
+    }
+}
+
+/// [`reflect`] for the node's own pods, with what their environment names.
+pub async fn reflect_pods(mirror: Arc<Mirror>, client: kube::Client, node: &str) {
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    let api: Api<Pod> = Api::all(client.clone());
+    let mut events = watcher(api, config).default_backoff().boxed();
+    let mut listed: HashSet<(String, String)> = HashSet::new();
+    while let Some(event) = events.next().await {
+        let value = |o: &Pod| serde_json::to_value(o).unwrap_or_default();
+        match event {
+            Ok(watcher::Event::Init) => listed.clear(),
+            Ok(watcher::Event::InitApply(o)) => {
+                let v = value(&o);
+                listed.insert((namespace(&v).to_string(), name(&v).to_string()));
+                fetch_references(&mirror, &client, &v).await;
+                mirror.put(Shape::Pod, v);
+            }
+            Ok(watcher::Event::InitDone) => mirror.retain(Shape::Pod, &listed),
+            Ok(watcher::Event::Apply(o)) => {
+                let v = value(&o);
+                fetch_references(&mirror, &client, &v).await;
+                mirror.put(Shape::Pod, v);
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                let v = value(&o);
+                mirror.remove(Shape::Pod, namespace(&v), name(&v));
+            }
+            Err(e) => tracing::warn!("watching the node's pods upstream: {e}"),
         }
     }
 }
