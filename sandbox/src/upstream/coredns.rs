@@ -110,6 +110,23 @@ async fn create(client: &kube::Client, value: Value) -> Result<(), UpstreamError
     };
     let deadline = Instant::now() + CREATE_RETRY;
     loop {
+        // Looked up first: for an existing Service with a fixed clusterIP, kube-apiserver's
+        // create answers 422 (the address is taken) rather than 409.
+        match api.get_opt(&name).await {
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) => {}
+            Err(e) if Instant::now() > deadline => {
+                return Err(UpstreamError::Apply {
+                    what,
+                    detail: e.to_string(),
+                });
+            }
+            Err(e) => {
+                tracing::debug!("looking up {what}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+        }
         match api.create(&PostParams::default(), &object).await {
             Ok(_) => return Ok(()),
             Err(kube::Error::Api(s)) if s.code == 409 => return Ok(()),
