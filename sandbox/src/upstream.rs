@@ -1,8 +1,9 @@
 //! `--control-plane upstream`: the real Kubernetes control plane, with the sandbox's node
 //! joining it as an ordinary node.
 //!
-//! scripts/build-upstream.sh builds `tether-upstream` (kube-apiserver, kube-controller-manager
-//! and kube-scheduler from `k8s.io/kubernetes`'s `cmd/*/app` packages, and an embedded etcd)
+//! scripts/build-upstream.sh builds `tether-upstream` (kube-apiserver, kube-controller-manager,
+//! kube-scheduler and kube-proxy from `k8s.io/kubernetes`'s `cmd/*/app` packages, and an
+//! embedded etcd)
 //! and CoreDNS from their Go modules. `serve` then:
 //!
 //! - issues the components' credentials from the sandbox's CA ([`certs`]) and starts them in
@@ -17,7 +18,9 @@
 //!   and service-account tokens come from TokenRequest ([`tokens`]);
 //! - serves the kubelet API (logs, exec, port-forward) to the API server, with client
 //!   certificate authentication ([`kubelet_api`]);
-//! - runs the sandbox's kube-proxy on the same local copy of Services and EndpointSlices;
+//! - runs the real kube-proxy in nftables mode in the node namespace (instead of the
+//!   sandbox's own), with masquerading for all Service traffic since the node does not rely
+//!   on `br_netfilter` (see [`crate::node::network`]);
 //! - deploys CoreDNS in kube-system behind `kube-dns` at 10.96.0.10 ([`coredns`]).
 
 pub mod binaries;
@@ -31,6 +34,7 @@ mod processes;
 mod relay;
 mod tokens;
 
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,7 +42,6 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::watcher;
 use tokio_rustls::rustls;
@@ -50,7 +53,7 @@ use crate::auth::Tokens;
 use crate::bootstrap::NODE_NAME;
 use crate::daemon::{self, Config, DaemonError};
 use crate::node::network::Node;
-use crate::node::{API_PORT, Layout, NODE_IP, proxy};
+use crate::node::{API_PORT, Layout, NODE_IP};
 use crate::pki::{Pki, PkiError};
 use crate::resources::Shape;
 use crate::server::Server;
@@ -61,6 +64,8 @@ use processes::Component;
 
 /// How long the API server may take to answer /readyz after its start.
 const APISERVER_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long kube-proxy may take to load its rules after its start.
+const KUBE_PROXY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `--demo` waits for the demo's workloads.
 const DEMO_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -83,6 +88,8 @@ pub enum UpstreamError {
     },
     #[error("kube-apiserver did not answer /readyz within {timeout:?}; see {log}")]
     NotReady { timeout: Duration, log: PathBuf },
+    #[error("kube-proxy did not report healthy within {0:?}; see upstream/logs/kube-proxy.log")]
+    KubeProxy(Duration),
     #[error("cannot create {what}: {detail}")]
     Apply { what: String, detail: String },
     #[error("TLS configuration of the kubelet API: {0}")]
@@ -148,11 +155,27 @@ fn component_args(
         "--service-cluster-ip-range=10.96.0.0/16".into(),
     ]);
     let scheduler = common(&kubeconfigs.scheduler, 10259);
+    let kube_proxy = vec![
+        format!("--kubeconfig={}", p(&kubeconfigs.kube_proxy)),
+        "--proxy-mode=nftables".into(),
+        format!("--hostname-override={NODE_NAME}"),
+        format!("--cluster-cidr={}", crate::bootstrap::POD_CIDR),
+        // Pods share one bridge and the node does not rely on br_netfilter, so a pod reaching
+        // a Service that lands on a pod of the same bridge (itself included) needs its source
+        // rewritten to the node, or the reply bypasses the node's conntrack.
+        "--masquerade-all=true".into(),
+        format!("--nodeport-addresses={NODE_IP}/32"),
+        // The conntrack table is the host's; a namespace may not resize it.
+        "--conntrack-max-per-core=0".into(),
+        "--metrics-bind-address=127.0.0.1:10249".into(),
+        "--healthz-bind-address=127.0.0.1:10256".into(),
+    ];
     vec![
         ("etcd", etcd),
         ("kube-apiserver", apiserver),
         ("kube-controller-manager", controller_manager),
         ("kube-scheduler", scheduler),
+        ("kube-proxy", kube_proxy),
     ]
 }
 
@@ -160,7 +183,8 @@ struct Kubeconfigs {
     controller_manager: PathBuf,
     scheduler: PathBuf,
     node: PathBuf,
-    proxy: PathBuf,
+    /// kube-proxy's, in the node namespace.
+    kube_proxy: PathBuf,
     admin: PathBuf,
 }
 
@@ -186,7 +210,7 @@ fn kubeconfigs(certs: &Certs, pki: &Pki, host_port: u16) -> Result<Kubeconfigs, 
         )?,
         scheduler: certs.kubeconfig("scheduler", &inside, &certs.scheduler)?,
         node: certs.kubeconfig("node", &outside, &certs.node)?,
-        proxy: certs.kubeconfig("kube-proxy", &outside, &certs.proxy)?,
+        kube_proxy: certs.kubeconfig("kube-proxy", &inside, &certs.proxy)?,
         admin,
     })
 }
@@ -260,6 +284,37 @@ async fn wait_apiserver(
             });
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Waits until kube-proxy's health check answers 200, which it does once its rules are
+/// loaded: only then do ClusterIPs work, and `up` promises a cluster that does.
+async fn wait_kube_proxy(node_ns: &crate::node::netns::Netns) -> Result<(), UpstreamError> {
+    let deadline = Instant::now() + KUBE_PROXY_TIMEOUT;
+    let healthz = SocketAddr::from((Ipv4Addr::LOCALHOST, 10256));
+    loop {
+        let ns = node_ns.clone();
+        let healthy = tokio::task::spawn_blocking(move || {
+            let Ok(mut s) = ns.connect_tcp(healthz, Duration::from_secs(1)) else {
+                return false;
+            };
+            let _ = s.set_nonblocking(false);
+            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+            if s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").is_err() {
+                return false;
+            }
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
+        })
+        .await
+        .unwrap_or(false);
+        if healthy {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(UpstreamError::KubeProxy(KUBE_PROXY_TIMEOUT));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -366,9 +421,6 @@ async fn run(
     let node_client = client::from_kubeconfig(&kubeconfigs.node)
         .await
         .map_err(|e| upstream(e.into()))?;
-    let proxy_client = client::from_kubeconfig(&kubeconfigs.proxy)
-        .await
-        .map_err(|e| upstream(e.into()))?;
 
     let mirror = Arc::new(mirror::Mirror::new());
     tasks.extend([
@@ -379,15 +431,9 @@ async fn run(
         )),
         tokio::spawn(mirror::reflect(
             mirror.clone(),
-            Api::<Service>::all(proxy_client.clone()),
+            Api::<Service>::all(node_client.clone()),
             watcher::Config::default(),
             Shape::Service,
-        )),
-        tokio::spawn(mirror::reflect(
-            mirror.clone(),
-            Api::<EndpointSlice>::all(proxy_client),
-            watcher::Config::default(),
-            Shape::EndpointSlice,
         )),
         // Only for `--demo`'s wait (the node itself never reads Deployments).
         tokio::spawn(mirror::reflect(
@@ -398,7 +444,6 @@ async fn run(
         )),
         tokio::spawn(mirror::uplink(mirror.clone(), node_client.clone())),
         tokio::spawn(node::run(node_client.clone(), version.clone())),
-        tokio::spawn(proxy::run(mirror.store.clone(), node_ns.clone())),
     ]);
     // The node's own resolver at its address, which CoreDNS forwards names outside the
     // cluster to (as a real node's pods with `dnsPolicy: Default` use the node's): the
@@ -445,6 +490,7 @@ async fn run(
         kubelet_api,
     )));
 
+    wait_kube_proxy(&node_ns).await.map_err(upstream)?;
     coredns::apply(&admin, dir).await.map_err(upstream)?;
     if cfg.demo {
         coredns::apply_demo(&admin).await.map_err(upstream)?;

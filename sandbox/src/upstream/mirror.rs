@@ -5,8 +5,8 @@
 //! Downwards, kube-rs watchers copy what this node may see into the store: its own pods
 //! (field selector `spec.nodeName`, as the kubelet lists them), the ConfigMaps and Secrets
 //! their containers' environment names (fetched one by one whenever the pod changes, which
-//! is all the Node authorizer lets a node read of them), and Services and EndpointSlices (as
-//! kube-proxy lists them). Upwards, [`uplink`] sends what the kubelet
+//! is all the Node authorizer lets a node read of them), and Services (for the containers'
+//! Service variables). Upwards, [`uplink`] sends what the kubelet
 //! writes to the store back to the API server: pod status as a status patch, and the removal
 //! of a pod whose containers have stopped as the kubelet's final delete (grace period 0, UID
 //! precondition).
@@ -228,6 +228,22 @@ pub async fn reflect_pods(mirror: Arc<Mirror>, client: kube::Client, node: &str)
     }
 }
 
+/// Patches a pod's status upstream to the one in the store.
+async fn report_status(client: &kube::Client, pod: &crate::store::Stored) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), pod.namespace());
+    let patch = json!({"status": pod.value["status"]});
+    if let Err(e) = pods
+        .patch_status(pod.name(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        tracing::warn!(
+            "cannot report pod {}/{}'s status: {e}",
+            pod.namespace(),
+            pod.name()
+        );
+    }
+}
+
 /// Sends the kubelet's writes to pods upstream, until the task is aborted.
 pub async fn uplink(mirror: Arc<Mirror>, client: kube::Client) {
     let mut events_rx = mirror.store.events();
@@ -235,8 +251,16 @@ pub async fn uplink(mirror: Arc<Mirror>, client: kube::Client) {
         let event = match events_rx.recv().await {
             Ok(e) => e,
             Err(RecvError::Lagged(n)) => {
-                // The next status write of each pod carries its whole status again.
-                tracing::warn!("uplink missed {n} store events");
+                // Some of the kubelet's writes may be among the missed events: every pod's
+                // status as the kubelet has it now goes up again.
+                tracing::warn!("uplink missed {n} store events; reporting every pod again");
+                let rt = resources::by_shape(Shape::Pod);
+                let pods: Vec<Arc<crate::store::Stored>> = mirror
+                    .store
+                    .read(|s| s.list(rt, None, None).cloned().collect());
+                for pod in pods {
+                    report_status(&client, &pod).await;
+                }
                 continue;
             }
             Err(RecvError::Closed) => return,
@@ -252,21 +276,7 @@ pub async fn uplink(mirror: Arc<Mirror>, client: kube::Client) {
                 if before == Some(&object.value["status"]) {
                     continue;
                 }
-                let patch = json!({"status": object.value["status"]});
-                if let Err(e) = pods
-                    .patch_status(
-                        object.name(),
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
-                    )
-                    .await
-                {
-                    tracing::warn!(
-                        "cannot report pod {}/{}'s status: {e}",
-                        object.namespace(),
-                        object.name()
-                    );
-                }
+                report_status(&client, object).await;
             }
             EventType::Deleted => {
                 let params = DeleteParams {

@@ -41,11 +41,13 @@ fn node_object() -> Value {
     })
 }
 
-fn status(version: &str) -> Value {
+/// The node's status; `since` is when the conditions last changed (the node's start: they
+/// do not change while it runs).
+fn status(version: &str, since: &str) -> Value {
     let now = crate::admission::now();
     let ready = |t: &str, s: &str, reason: &str, message: &str| {
         json!({"type": t, "status": s, "reason": reason, "message": message,
-            "lastHeartbeatTime": now, "lastTransitionTime": now})
+            "lastHeartbeatTime": now, "lastTransitionTime": since})
     };
     json!({"status": {
         "conditions": [
@@ -89,13 +91,14 @@ pub async fn run(client: kube::Client, version: String) {
         }
     }
     let mut last_status: Option<tokio::time::Instant> = None;
+    let since = crate::admission::now();
     loop {
         if last_status.is_none_or(|t| t.elapsed() >= STATUS_EVERY) {
             match nodes
                 .patch_status(
                     NODE_NAME,
                     &PatchParams::default(),
-                    &Patch::Merge(status(&version)),
+                    &Patch::Merge(status(&version, &since)),
                 )
                 .await
             {

@@ -1,4 +1,4 @@
-// Command tether-upstream runs the real Kubernetes control plane for tether-sandbox's
+// Command tether-upstream runs the real Kubernetes control plane (and kube-proxy) for tether-sandbox's
 // `--control-plane upstream`: one binary, several components, chosen by the first argument
 // (as hyperkube did), so that one build and one go.mod pin all of them to the same release.
 //
@@ -6,6 +6,7 @@
 //	tether-upstream kube-apiserver [kube-apiserver flags]
 //	tether-upstream kube-controller-manager [flags]
 //	tether-upstream kube-scheduler [flags]
+//	tether-upstream kube-proxy [flags]
 //	tether-upstream version
 //
 // Each component runs in its own process: the components keep process-wide state (flags,
@@ -26,6 +27,7 @@ import (
 	"k8s.io/component-base/version"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	proxy "k8s.io/kubernetes/cmd/kube-proxy/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
 
 	_ "time/tzdata" // CronJob time zones, as the apiserver and controller-manager mains import it
@@ -36,6 +38,7 @@ var components = map[string]func() *cobra.Command{
 	"kube-apiserver":          apiserver.NewAPIServerCommand,
 	"kube-controller-manager": func() *cobra.Command { return controllermanager.NewControllerManagerCommand() },
 	"kube-scheduler":          func() *cobra.Command { return scheduler.NewSchedulerCommand() },
+	"kube-proxy":              proxy.NewProxyCommand,
 }
 
 func usage() {
