@@ -113,6 +113,9 @@ pub async fn serve(
         let Ok((tcp, peer)) = listener.accept().await else {
             continue;
         };
+        // The API server's streams (port-forward, exec) carry small writes both ways; with
+        // Nagle each waits for the peer's delayed ACK (40 ms).
+        let _ = tcp.set_nodelay(true);
         let (acceptor, server, allowed) = (acceptor.clone(), server.clone(), allowed.clone());
         tokio::spawn(async move {
             let tls = match acceptor.accept(tcp).await {
