@@ -121,6 +121,50 @@ pub fn check_namespace(state: &State, namespace: &str) -> Result<(), ApiError> {
 }
 
 /// Prepares a new object for the store. `namespace` comes from the URL ("" when cluster-scoped).
+/// The pod's QoS class, as kube-apiserver sets it at creation: Guaranteed when every
+/// container limits CPU and memory with requests equal to the limits (requests default to
+/// limits), BestEffort when no container requests or limits either, else Burstable.
+pub fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .flat_map(|k| spec[*k].as_array().into_iter().flatten())
+        .collect();
+    let of = |c: &Value, kind: &str, res: &str| {
+        c["resources"][kind][res]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| c["resources"][kind][res].as_number().map(|n| n.to_string()))
+    };
+    let any = containers.iter().any(|c| {
+        ["requests", "limits"].iter().any(|k| {
+            ["cpu", "memory"]
+                .iter()
+                .any(|r| of(c, k, r).is_some_and(|q| !is_zero(&q)))
+        })
+    });
+    if !any {
+        return "BestEffort";
+    }
+    let guaranteed = containers.iter().all(|c| {
+        ["cpu", "memory"].iter().all(|r| match of(c, "limits", r) {
+            Some(limit) => of(c, "requests", r).is_none_or(|req| req == limit),
+            None => false,
+        })
+    });
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+fn is_zero(quantity: &str) -> bool {
+    quantity
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+        .parse::<f64>()
+        .is_ok_and(|v| v == 0.0)
+}
+
 pub fn admit_create(
     state: &mut State,
     rt: &'static ResourceType,
@@ -194,7 +238,7 @@ pub fn admit_create(
     }
     if rt.has_status {
         obj["status"] = match rt.shape {
-            Shape::Pod => json!({"phase": "Pending", "qosClass": "BestEffort"}),
+            Shape::Pod => json!({"phase": "Pending", "qosClass": qos_class(&obj["spec"])}),
             Shape::Namespace => json!({"phase": "Active"}),
             Shape::Service => json!({"loadBalancer": {}}),
             // Nodes and ServiceCIDRs are written whole by the sandbox itself.
@@ -435,5 +479,26 @@ mod tests {
             json!({}),
             "the main resource does not write status"
         );
+    }
+
+    #[test]
+    fn the_qos_class_is_the_api_servers() {
+        let pod = |resources: Value| json!({"containers": [{"name": "a", "resources": resources}, {"name": "b"}]});
+        assert_eq!(qos_class(&pod(json!({}))), "BestEffort");
+        assert_eq!(
+            qos_class(&pod(json!({"requests": {"cpu": "0"}}))),
+            "BestEffort"
+        );
+        assert_eq!(
+            qos_class(&pod(json!({"requests": {"cpu": "100m"}}))),
+            "Burstable"
+        );
+        let full = json!({"limits": {"cpu": "1", "memory": "64Mi"}});
+        assert_eq!(qos_class(&pod(full.clone())), "Burstable", "b has none");
+        let both = json!({"containers": [{"name": "a", "resources": full.clone()}, {"name": "b", "resources": full}]});
+        assert_eq!(qos_class(&both), "Guaranteed");
+        let unequal = json!({"containers": [{"name": "a", "resources": {
+            "limits": {"cpu": "1", "memory": "64Mi"}, "requests": {"cpu": "500m", "memory": "64Mi"}}}]});
+        assert_eq!(qos_class(&unequal), "Burstable");
     }
 }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::daemon::Config;
+use crate::daemon::{Config, ControlPlane};
 use crate::workload;
 
 #[derive(Debug, Parser)]
@@ -101,6 +101,17 @@ struct ServeArgs {
     /// workloads are ready.
     #[arg(long)]
     demo: bool,
+    /// Which control plane serves the API: the sandbox's own (`builtin`), or the real
+    /// kube-apiserver, controller-manager, scheduler and etcd built by
+    /// scripts/build-upstream.sh (`upstream`), which the sandbox's node joins.
+    #[arg(long, value_enum, env = "TETHER_SANDBOX_CONTROL_PLANE", default_value_t = ControlPlaneArg::Builtin)]
+    control_plane: ControlPlaneArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ControlPlaneArg {
+    Builtin,
+    Upstream,
 }
 
 /// What to do.
@@ -140,12 +151,17 @@ fn config(dir: DirArgs, kubeconfig: Option<PathBuf>, port: u16) -> Config {
         kubeconfig,
         port,
         demo: false,
+        control_plane: ControlPlane::Builtin,
     }
 }
 
 fn serve_config(a: ServeArgs) -> Config {
     Config {
         demo: a.demo,
+        control_plane: match a.control_plane {
+            ControlPlaneArg::Builtin => ControlPlane::Builtin,
+            ControlPlaneArg::Upstream => ControlPlane::Upstream,
+        },
         ..config(a.dir, a.kubeconfig, a.port)
     }
 }

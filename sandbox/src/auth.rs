@@ -16,6 +16,31 @@ pub struct ServiceAccount {
     pub name: String,
 }
 
+/// Where the kubelet gets a pod's service-account token: the builtin API server's own
+/// [`Tokens`], or TokenRequest on an upstream API server ([`crate::upstream`]).
+pub trait TokenIssuer: Send + Sync + std::fmt::Debug {
+    /// A token for `account`, bound to the pod `pod_name` with UID `pod_uid`. Blocks (called
+    /// from the kubelet's blocking pod set-up).
+    fn pod_token(
+        &self,
+        account: ServiceAccount,
+        pod_name: &str,
+        pod_uid: &str,
+    ) -> Result<String, String>;
+    /// The pod is gone: its tokens need not stay valid.
+    fn forget_pod(&self, pod_uid: &str);
+}
+
+impl TokenIssuer for Tokens {
+    fn pod_token(&self, account: ServiceAccount, _: &str, pod_uid: &str) -> Result<String, String> {
+        Ok(self.issue(account, pod_uid))
+    }
+
+    fn forget_pod(&self, pod_uid: &str) {
+        self.revoke_pod(pod_uid);
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Tokens {
     by_token: Mutex<HashMap<String, (ServiceAccount, String)>>,

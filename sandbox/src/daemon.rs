@@ -1,7 +1,8 @@
 //! Running the sandbox: `serve` in the foreground, and `up`/`down`/`status`, which manage a
 //! detached `serve` through files in the state directory:
 //!
-//! - `tether-sandbox.pid` and `port`: written by `serve` once it listens, removed on exit;
+//! - `tether-sandbox.pid`, `port` and `control-plane`: written by `serve` once it listens (the
+//!   pid file is removed on exit);
 //! - `tether-sandbox.log`: the detached server's output;
 //! - `lock`: held (flock) by the serving process, so one state directory has one server;
 //! - `state.json` and the credentials (see [`crate::persist`] and [`crate::pki`]).
@@ -79,6 +80,16 @@ pub enum DaemonError {
     NotReady(Duration, PathBuf),
     #[error("process {0} did not exit after SIGTERM and SIGKILL")]
     WontStop(i32),
+    #[error(
+        "the sandbox in {dir} runs the {serving} control plane, not {wanted}: stop it first (tether-sandbox down)"
+    )]
+    OtherControlPlane {
+        dir: PathBuf,
+        serving: String,
+        wanted: &'static str,
+    },
+    #[error("upstream control plane: {0}")]
+    Upstream(Box<crate::upstream::UpstreamError>),
 }
 
 /// Where things are, as the command line chose.
@@ -90,15 +101,39 @@ pub struct Config {
     pub port: u16,
     /// Deploy the demo namespace and wait for it before reporting ready.
     pub demo: bool,
+    pub control_plane: ControlPlane,
 }
 
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError {
+/// Who serves the Kubernetes API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlPlane {
+    /// The sandbox's own API server and controllers, in this process.
+    Builtin,
+    /// kube-apiserver, kube-controller-manager, kube-scheduler and etcd (see [`crate::upstream`]).
+    Upstream,
+}
+
+impl ControlPlane {
+    pub fn arg(self) -> &'static str {
+        match self {
+            ControlPlane::Builtin => "builtin",
+            ControlPlane::Upstream => "upstream",
+        }
+    }
+}
+
+pub(crate) fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError {
     let path = path.to_path_buf();
     move |source| DaemonError::Io { what, path, source }
 }
 
 fn pid_file(dir: &Path) -> PathBuf {
     dir.join("tether-sandbox.pid")
+}
+
+/// Which control plane the running server serves (`builtin` or `upstream`).
+fn control_plane_file(dir: &Path) -> PathBuf {
+    dir.join("control-plane")
 }
 
 fn port_file(dir: &Path) -> PathBuf {
@@ -165,11 +200,46 @@ fn log_tail(path: &Path) -> String {
     text.trim_end().to_string()
 }
 
+/// The credentials; the upstream control plane also needs the CA's key.
+fn load_pki(cfg: &Config) -> Result<Pki, PkiError> {
+    match cfg.control_plane {
+        ControlPlane::Builtin => Pki::load_or_create(&cfg.state_dir),
+        ControlPlane::Upstream => Pki::load_or_create_with_ca_key(&cfg.state_dir),
+    }
+}
+
+/// Whether the API server behind `port` answers /readyz.
+pub(crate) fn probe_ready(pki: &Pki, port: u16) -> bool {
+    probe::ready(pki, port)
+}
+
 /// `tether-sandbox up`: starts a detached server unless one runs, and waits until it is ready.
 pub fn up(cfg: &Config) -> Result<(), DaemonError> {
     crate::preflight::check()?;
     ensure_dir(&cfg.state_dir)?;
+    if cfg.control_plane == ControlPlane::Upstream {
+        // Said before anything starts: the one thing a machine without Go lacks.
+        crate::upstream::binaries::find(&[
+            crate::upstream::binaries::CONTROL_PLANE,
+            crate::upstream::binaries::COREDNS,
+        ])
+        .map_err(|e| DaemonError::Upstream(Box::new(e.into())))?;
+    }
     if let Some((pid, port)) = running(&cfg.state_dir) {
+        // A server of the other control plane is not what was asked for.
+        let serving = fs::read_to_string(control_plane_file(&cfg.state_dir)).unwrap_or_default();
+        let serving = if serving.trim().is_empty() {
+            "builtin"
+        } else {
+            serving.trim()
+        };
+        if serving != cfg.control_plane.arg() {
+            return Err(DaemonError::OtherControlPlane {
+                dir: cfg.state_dir.clone(),
+                serving: serving.to_string(),
+                wanted: cfg.control_plane.arg(),
+            });
+        }
         print_usage(port, pid, cfg);
         return Ok(());
     }
@@ -179,7 +249,7 @@ pub fn up(cfg: &Config) -> Result<(), DaemonError> {
         .map_err(io("cannot write", &recorded))?;
     let _ = fs::remove_file(pid_file(&cfg.state_dir));
     // Created here, before the server starts, so the two processes never both create them.
-    let pki = Pki::load_or_create(&cfg.state_dir)?;
+    let pki = load_pki(cfg)?;
     let log_path = log_file(&cfg.state_dir);
     let log = fs::OpenOptions::new()
         .create(true)
@@ -197,6 +267,8 @@ pub fn up(cfg: &Config) -> Result<(), DaemonError> {
         .arg("--port")
         .arg(cfg.port.to_string())
         .args(cfg.demo.then_some("--demo"))
+        .arg("--control-plane")
+        .arg(cfg.control_plane.arg())
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(stderr)
@@ -350,33 +422,23 @@ pub fn serve(cfg: &Config) -> Result<(), DaemonError> {
     if !lock_state_dir(&lock, &cfg.state_dir) {
         return Err(DaemonError::Locked(cfg.state_dir.clone()));
     }
-    let pki = Pki::load_or_create(&cfg.state_dir)?;
+    let pki = load_pki(cfg)?;
+    if cfg.control_plane == ControlPlane::Upstream {
+        return crate::upstream::serve(cfg, pki);
+    }
     let tls = pki.server_config(&cfg.state_dir)?;
     let store = Arc::new(persist::load(&cfg.state_dir)?);
     bootstrap::run(&store).map_err(DaemonError::Bootstrap)?;
 
     let layout = Arc::new(Layout::new(&cfg.state_dir));
-    let prefix_path = cfg.state_dir.join("netns-prefix");
-    fs::write(&prefix_path, layout.names.prefix()).map_err(io("cannot write", &prefix_path))?;
+    write_netns_prefix(cfg, &layout)?;
     // Dropped last on every way out of here, so the namespaces (and the pods' processes in
     // them) never outlive the server.
     let node = NodeGuard(Arc::new(Node::start(&layout).map_err(DaemonError::Node)?));
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(io("cannot start the runtime for", &cfg.state_dir))?;
+    let runtime = runtime(cfg)?;
     runtime.block_on(async {
-        let previous: Option<u16> = read_number(&port_file(&cfg.state_dir));
-        let listener = match (cfg.port, previous) {
-            (0, Some(p)) => match tokio::net::TcpListener::bind(("127.0.0.1", p)).await {
-                Ok(l) => Ok(l),
-                Err(_) => tokio::net::TcpListener::bind(("127.0.0.1", 0)).await,
-            },
-            (port, _) => tokio::net::TcpListener::bind(("127.0.0.1", port)).await,
-        }
-        .map_err(io("cannot listen for", &cfg.state_dir))?;
+        let listener = bind_host_listener(cfg).await?;
         let port = listener
             .local_addr()
             .map_err(io("cannot listen for", &cfg.state_dir))?
@@ -445,10 +507,7 @@ pub fn serve(cfg: &Config) -> Result<(), DaemonError> {
             };
             waited.map_err(DaemonError::Demo)?;
         }
-        fs::write(port_file(&cfg.state_dir), port.to_string())
-            .map_err(io("cannot write", &port_file(&cfg.state_dir)))?;
-        fs::write(pid_file(&cfg.state_dir), std::process::id().to_string())
-            .map_err(io("cannot write", &pid_file(&cfg.state_dir)))?;
+        write_ready_files(cfg, port)?;
         tracing::info!(
             "serving https://127.0.0.1:{port} (in the cluster https://{in_node}), state in {}",
             cfg.state_dir.display()
@@ -459,7 +518,7 @@ pub fn serve(cfg: &Config) -> Result<(), DaemonError> {
         for task in tasks {
             task.abort();
         }
-        let _ = fs::remove_file(pid_file(&cfg.state_dir));
+        remove_pid_file(cfg);
         Ok::<_, DaemonError>(())
     })?;
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -467,8 +526,53 @@ pub fn serve(cfg: &Config) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// Records the namespace prefix, so `down` finds a crashed server's namespaces.
+pub(crate) fn write_netns_prefix(cfg: &Config, layout: &Layout) -> Result<(), DaemonError> {
+    let prefix_path = cfg.state_dir.join("netns-prefix");
+    fs::write(&prefix_path, layout.names.prefix()).map_err(io("cannot write", &prefix_path))
+}
+
+/// The server's runtime (two workers: the machines it runs on are small).
+pub(crate) fn runtime(cfg: &Config) -> Result<tokio::runtime::Runtime, DaemonError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(io("cannot start the runtime for", &cfg.state_dir))
+}
+
+/// The API's listener on the host's 127.0.0.1: the port asked for, else the previous one
+/// if it is free, else any.
+pub(crate) async fn bind_host_listener(
+    cfg: &Config,
+) -> Result<tokio::net::TcpListener, DaemonError> {
+    let previous: Option<u16> = read_number(&port_file(&cfg.state_dir));
+    match (cfg.port, previous) {
+        (0, Some(p)) => match tokio::net::TcpListener::bind(("127.0.0.1", p)).await {
+            Ok(l) => Ok(l),
+            Err(_) => tokio::net::TcpListener::bind(("127.0.0.1", 0)).await,
+        },
+        (port, _) => tokio::net::TcpListener::bind(("127.0.0.1", port)).await,
+    }
+    .map_err(io("cannot listen for", &cfg.state_dir))
+}
+
+/// Tells `up` the server is ready: the port, then the pid it waits for.
+pub(crate) fn write_ready_files(cfg: &Config, port: u16) -> Result<(), DaemonError> {
+    let which = control_plane_file(&cfg.state_dir);
+    fs::write(&which, cfg.control_plane.arg()).map_err(io("cannot write", &which))?;
+    fs::write(port_file(&cfg.state_dir), port.to_string())
+        .map_err(io("cannot write", &port_file(&cfg.state_dir)))?;
+    fs::write(pid_file(&cfg.state_dir), std::process::id().to_string())
+        .map_err(io("cannot write", &pid_file(&cfg.state_dir)))
+}
+
+pub(crate) fn remove_pid_file(cfg: &Config) {
+    let _ = fs::remove_file(pid_file(&cfg.state_dir));
+}
+
 /// Removes the node's namespaces (and so the pods' processes) when `serve` ends, however.
-struct NodeGuard(Arc<Node>);
+pub(crate) struct NodeGuard(pub(crate) Arc<Node>);
 
 impl Drop for NodeGuard {
     fn drop(&mut self) {
@@ -476,11 +580,11 @@ impl Drop for NodeGuard {
     }
 }
 
-fn node_error(e: NetnsError) -> DaemonError {
+pub(crate) fn node_error(e: NetnsError) -> DaemonError {
     DaemonError::Node(NodeError::from(e))
 }
 
-fn tokio_listener(
+pub(crate) fn tokio_listener(
     bound: Result<std::net::TcpListener, NetnsError>,
 ) -> Result<tokio::net::TcpListener, DaemonError> {
     let listener = bound.map_err(node_error)?;
@@ -488,7 +592,7 @@ fn tokio_listener(
         .map_err(io("cannot register a listener of", Path::new("the node")))
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match (
         signal(SignalKind::terminate()),

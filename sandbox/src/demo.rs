@@ -15,7 +15,7 @@ const MANIFEST: &str = include_str!("demo/demo.yaml");
 pub const NAMESPACE: &str = "demo";
 
 /// The objects of the demo, in creation order.
-fn objects() -> Vec<Value> {
+pub(crate) fn objects() -> Vec<Value> {
     // The manifest is part of the binary and parsed by a unit test.
     serde_saphyr::from_multiple::<Value>(MANIFEST).expect("demo.yaml parses")
 }

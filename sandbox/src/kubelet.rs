@@ -38,7 +38,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::admission;
-use crate::auth::Tokens;
+use crate::auth::TokenIssuer;
 use crate::bootstrap::NODE_NAME;
 use crate::controllers::{self, Controller};
 use crate::node::Layout;
@@ -60,7 +60,7 @@ struct Shared {
     store: Arc<Store>,
     net: Arc<dyn PodNetwork>,
     layout: Arc<Layout>,
-    tokens: Arc<Tokens>,
+    tokens: Arc<dyn TokenIssuer>,
     /// The cluster CA (PEM), written into pods as `ca.crt`.
     ca_pem: String,
     /// Running containers, for the API server's `pods/exec`.
@@ -80,7 +80,7 @@ impl Kubelet {
         store: Arc<Store>,
         net: Arc<dyn PodNetwork>,
         layout: Arc<Layout>,
-        tokens: Arc<Tokens>,
+        tokens: Arc<dyn TokenIssuer>,
         ca_pem: String,
         exec_targets: Arc<exec::ExecTargets>,
     ) -> Self {
@@ -229,7 +229,7 @@ pub async fn run(
     store: Arc<Store>,
     net: Arc<dyn PodNetwork>,
     layout: Arc<Layout>,
-    tokens: Arc<Tokens>,
+    tokens: Arc<dyn TokenIssuer>,
     ca_pem: String,
     exec_targets: Arc<exec::ExecTargets>,
 ) {

@@ -32,6 +32,23 @@
 //!   the pods' service-account tokens. [`daemon`] wires them together in `serve`; [`demo`]
 //!   is the `--demo` namespace; [`shell`] enters the workstation.
 //!
+//! Two control planes serve the API (`--control-plane`, env `TETHER_SANDBOX_CONTROL_PLANE`):
+//! `builtin` (the default) is everything above, in this process; `upstream` ([`upstream`])
+//! runs the real kube-apiserver, kube-controller-manager, kube-scheduler, etcd and
+//! kube-proxy (nftables mode, in the node's namespace) built by scripts/build-upstream.sh, and
+//! CoreDNS as a Deployment; this process is then only their node: the kubelet (on a local copy
+//! of what the node may see, and serving the kubelet API to the API server) and the network
+//! are the sandbox's own. With `upstream`, the API (RBAC, admission, defaults, patches,
+//! TokenRequest, SelfSubjectAccessReview, server-side apply, OpenAPI), the controllers, the
+//! scheduler, Service routing and cluster DNS are Kubernetes' own; what follows about the API
+//! server, the store, the controllers, kube-proxy and DNS describes `builtin` only, and what
+//! it says about the node (containers as host processes, no volumes besides the
+//! service-account token, IPv4) holds for both. The upstream node also does not refresh
+//! tokens (they are asked for with the kubelet's 3607 s, which kube-apiserver extends to a
+//! year), mounts no ConfigMap or Secret volumes (CoreDNS reads its Corefile from a file the
+//! sandbox writes from the `coredns` ConfigMap), and does not restart a control-plane process
+//! that exits after the start.
+//!
 //! What still differs from a real cluster:
 //!
 //! - One node, and no scheduler: every pod is bound to it (node selectors, affinity and taints
@@ -82,6 +99,7 @@ mod resources;
 mod server;
 mod shell;
 mod store;
+mod upstream;
 mod workload;
 
 use std::process::ExitCode;

@@ -46,6 +46,9 @@ pub const SERVING_NAMES: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct Pki {
     pub ca_pem: String,
+    /// The CA's key, for the certificates the upstream control plane needs (see
+    /// [`crate::upstream::certs`]); None for a state directory made before it was kept.
+    pub ca_key_pem: Option<String>,
     cert_pem: String,
     key_pem: String,
     pub admin_token: String,
@@ -117,6 +120,7 @@ fn generate() -> Result<Pki, PkiError> {
     let cert = serving.signed_by(&key, &issuer)?;
     Ok(Pki {
         ca_pem: ca_cert.pem(),
+        ca_key_pem: Some(issuer.key().serialize_pem()),
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
         admin_token: random_token(),
@@ -134,6 +138,7 @@ impl Pki {
         if let [Some(ca), Some(cert), Some(key), Some(token)] = loaded.as_slice() {
             return Ok(Pki {
                 ca_pem: ca.clone(),
+                ca_key_pem: read(&dir.join("ca.key"))?,
                 cert_pem: cert.clone(),
                 key_pem: key.clone(),
                 admin_token: token.trim().to_string(),
@@ -147,7 +152,24 @@ impl Pki {
         {
             write_private(path, contents)?;
         }
+        if let Some(key) = &pki.ca_key_pem {
+            write_private(&dir.join("ca.key"), key)?;
+        }
         Ok(pki)
+    }
+
+    /// As [`Pki::load_or_create`], but with the CA's key: credentials made before the key was
+    /// kept are made anew (kubeconfigs written with the old ones stop working).
+    pub fn load_or_create_with_ca_key(dir: &Path) -> Result<Pki, PkiError> {
+        let pki = Pki::load_or_create(dir)?;
+        if pki.ca_key_pem.is_some() {
+            return Ok(pki);
+        }
+        for f in ["ca.crt", "apiserver.crt", "apiserver.key", "admin.token"] {
+            let path = dir.join(f);
+            fs::remove_file(&path).map_err(|source| PkiError::Io { path, source })?;
+        }
+        Pki::load_or_create(dir)
     }
 
     /// The rustls server configuration (HTTP/1.1 only).

@@ -52,7 +52,7 @@ impl Server {
         )
     }
 
-    async fn respond(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+    pub async fn respond(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let allowed = match self.authenticated(&req) {
             Some(ok) => ok,
             None => anonymous_allowed(req.uri().path()),

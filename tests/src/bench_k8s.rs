@@ -51,6 +51,25 @@ fn main() {
         eprintln!("tether-bench-k8s needs root (the sandbox's network namespaces, TUN)");
         std::process::exit(2);
     }
+    // `--control-plane builtin|upstream`: which API server the sandbox runs (passed on to
+    // `tether-sandbox up` through its environment variable).
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [] => {}
+        [flag, which]
+            if flag == "--control-plane" && (which == "builtin" || which == "upstream") =>
+        {
+            // SAFETY: nothing else runs yet; no other thread reads the environment.
+            unsafe { std::env::set_var("TETHER_SANDBOX_CONTROL_PLANE", which) };
+        }
+        _ => {
+            eprintln!("usage: tether-bench-k8s [--control-plane builtin|upstream]");
+            std::process::exit(2);
+        }
+    }
+    let control_plane =
+        std::env::var("TETHER_SANDBOX_CONTROL_PLANE").unwrap_or_else(|_| "builtin".into());
+    println!("control plane: {control_plane}");
     let c = SandboxCluster::start();
     let node = format!("{}-node", c.netns_prefix);
     let pod = first_word(&c.jsonpath(

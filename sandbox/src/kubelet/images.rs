@@ -5,6 +5,8 @@
 //!   tag): this executable with `workload http-echo|tcp-echo|udp-echo`;
 //! - any image whose repository ends in `/tether-agent` (any tag, any registry): the
 //!   `tether-agent` binary, from `$TETHER_AGENT_BIN`, else next to this executable, else `PATH`;
+//! - any image whose repository ends in `/coredns`: the CoreDNS built by
+//!   scripts/build-upstream.sh (see [`crate::upstream::binaries`]), when it is built;
 //! - `tether-sandbox/host`: no entrypoint; `command[0]` is looked up on the host's `PATH`;
 //! - `images.json` in the state directory: `{"image or repository": "/path/to/exe"}` or
 //!   `{"image": ["/path/to/exe", "default", "args"]}`; the full reference is tried before the
@@ -83,6 +85,16 @@ pub fn entrypoint(image: &str, state_dir: &Path) -> Result<Entrypoint, ImageErro
     if repo == "tether-agent" || repo.ends_with("/tether-agent") {
         return Ok(Entrypoint {
             exe: Some(agent_binary()),
+            entry_args: Vec::new(),
+        });
+    }
+    // CoreDNS's image (registry.k8s.io/coredns/coredns, any tag): the CoreDNS that
+    // scripts/build-upstream.sh built, for the upstream control plane's cluster DNS.
+    if (repo == "coredns" || repo.ends_with("/coredns"))
+        && let Some(exe) = crate::upstream::binaries::coredns()
+    {
+        return Ok(Entrypoint {
+            exe: Some(exe),
             entry_args: Vec::new(),
         });
     }

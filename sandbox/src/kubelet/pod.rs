@@ -445,7 +445,7 @@ impl Worker {
             files::remove_runtime(&pod_dir);
         })
         .await;
-        self.shared.tokens.revoke_pod(&self.uid);
+        self.shared.tokens.forget_pod(&self.uid);
         self.shared.exec_targets.pod_gone(&self.uid);
         if !remove_object {
             return;

@@ -190,7 +190,10 @@ pub fn pod_status(prev: &Value, view: &PodView, now: &str) -> Value {
         }
     }
     status.insert("startTime".into(), json!(view.start_time));
-    status.insert("qosClass".into(), json!("BestEffort"));
+    // The API server sets the class when the pod is created and refuses any change to it.
+    status
+        .entry("qosClass")
+        .or_insert_with(|| json!("BestEffort"));
     status.insert(
         "containerStatuses".into(),
         Value::Array(

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::*;
+use crate::auth::Tokens;
 use crate::node::netns;
 
 struct TestNet {

@@ -26,20 +26,23 @@ impl Worker {
             self.pod_dir.clone(),
         );
         let result = tokio::task::spawn_blocking(move || {
-            let (netns, ip) = shared.net.add_pod(&uid)?;
-            let token = (v["spec"]["automountServiceAccountToken"] != false).then(|| {
+            // The token first: when the API server does not issue one (yet), the pod is set
+            // up on the next try, and no network is left behind meanwhile.
+            let token = if v["spec"]["automountServiceAccountToken"] != false {
                 let account = v["spec"]["serviceAccountName"]
                     .as_str()
                     .filter(|s| !s.is_empty())
                     .unwrap_or("default");
-                shared.tokens.issue(
-                    ServiceAccount {
-                        namespace: ns.clone(),
-                        name: account.to_string(),
-                    },
-                    &uid,
-                )
-            });
+                let pod_name = v["metadata"]["name"].as_str().unwrap_or_default();
+                let account = ServiceAccount {
+                    namespace: ns.clone(),
+                    name: account.to_string(),
+                };
+                Some(shared.tokens.pod_token(account, pod_name, &uid)?)
+            } else {
+                None
+            };
+            let (netns, ip) = shared.net.add_pod(&uid)?;
             let ip_text = ip.to_string();
             let host = hostname(&v);
             let aliases = v["spec"]["hostAliases"]

@@ -1,0 +1,70 @@
+//! Service-account tokens for the node's pods from the upstream API server's TokenRequest
+//! API, bound to the pod, as the kubelet gets them for projected service-account volumes.
+
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount as ServiceAccountObject;
+use kube::api::{Api, PostParams};
+
+use crate::auth::{ServiceAccount, TokenIssuer};
+
+/// The kubelet's own request: 3607 seconds is the value kube-apiserver recognises as a
+/// kubelet's and extends (the token is then valid for a year, since this node does not
+/// refresh tokens as a kubelet does).
+const EXPIRATION_SECONDS: i64 = 3607;
+
+pub struct TokenRequests {
+    /// The node's client (the Node authorizer lets it ask for its pods' accounts only).
+    pub client: kube::Client,
+    pub runtime: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for TokenRequests {
+    // kube::Client is not Debug.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenRequests")
+    }
+}
+
+impl TokenIssuer for TokenRequests {
+    fn pod_token(
+        &self,
+        account: ServiceAccount,
+        pod_name: &str,
+        pod_uid: &str,
+    ) -> Result<String, String> {
+        let api: Api<ServiceAccountObject> =
+            Api::namespaced(self.client.clone(), &account.namespace);
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: Vec::new(),
+                bound_object_ref: Some(BoundObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: Some(pod_name.into()),
+                    uid: Some(pod_uid.into()),
+                }),
+                expiration_seconds: Some(EXPIRATION_SECONDS),
+            },
+            ..Default::default()
+        };
+        let created = self.runtime.block_on(api.create_token_request(
+            &account.name,
+            &PostParams::default(),
+            &request,
+        ));
+        match created {
+            Ok(r) => r
+                .status
+                .map(|s| s.token)
+                .ok_or_else(|| "TokenRequest answered without a token".to_string()),
+            Err(e) => Err(format!(
+                "cannot get a token for service account {}/{}: {e}",
+                account.namespace, account.name
+            )),
+        }
+    }
+
+    // Bound tokens end with their pod: the API server stops accepting them once the pod is
+    // deleted.
+    fn forget_pod(&self, _: &str) {}
+}
