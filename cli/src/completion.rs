@@ -157,34 +157,28 @@ pub fn contexts(current: &OsStr) -> Vec<CompletionCandidate> {
     matching(current, names)
 }
 
+/// The names of the objects `api` lists.
+async fn names<K>(api: Api<K>) -> Option<Vec<String>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let list = api.list(&Default::default()).await.ok()?;
+    Some(
+        list.items
+            .into_iter()
+            .filter_map(|o| o.meta().name.clone())
+            .collect(),
+    )
+}
+
 pub fn namespaces(current: &OsStr) -> Vec<CompletionCandidate> {
-    let names = with_client(|client, _| async move {
-        let list = Api::<Namespace>::all(client)
-            .list(&Default::default())
-            .await
-            .ok()?;
-        Some(
-            list.items
-                .into_iter()
-                .filter_map(|n| n.metadata.name)
-                .collect::<Vec<_>>(),
-        )
-    });
+    let names = with_client(|client, _| names(Api::<Namespace>::all(client)));
     matching(current, names.unwrap_or_default())
 }
 
 pub fn workloads(current: &OsStr) -> Vec<CompletionCandidate> {
     let names = with_client(|client, namespace| async move {
-        let list = Api::<Deployment>::namespaced(client, &namespace?)
-            .list(&Default::default())
-            .await
-            .ok()?;
-        Some(
-            list.items
-                .into_iter()
-                .filter_map(|d| d.metadata.name)
-                .collect::<Vec<_>>(),
-        )
+        names(Api::<Deployment>::namespaced(client, &namespace?)).await
     });
     let prefix = current.to_string_lossy();
     let names = names.unwrap_or_default();

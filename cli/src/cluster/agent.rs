@@ -20,10 +20,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, Probe, ResourceRequirements, SecurityContext, Service,
-};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::api::core::v1::{Container, ContainerPort, Probe, ResourceRequirements, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
@@ -405,12 +402,6 @@ fn number_probe(probe: &Probe, app: &Container) -> Option<Probe> {
 
 /// The sidecar container: the agent image's `sidecar` role, locked down like the manager.
 fn sidecar(image: &str, control: u16, forwards: &[Forward]) -> Container {
-    let quantities = |cpu: &str, memory: &str| {
-        std::collections::BTreeMap::from([
-            ("cpu".to_string(), Quantity(cpu.into())),
-            ("memory".to_string(), Quantity(memory.into())),
-        ])
-    };
     let mut args = vec![
         "sidecar".to_owned(),
         "--control".to_owned(),
@@ -436,20 +427,11 @@ fn sidecar(image: &str, control: u16, forwards: &[Forward]) -> Container {
                 .collect(),
         ),
         resources: Some(ResourceRequirements {
-            requests: Some(quantities("10m", "16Mi")),
-            limits: Some(quantities("500m", "128Mi")),
+            requests: Some(super::manifests::quantities("10m", "16Mi")),
+            limits: Some(super::manifests::quantities("500m", "128Mi")),
             ..Default::default()
         }),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        security_context: Some(super::manifests::locked_down()),
         ..Default::default()
     }
 }

@@ -33,6 +33,18 @@ pub struct KubeOptions {
     pub exec_as: Option<super::exec_as::ExecAs>,
 }
 
+/// The cluster a command's flags name, with credential plugins run as this process's user.
+impl From<&crate::config::KubeTarget> for KubeOptions {
+    fn from(target: &crate::config::KubeTarget) -> Self {
+        KubeOptions {
+            kubeconfig: target.kubeconfig.clone(),
+            context: target.context.clone(),
+            namespace: target.namespace.clone(),
+            exec_as: None,
+        }
+    }
+}
+
 /// A cluster whose API server answered.
 #[derive(Clone)]
 pub struct Cluster {

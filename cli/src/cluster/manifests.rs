@@ -195,12 +195,6 @@ pub fn deployment(namespace: &str, image: &str, version: &str) -> Deployment {
 /// The manager's one container: tunnel on loopback only, health on the pod IP for the
 /// kubelet, the token from the Secret, locked down.
 fn manager_container(image: &str) -> Container {
-    let quantities = |cpu: &str, memory: &str| {
-        BTreeMap::from([
-            ("cpu".to_string(), Quantity(cpu.into())),
-            ("memory".to_string(), Quantity(memory.into())),
-        ])
-    };
     Container {
         name: "manager".into(),
         image: Some(image.into()),
@@ -257,14 +251,28 @@ fn manager_container(image: &str) -> Container {
             limits: Some(quantities("500m", "128Mi")),
             ..Default::default()
         }),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
+        security_context: Some(locked_down()),
+        ..Default::default()
+    }
+}
+
+/// CPU and memory quantities, for requests and limits.
+pub fn quantities(cpu: &str, memory: &str) -> BTreeMap<String, Quantity> {
+    BTreeMap::from([
+        ("cpu".to_string(), Quantity(cpu.into())),
+        ("memory".to_string(), Quantity(memory.into())),
+    ])
+}
+
+/// How tether's containers run (the manager and the sidecar): no root, no privilege
+/// escalation, no capabilities, a read-only root filesystem.
+pub fn locked_down() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
             ..Default::default()
         }),
         ..Default::default()

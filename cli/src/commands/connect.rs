@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use crate::cluster::exec_as::Invoker;
 use crate::cluster::{self, InstallOptions, KubeOptions};
-use crate::config::{ConnectConfig, KubeTarget, Target};
+use crate::config::{ConnectConfig, Target};
 use crate::control;
 use crate::control::start::{self, Interrupts};
 use crate::daemon::host;
@@ -90,7 +90,7 @@ async fn resolve(target: Target, printer: &Printer) -> Result<Source, CliError> 
         Target::Direct(direct) => return Ok(Source::Direct(direct)),
         Target::Kubernetes(target) => target,
     };
-    let cluster = cluster::connect(&kube_options(&target)).await?;
+    let cluster = cluster::connect(&KubeOptions::from(&target)).await?;
     // Like the daemon's steps: on stderr, so results on stdout stay clean.
     let mut progress = printer.progress();
     let install = InstallOptions {
@@ -115,15 +115,6 @@ async fn resolve(target: Target, printer: &Printer) -> Result<Source, CliError> 
         // The daemon runs as root through sudo; its credential plugins run as the user.
         invoker: (!crate::system::is_root()).then(Invoker::current),
     }))
-}
-
-fn kube_options(target: &KubeTarget) -> KubeOptions {
-    KubeOptions {
-        kubeconfig: target.kubeconfig.clone(),
-        context: target.context.clone(),
-        namespace: target.namespace.clone(),
-        exec_as: None,
-    }
 }
 
 /// The user's KUBECONFIG, else their ~/.kube/config, spelled out for the daemon.

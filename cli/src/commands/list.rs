@@ -194,13 +194,7 @@ async fn held(
 }
 
 pub async fn run(target: &KubeTarget, printer: &Printer) -> Result<(), CliError> {
-    let cluster = cluster::connect(&KubeOptions {
-        kubeconfig: target.kubeconfig.clone(),
-        context: target.context.clone(),
-        namespace: target.namespace.clone(),
-        exec_as: None,
-    })
-    .await?;
+    let cluster = cluster::connect(&KubeOptions::from(target)).await?;
     let namespace = target
         .namespace
         .clone()

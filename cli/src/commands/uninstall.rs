@@ -31,13 +31,7 @@ pub async fn uninstall(
     printer: &Printer,
 ) -> Result<Uninstalled, CliError> {
     // Checked first: an unreachable cluster should not cost the user their session.
-    let cluster = cluster::connect(&KubeOptions {
-        kubeconfig: target.kubeconfig.clone(),
-        context: target.context.clone(),
-        namespace: target.namespace.clone(),
-        exec_as: None,
-    })
-    .await?;
+    let cluster = cluster::connect(&KubeOptions::from(target)).await?;
     let namespace = target
         .namespace
         .clone()

@@ -382,8 +382,8 @@ impl Intercepts {
         };
         if let Some(e) = failure {
             stop.cancel();
-            if injected {
-                let _ = agent::remove(&cluster, &ns, &spec.workload).await;
+            if injected && let Err(undo) = agent::remove(&cluster, &ns, &spec.workload).await {
+                tracing::error!("cannot restore deploy/{}: {undo}", spec.workload);
             }
             return Err(e);
         }
@@ -415,6 +415,10 @@ impl Intercepts {
         };
         if cancel.is_cancelled() {
             stop.cancel();
+            // Cancelled after the claims: what this request injected goes too.
+            if injected && let Err(undo) = agent::remove(&cluster, &ns, &spec.workload).await {
+                tracing::error!("cannot restore deploy/{}: {undo}", spec.workload);
+            }
             return Err(InterceptError::Cancelled {
                 workload: spec.workload,
             });
@@ -672,6 +676,11 @@ impl Follow {
             });
             tokio::spawn(self.clone().hold(pod, token));
         }
+        self.publish_claimed();
+    }
+
+    /// The intercept's `pods` are the claimed ones of the link states.
+    fn publish_claimed(&self) {
         let claimed: Vec<String> = self
             .states
             .borrow()
@@ -690,16 +699,7 @@ impl Follow {
                 *slot = state;
             }
         });
-        let claimed: Vec<String> = self
-            .states
-            .borrow()
-            .iter()
-            .filter(|(_, s)| **s == LinkState::Claimed)
-            .map(|(p, _)| p.clone())
-            .collect();
-        if let Ok(mut info) = self.info.lock() {
-            info.pods = claimed;
-        }
+        self.publish_claimed();
     }
 
     /// Holds the claim on one pod until `stop`, opening the link again when it breaks.
