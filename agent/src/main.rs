@@ -56,6 +56,10 @@ enum Role {
         /// on 127.0.0.1:APP (repeatable).
         #[arg(long = "forward", required = true)]
         forwards: Vec<sidecar::Forward>,
+        /// The app container does not run (`tether intercept --replace`): connections that
+        /// no claim takes are reset instead of forwarded.
+        #[arg(long)]
+        replace: bool,
     },
 }
 
@@ -95,9 +99,15 @@ fn main() -> ExitCode {
             block_on(manager::run(config))
         }
         // One thread as well: it shares the pod with the app and mostly copies bytes.
-        Role::Sidecar { control, forwards } => {
-            block_on(sidecar::run(sidecar::Config { control, forwards }))
-        }
+        Role::Sidecar {
+            control,
+            forwards,
+            replace,
+        } => block_on(sidecar::run(sidecar::Config {
+            control,
+            forwards,
+            replace,
+        })),
     }
 }
 

@@ -14,23 +14,38 @@
 //!   have been read yet.
 //! - A session whose control stream ends or falls silent for
 //!   [`tether_tunnel::wire::intercept::LIVENESS`] loses its claims at once.
+//! - A claim may take only some HTTP requests, or mirror them ([`tether_tunnel::wire::route`]).
+//!   While such a claim is on a port, each new connection's first bytes are read
+//!   ([`sniff`]): HTTP goes through [`http`], which routes request by request, and anything
+//!   else goes to the app (or to a global claim), with copies for the mirrors ([`mirror`]).
+//!   With no claim, or one global claim, connections are spliced as bytes, as before.
+//! - [`claims`] holds the claims, their conflicts and their counters.
+//! - With `--replace` the app container does not run; connections no claim takes are reset.
 
-use std::collections::BTreeMap;
+mod claims;
+mod http;
+mod mirror;
+mod sniff;
+
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tether_tunnel::Session;
 use tether_tunnel::wire::flow::{FlowReply, FlowRequest};
 use tether_tunnel::wire::frame::{MAX_FRAME, expect_frame, read_frame, write_frame};
 use tether_tunnel::wire::handshake::{Terms, server_handshake_with};
-use tether_tunnel::wire::intercept::{
-    Holder, LIVENESS, PortStatus, SidecarReply, SidecarRequest, SidecarStatus,
-};
+use tether_tunnel::wire::intercept::{LIVENESS, SidecarRequest};
+use tether_tunnel::wire::route::Mode;
 use tether_tunnel::{FlowStream, SessionError};
 use thiserror::Error;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+
+use claims::{Claim, Ports};
+use sniff::Protocol;
 
 /// A laptop gets this long to complete the handshake and open its control stream.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,7 +54,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// MiB/s in tether-bench-k8s).
 const COPY_BUFFER: usize = 256 * 1024;
 /// How long the laptop may take to answer a stream with its local dial's result.
-const LAPTOP_DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const LAPTOP_DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One port the sidecar took over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +85,8 @@ impl std::str::FromStr for Forward {
 pub struct Config {
     pub control: SocketAddr,
     pub forwards: Vec<Forward>,
+    /// The app container does not run: connections no claim takes are reset.
+    pub replace: bool,
 }
 
 #[derive(Debug, Error)]
@@ -86,127 +103,16 @@ pub enum SidecarError {
     Signals(#[source] std::io::Error),
 }
 
-/// A claim: the session the port's connections go to.
-#[derive(Clone)]
-struct Claim {
-    session_id: u64,
-    holder: Holder,
-    session: Session,
-}
-
-struct Port {
-    listen: u16,
-    claim: Option<Claim>,
-    intercepted: AtomicU64,
-    forwarded: AtomicU64,
-}
-
-/// The ports, by app port.
-#[derive(Default)]
-struct Ports {
-    by_app: Mutex<BTreeMap<u16, Port>>,
-    next_session: AtomicU64,
-}
-
-impl Ports {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u16, Port>> {
-        // A panic while holding the lock leaves plain data behind; keep serving.
-        self.by_app.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn claim_of(&self, app: u16) -> Option<Claim> {
-        self.lock().get(&app).and_then(|p| p.claim.clone())
-    }
-
-    fn count(&self, app: u16, intercepted: bool) {
-        if let Some(p) = self.lock().get(&app) {
-            let counter = if intercepted {
-                &p.intercepted
-            } else {
-                &p.forwarded
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn handle(&self, session_id: u64, session: &Session, request: SidecarRequest) -> SidecarReply {
-        let mut ports = self.lock();
-        match request {
-            SidecarRequest::Claim { port, holder } => {
-                let known: Vec<u16> = ports.keys().copied().collect();
-                let Some(p) = ports.get_mut(&port) else {
-                    return SidecarReply::NoSuchPort { port, ports: known };
-                };
-                match &p.claim {
-                    Some(c) if c.session_id != session_id => SidecarReply::Held {
-                        port,
-                        by: c.holder.clone(),
-                    },
-                    _ => {
-                        tracing::info!(port, %holder, "port claimed");
-                        p.claim = Some(Claim {
-                            session_id,
-                            holder,
-                            session: session.clone(),
-                        });
-                        SidecarReply::Claimed { port }
-                    }
-                }
-            }
-            SidecarRequest::Release { port } => {
-                if let Some(p) = ports.get_mut(&port)
-                    && p.claim.as_ref().is_some_and(|c| c.session_id == session_id)
-                {
-                    tracing::info!(port, "port released");
-                    p.claim = None;
-                }
-                SidecarReply::Released { port }
-            }
-            SidecarRequest::Status => SidecarReply::Status(SidecarStatus {
-                ports: ports
-                    .iter()
-                    .map(|(app, p)| PortStatus {
-                        listen: p.listen,
-                        app: *app,
-                        holder: p.claim.as_ref().map(|c| c.holder.clone()),
-                        intercepted: p.intercepted.load(Ordering::Relaxed),
-                        forwarded: p.forwarded.load(Ordering::Relaxed),
-                    })
-                    .collect(),
-            }),
-            SidecarRequest::Ping { nonce } => SidecarReply::Pong { nonce },
-        }
-    }
-
-    /// Gives every port of a session that ended back to the app.
-    fn release_session(&self, session_id: u64) {
-        for (app, p) in self.lock().iter_mut() {
-            if p.claim.as_ref().is_some_and(|c| c.session_id == session_id) {
-                tracing::info!(port = app, "the laptop went away; port back to the app");
-                p.claim = None;
-            }
-        }
-    }
-}
-
 pub async fn run(config: Config) -> Result<(), SidecarError> {
     if config.forwards.is_empty() {
         return Err(SidecarError::NoForwards);
     }
-    let ports = Arc::new(Ports::default());
+    let ports = Arc::new(Ports::new(config.replace));
     let mut listeners = Vec::new();
     for f in &config.forwards {
         let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, f.listen));
         listeners.push((bind(addr).await?, f.app));
-        ports.lock().insert(
-            f.app,
-            Port {
-                listen: f.listen,
-                claim: None,
-                intercepted: AtomicU64::new(0),
-                forwarded: AtomicU64::new(0),
-            },
-        );
+        ports.add(f.listen, f.app);
     }
     let control = bind(config.control).await?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -246,37 +152,89 @@ async fn accept_forwarded(listener: TcpListener, app: u16, ports: Arc<Ports>) {
     }
 }
 
-/// Carries one connection to the laptop that holds its port, else to the app.
-async fn forward(stream: TcpStream, app: u16, ports: Arc<Ports>) {
-    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, app));
-    if let Some(claim) = ports.claim_of(app) {
-        let request = FlowRequest::Tcp { target };
-        match tokio::time::timeout(LAPTOP_DIAL_TIMEOUT, claim.session.dial(&request)).await {
-            Ok(Ok(flow)) => {
-                ports.count(app, true);
-                return splice(stream, flow).await;
-            }
-            Ok(Err(SessionError::Dial { reply, .. })) => {
-                tracing::debug!(port = app, ?reply, "the laptop refused the connection");
-                return reset(stream);
-            }
-            Err(_) => {
-                tracing::debug!(port = app, "the laptop did not answer in time");
-                return reset(stream);
-            }
-            // The session died between the lookup and the dial: nothing was read from the
-            // client yet, so the app can still take it.
-            Ok(Err(e)) => tracing::debug!(port = app, "session gone ({e}); to the app"),
+/// Carries one connection where the port's claims say: as bytes to the app or to a global
+/// claim's laptop, or through the HTTP router while a filter or a mirror is on the port.
+async fn forward(mut stream: TcpStream, app: u16, ports: Arc<Ports>) {
+    let claims = ports.claims_of(app);
+    let global = claims.iter().find(|c| c.route.is_global()).cloned();
+    let routed = claims.iter().any(|c| !c.route.is_global());
+    if !routed {
+        return match global {
+            Some(claim) => to_laptop(stream, Bytes::new(), app, &claim, &ports).await,
+            None => to_app(stream, Bytes::new(), app, &[], &ports).await,
+        };
+    }
+    let (protocol, head) = sniff::sniff(&mut stream).await;
+    match (protocol, global) {
+        (Protocol::Http1 | Protocol::Http2, _) => {
+            http::serve(stream, head, protocol, app, ports).await;
+        }
+        (Protocol::Other, Some(claim)) => {
+            ports.count_not_http(app);
+            to_laptop(stream, head, app, &claim, &ports).await;
+        }
+        (Protocol::Other, None) => {
+            ports.count_not_http(app);
+            // Only a mirror of everything copies what is not HTTP.
+            let mirrors: Vec<Claim> = claims
+                .iter()
+                .filter(|c| c.route.mode == Mode::Mirror && c.route.filter.is_empty())
+                .cloned()
+                .collect();
+            to_app(stream, head, app, &mirrors, &ports).await;
         }
     }
-    ports.count(app, false);
+}
+
+/// To the claim's laptop; to the app if its session is gone, since nothing was sent yet.
+async fn to_laptop(stream: TcpStream, head: Bytes, app: u16, claim: &Claim, ports: &Arc<Ports>) {
+    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, app));
+    let request = FlowRequest::Tcp { target };
+    match tokio::time::timeout(LAPTOP_DIAL_TIMEOUT, claim.session.dial(&request)).await {
+        Ok(Ok(mut flow)) => {
+            claim.count();
+            if flow.write_all(&head).await.is_ok() {
+                splice(stream, flow).await;
+            }
+        }
+        Ok(Err(SessionError::Dial { reply, .. })) => {
+            tracing::debug!(port = app, ?reply, "the laptop refused the connection");
+            reset(stream);
+        }
+        Err(_) => {
+            tracing::debug!(port = app, "the laptop did not answer in time");
+            reset(stream);
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(port = app, "session gone ({e}); to the app");
+            to_app(stream, head, app, &[], ports).await;
+        }
+    }
+}
+
+async fn to_app(stream: TcpStream, head: Bytes, app: u16, mirrors: &[Claim], ports: &Ports) {
+    ports.count_forwarded(app);
+    if ports.replaced() {
+        // Port `app` on loopback is this sidecar's own listener: there is no app to reach.
+        return reset(stream);
+    }
+    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, app));
     match TcpStream::connect(target).await {
         Ok(upstream) => {
             let _ = upstream.set_nodelay(true);
+            if !mirrors.is_empty() {
+                return mirror::plain(stream, head, upstream, mirrors).await;
+            }
             let (mut a, mut b) = (stream, upstream);
-            let _ =
-                tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, COPY_BUFFER, COPY_BUFFER)
-                    .await;
+            if b.write_all(&head).await.is_ok() {
+                let _ = tokio::io::copy_bidirectional_with_sizes(
+                    &mut a,
+                    &mut b,
+                    COPY_BUFFER,
+                    COPY_BUFFER,
+                )
+                .await;
+            }
         }
         Err(e) => {
             tracing::debug!(port = app, "the app refused: {e}");

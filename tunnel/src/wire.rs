@@ -16,6 +16,7 @@ pub mod flow;
 pub mod frame;
 pub mod handshake;
 pub mod intercept;
+pub mod route;
 
 use thiserror::Error;
 

@@ -29,17 +29,21 @@ pub enum Capability {
     /// Intercept claims on the control stream ([`super::intercept`]): offered by the
     /// sidecar only.
     Intercept,
+    /// Filtered and mirroring claims ([`super::route`]): offered by sidecars that route HTTP
+    /// requests one by one.
+    HttpRoutes,
 }
 
 impl Capability {
     /// Every capability this build knows, in the order they are listed on the wire.
-    pub const ALL: [Capability; 6] = [
+    pub const ALL: [Capability; 7] = [
         Capability::Control,
         Capability::Tcp,
         Capability::Udp,
         Capability::Dns,
         Capability::TwoWay,
         Capability::Intercept,
+        Capability::HttpRoutes,
     ];
 
     /// The name on the wire; never changes once released.
@@ -51,6 +55,7 @@ impl Capability {
             Capability::Dns => "dns",
             Capability::TwoWay => "two-way",
             Capability::Intercept => "intercept",
+            Capability::HttpRoutes => "http-routes",
         }
     }
 

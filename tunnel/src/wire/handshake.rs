@@ -140,7 +140,9 @@ impl Terms {
     /// sidecar's streams towards it.
     pub const LAPTOP_TO_SIDECAR: Terms = Terms {
         // The sidecar answers with what both offer, so the laptop names it too.
-        offers: Capabilities::TUNNEL.with(Capability::Intercept),
+        offers: Capabilities::TUNNEL
+            .with(Capability::Intercept)
+            .with(Capability::HttpRoutes),
         requires: Capabilities::empty()
             .with(Capability::Control)
             .with(Capability::TwoWay)
@@ -155,7 +157,8 @@ impl Terms {
             .with(Capability::Control)
             .with(Capability::Tcp)
             .with(Capability::TwoWay)
-            .with(Capability::Intercept),
+            .with(Capability::Intercept)
+            .with(Capability::HttpRoutes),
         requires: Capabilities::empty().with(Capability::TwoWay),
         peer: "the laptop",
         role: "the sidecar",

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::route::Route;
 use super::{WireError, decode, encode};
 
 /// How often the laptop pings each sidecar.
@@ -61,6 +62,17 @@ pub enum SidecarRequest {
     Ping {
         nonce: u64,
     },
+    // Appended after the first release, so that older sidecars still decode the variants
+    // above; a laptop sends these only to a sidecar that offers
+    // [`super::capability::Capability::HttpRoutes`].
+    /// A claim on part of `port`'s traffic, or a mirror of it.
+    ClaimRoute {
+        port: u16,
+        holder: Holder,
+        route: Route,
+    },
+    /// Like [`SidecarRequest::Status`], with every claim of every port.
+    Routes,
 }
 
 /// The sidecar's answer to one [`SidecarRequest`].
@@ -86,6 +98,46 @@ pub enum SidecarReply {
     Pong {
         nonce: u64,
     },
+    /// Another session's claim may take the same requests.
+    Overlaps {
+        port: u16,
+        by: Holder,
+        route: Route,
+    },
+    Routes(SidecarRoutes),
+    /// The claim cannot be served, e.g. a regex that does not parse.
+    Refused {
+        port: u16,
+        reason: String,
+    },
+}
+
+/// Every claim on every port of a sidecar.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SidecarRoutes {
+    pub ports: Vec<PortRoutes>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRoutes {
+    pub listen: u16,
+    pub app: u16,
+    pub claims: Vec<ClaimStatus>,
+    /// Connections and requests the app answered since the sidecar started.
+    pub forwarded: u64,
+    /// Connections that did not speak HTTP while a filter was on the port (they went to the
+    /// app, or to a global claim).
+    pub not_http: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimStatus {
+    pub holder: Holder,
+    pub route: Route,
+    /// Connections or requests this claim took (or copied, for a mirror).
+    pub matched: u64,
+    /// Copies a mirror dropped because the laptop was slow or gone.
+    pub dropped: u64,
 }
 
 /// What a sidecar forwards, and to whom.
