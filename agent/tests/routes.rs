@@ -134,7 +134,7 @@ fn header(value: &str) -> Route {
         filter: Filter {
             headers: vec![HeaderMatch {
                 name: "x-dev".into(),
-                value: Pattern::Exact(value.into()),
+                value: Pattern::exact(value),
             }],
             path: None,
         },
@@ -276,7 +276,7 @@ async fn path_prefixes_and_http2_streams_are_routed_one_by_one() {
         mode: Mode::Steal,
         filter: Filter {
             headers: Vec::new(),
-            path: Some(PathMatch::Prefix("/v2".into())),
+            path: Some(PathMatch::prefix("/v2")),
         },
     };
     let (_v2, reply) = sidecar.laptop("v2", v2, None).await;

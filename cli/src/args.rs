@@ -230,6 +230,38 @@ pub struct InterceptOptions {
     /// Write the environment as one JSON object to this file.
     #[arg(long, value_name = "FILE")]
     pub env_json: Option<PathBuf>,
+    #[command(flatten)]
+    pub route: RouteArgs,
+}
+
+/// Which of the port's traffic an intercept takes: all of it, unless a filter is given.
+#[derive(clap::Args, Clone, Default, Debug)]
+pub struct RouteArgs {
+    /// Take only HTTP requests with this header (repeatable; all must match). `auto` makes
+    /// up a header unique to this intercept, printed and in the environment as
+    /// TETHER_INTERCEPT_HEADER.
+    #[arg(long, value_name = "NAME=VALUE|auto")]
+    pub http_header: Vec<String>,
+    /// Take only HTTP requests whose header's whole value matches this regex (repeatable).
+    #[arg(long, value_name = "NAME=REGEX")]
+    pub http_header_regex: Vec<String>,
+    /// Take only HTTP requests whose path starts with this.
+    #[arg(long, value_name = "PATH", group = "http_path")]
+    pub http_path_prefix: Option<String>,
+    /// Take only HTTP requests whose path is exactly this.
+    #[arg(long, value_name = "PATH", group = "http_path")]
+    pub http_path_equal: Option<String>,
+    /// Take only HTTP requests whose whole path matches this regex.
+    #[arg(long, value_name = "REGEX", group = "http_path")]
+    pub http_path_regex: Option<String>,
+    /// Leave the app answering everything; send a copy of each request (of each
+    /// connection's bytes, when it is not HTTP) here, and drop the answers.
+    #[arg(long, conflicts_with = "replace")]
+    pub mirror: bool,
+    /// Stop the app container while the intercept is active: all of its ports come here,
+    /// its probes are taken out, and `leave` puts it back (one rollout each way).
+    #[arg(long, conflicts_with_all = ["http_header", "http_header_regex", "http_path"])]
+    pub replace: bool,
 }
 
 #[derive(clap::Args)]

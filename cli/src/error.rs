@@ -84,6 +84,8 @@ pub enum CliError {
     NotADeployment(String),
     #[error("--port {0:?} is not LOCAL[:SERVICE_PORT] with LOCAL a port number")]
     BadPort(String),
+    #[error("{0}")]
+    BadFilter(String),
     #[error("sudo is not installed")]
     SudoMissing,
     #[error("sudo cannot run: {0}")]
@@ -130,7 +132,10 @@ impl CliError {
             // The cluster could not run the manager: a cluster problem, like the others.
             CliError::Install(crate::cluster::InstallError::Rollout { .. }) => 4,
             CliError::NotConnected(_) => 6,
-            CliError::NotADeployment(_) | CliError::BadPort(_) | CliError::Config(_) => 2,
+            CliError::NotADeployment(_)
+            | CliError::BadPort(_)
+            | CliError::BadFilter(_)
+            | CliError::Config(_) => 2,
             CliError::Interrupted => 130,
             CliError::DaemonFailed { exit_code, .. } | CliError::Exited(exit_code) => *exit_code,
             _ => 1,
@@ -222,7 +227,9 @@ pub fn intercept_exit_code(e: &crate::daemon::intercepts::InterceptError) -> u8 
         | E::UnknownIntercept { .. }
         | E::UnknownWorkload { .. }
         | E::Target(_)
-        | E::OtherPorts { .. } => 2,
+        | E::OtherPorts { .. }
+        | E::NotHttp { .. }
+        | E::Refused { .. } => 2,
         E::Held { .. } => 5,
         E::Cancelled { .. } => 130,
         E::Read { .. } | E::Agent(_) | E::Access(_) | E::ClaimTimeout { .. } => 4,

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
+use tether_tunnel::wire::route::Route;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedReadHalf;
@@ -49,6 +50,12 @@ pub struct InterceptSpec {
     /// The intercept ends when this process does (`tether run`).
     #[serde(default)]
     pub owner: Option<u32>,
+    /// Which of the port's traffic it takes.
+    #[serde(default)]
+    pub route: Route,
+    /// The app container stops while the intercept is active.
+    #[serde(default)]
+    pub replace: bool,
 }
 
 /// One active intercept.
@@ -69,6 +76,15 @@ pub struct InterceptInfo {
     pub local: String,
     /// The pods whose sidecar sends traffic here now.
     pub pods: Vec<String>,
+    /// Which of the port's traffic it takes.
+    #[serde(default)]
+    pub route: Route,
+    /// `--replace`: the app container does not run meanwhile.
+    #[serde(default)]
+    pub replace: bool,
+    /// The header `--http-header auto` made up, `name: value`, to tag one's own requests.
+    #[serde(default)]
+    pub header: Option<String>,
 }
 
 /// One line from the daemon.
@@ -285,6 +301,9 @@ pub mod tests {
             sidecar_port: 47100,
             local: "127.0.0.1:8080".into(),
             pods: vec!["web-5d8c7b9f4-abcde".into(), "web-5d8c7b9f4-fghij".into()],
+            route: Route::default(),
+            replace: false,
+            header: None,
         }
     }
 

@@ -7,6 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+mod h2;
+
 use clap::{Parser, Subcommand};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Name, RData, Record, RecordType, rdata};
@@ -23,6 +25,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// HTTP/1.1 and HTTP/2 (prior knowledge, gRPC) server answering as NAME; prints
+    /// `request METHOD PATH` for every request.
+    H2Echo {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        name: String,
+    },
+    /// One HTTP/2 request with prior knowledge (`--grpc`: a unary gRPC call); prints the
+    /// body, or the gRPC reply and its grpc-status.
+    H2Call {
+        #[arg(long)]
+        url: String,
+        /// NAME=VALUE (repeatable).
+        #[arg(long)]
+        header: Vec<String>,
+        #[arg(long)]
+        grpc: bool,
+    },
     /// HTTP/1.1 server answering every request with BODY (keep-alive supported).
     Http {
         #[arg(long)]
@@ -105,6 +126,8 @@ fn parse_record(s: &str) -> std::result::Result<(String, IpAddr), String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let result = match Cli::parse().command {
+        Cmd::H2Echo { listen, name } => h2::serve(listen, name).await,
+        Cmd::H2Call { url, header, grpc } => h2::call(&url, &header, grpc).await,
         Cmd::Http { listen, body } => http(listen, body).await,
         Cmd::UdpEcho { listen } => udp_echo(listen).await,
         Cmd::Dns { listen, records } => dns(listen, records).await,

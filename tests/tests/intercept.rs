@@ -10,107 +10,21 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::time::Duration;
 
 use serde_json::Value;
+use tether_tests::intercepting::{
+    all_answered_by, hostname, local_server, objects_of, tether_json, wait_answered_by,
+};
 use tether_tests::sandbox::{SandboxCluster, alive};
-use tether_tests::{Proc, bin, check, run, text, wait_for};
+use tether_tests::{Proc, check, wait_for};
 
-const RECOVERY: Duration = Duration::from_secs(15);
+use tether_tests::intercepting::RECOVERY;
 
 /// Deployments and Services as `kubectl get -o json` shows them, without what the
 /// controllers and the API server change on every write (status, resourceVersion,
 /// generation, the Deployment's revision counter).
 fn objects(c: &SandboxCluster) -> Value {
     objects_of(c, &["deploy/web", "deploy/api", "svc/web", "svc/api"])
-}
-
-fn objects_of(c: &SandboxCluster, which: &[&str]) -> Value {
-    let out = check(
-        c.kubectl()
-            .args(["-n", "demo", "get"])
-            .args(which)
-            .args(["-o", "json"]),
-    );
-    let mut list: Value = serde_json::from_str(&out).expect("kubectl JSON");
-    for item in list["items"].as_array_mut().expect("items") {
-        let item = item.as_object_mut().expect("an object");
-        item.remove("status");
-        let meta = item["metadata"].as_object_mut().expect("metadata");
-        for field in ["resourceVersion", "generation", "managedFields"] {
-            meta.remove(field);
-        }
-        if let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
-            a.remove("deployment.kubernetes.io/revision");
-        }
-    }
-    list
-}
-
-/// `kubectl exec` in the client pod: curl's body, or None.
-fn curl_from_pod(c: &SandboxCluster, url: &str) -> Option<String> {
-    let out = run(c.kubectl().args([
-        "-n",
-        "demo",
-        "exec",
-        "deploy/client",
-        "--",
-        "curl",
-        "-sS",
-        "--max-time",
-        "5",
-        url,
-    ]));
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn hostname(body: &str) -> &str {
-    body.lines()
-        .find_map(|l| l.strip_prefix("hostname: "))
-        .unwrap_or("")
-}
-
-/// Waits until `url`, asked from the client pod, is answered by `who` (a prefix).
-fn wait_answered_by(c: &SandboxCluster, url: &str, who: &str) {
-    wait_for(&format!("{url} answered by {who}"), RECOVERY, || {
-        curl_from_pod(c, url)
-            .filter(|b| hostname(b).starts_with(who))
-            .map(|_| ())
-    });
-}
-
-/// Every one of `n` requests to `url` from the client pod is answered by `who`.
-fn all_answered_by(c: &SandboxCluster, url: &str, who: &str, n: usize) {
-    for _ in 0..n {
-        let body = curl_from_pod(c, url).unwrap_or_else(|| panic!("curl {url} failed"));
-        assert_eq!(hostname(&body), who, "{url}: {body}");
-    }
-}
-
-fn tether_json(c: &SandboxCluster, args: &[&str]) -> (Option<i32>, Vec<Value>, String) {
-    let out = run(c.tether().args(args).args(["--output", "json"]));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let events = tether_tests::events::parse_all(&stdout);
-    for e in &events {
-        tether_tests::events::assert_documented(e);
-    }
-    (out.status.code(), events, text(&out))
-}
-
-/// A local server in the workstation answering as `name`.
-fn local_server(c: &SandboxCluster, name: &str, port: u16) -> Proc {
-    let mut p = Proc::start(
-        name,
-        Command::new("ip")
-            .args(["netns", "exec", &c.workstation, "env"])
-            .arg(format!("POD_NAME={name}"))
-            .arg(bin("tether-sandbox"))
-            .args(["workload", "http-echo", "--port", &port.to_string()]),
-    );
-    p.wait_line(Duration::from_secs(10), |l| l.contains("listening"));
-    p
 }
 
 const EXTRA: &str = r#"

@@ -15,7 +15,7 @@ use tether_tunnel::wire::intercept::{
     ClaimStatus, Holder, PortRoutes, PortStatus, SidecarReply, SidecarRequest, SidecarRoutes,
     SidecarStatus,
 };
-use tether_tunnel::wire::route::{Filter, Mode, PathMatch, Pattern, Route, RouteError, whole};
+use tether_tunnel::wire::route::{Filter, Mode, PathKind, Pattern, Route, RouteError, whole};
 use tokio::sync::Semaphore;
 
 /// Mirrored requests (or connections) in flight per mirror; beyond it, copies are dropped.
@@ -42,9 +42,10 @@ impl Matcher {
     pub fn compile(filter: &Filter) -> Result<Matcher, RouteError> {
         filter.validate()?;
         let test = |p: &Pattern| -> Result<Test, RouteError> {
-            Ok(match p {
-                Pattern::Exact(v) => Test::Exact(v.clone()),
-                Pattern::Regex(r) => Test::Regex(whole(r)?),
+            Ok(if p.regex {
+                Test::Regex(whole(&p.value)?)
+            } else {
+                Test::Exact(p.value.clone())
             })
         };
         let mut headers = Vec::new();
@@ -58,9 +59,11 @@ impl Matcher {
         }
         let path = match &filter.path {
             None => None,
-            Some(PathMatch::Prefix(p)) => Some(PathTest::Prefix(p.clone())),
-            Some(PathMatch::Equal(p)) => Some(PathTest::Equal(p.clone())),
-            Some(PathMatch::Regex(r)) => Some(PathTest::Regex(whole(r)?)),
+            Some(p) => Some(match p.kind {
+                PathKind::Prefix => PathTest::Prefix(p.value.clone()),
+                PathKind::Equal => PathTest::Equal(p.value.clone()),
+                PathKind::Regex => PathTest::Regex(whole(&p.value)?),
+            }),
         };
         Ok(Matcher { headers, path })
     }
@@ -345,7 +348,7 @@ impl Ports {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tether_tunnel::wire::route::HeaderMatch;
+    use tether_tunnel::wire::route::{HeaderMatch, PathMatch};
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -363,9 +366,9 @@ mod tests {
         let filter = Filter {
             headers: vec![HeaderMatch {
                 name: "x-dev".into(),
-                value: Pattern::Exact("one".into()),
+                value: Pattern::exact("one"),
             }],
-            path: Some(PathMatch::Prefix("/v2".into())),
+            path: Some(PathMatch::prefix("/v2")),
         };
         let m = Matcher::compile(&filter).unwrap();
         assert!(m.matches(&headers(&[("X-Dev", "one")]), "/v2/users"));
@@ -377,7 +380,7 @@ mod tests {
         assert!(any.matches(&headers(&[]), "/"));
         let re = Matcher::compile(&Filter {
             headers: Vec::new(),
-            path: Some(PathMatch::Regex("/items/[0-9]+".into())),
+            path: Some(PathMatch::regex("/items/[0-9]+")),
         })
         .unwrap();
         assert!(re.matches(&headers(&[]), "/items/42"));

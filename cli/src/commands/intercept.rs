@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::args::InterceptArgs;
+use tether_tunnel::wire::route::{Filter, HeaderMatch, Mode, PathMatch, Pattern, Route};
+
+use crate::args::{InterceptArgs, RouteArgs};
 use crate::cluster::env::{Env, EnvSyntax};
 use crate::control;
 use crate::error::CliError;
@@ -57,6 +59,84 @@ pub fn parse_port(arg: &str) -> Result<(u16, Option<String>), CliError> {
     Ok((local, service))
 }
 
+/// The header `--http-header auto` sets.
+pub const AUTO_HEADER: &str = "x-tether-intercept";
+/// The variable that holds `AUTO_HEADER: value` in the intercept's environment.
+pub const HEADER_VARIABLE: &str = "TETHER_INTERCEPT_HEADER";
+
+/// The route the flags ask for, and the header `auto` made up (`name: value`).
+pub fn route(args: &RouteArgs, name: &str) -> Result<(Route, Option<String>), CliError> {
+    let mut headers = Vec::new();
+    let mut made_up = None;
+    let bad = |flag: &str, arg: &str| {
+        CliError::BadFilter(format!(
+            "{flag} {arg:?} is not NAME=VALUE (e.g. {flag} x-dev=alice)"
+        ))
+    };
+    for arg in &args.http_header {
+        if arg == "auto" {
+            let value = format!("{name}-{}", random_suffix());
+            made_up = Some(format!("{AUTO_HEADER}: {value}"));
+            headers.push(HeaderMatch {
+                name: AUTO_HEADER.into(),
+                value: Pattern::exact(value),
+            });
+            continue;
+        }
+        let (k, v) = arg
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| bad("--http-header", arg))?;
+        headers.push(HeaderMatch {
+            name: k.to_ascii_lowercase(),
+            value: Pattern::exact(v),
+        });
+    }
+    for arg in &args.http_header_regex {
+        let (k, v) = arg
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| bad("--http-header-regex", arg))?;
+        headers.push(HeaderMatch {
+            name: k.to_ascii_lowercase(),
+            value: Pattern::regex(v),
+        });
+    }
+    let path = match (
+        &args.http_path_prefix,
+        &args.http_path_equal,
+        &args.http_path_regex,
+    ) {
+        (Some(p), _, _) => Some(PathMatch::prefix(p.clone())),
+        (_, Some(p), _) => Some(PathMatch::equal(p.clone())),
+        (_, _, Some(r)) => Some(PathMatch::regex(r.clone())),
+        _ => None,
+    };
+    let filter = Filter { headers, path };
+    filter
+        .validate()
+        .map_err(|e| CliError::BadFilter(format!("bad HTTP filter: {e}")))?;
+    let mode = if args.mirror {
+        Mode::Mirror
+    } else {
+        Mode::Steal
+    };
+    Ok((Route { mode, filter }, made_up))
+}
+
+/// Eight hex digits, so that two developers' `auto` headers differ.
+fn random_suffix() -> String {
+    let mut bytes = [0u8; 4];
+    // Without the OS's randomness, the time and pid still tell two intercepts apart.
+    if getrandom::fill(&mut bytes).is_err() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        bytes = (now ^ std::process::id()).to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub async fn intercept(
     args: &InterceptArgs,
     owner: Option<u32>,
@@ -65,6 +145,12 @@ pub async fn intercept(
 ) -> Result<Intercepted, CliError> {
     let workload = workload_name(&args.workload)?;
     let (local_port, port) = parse_port(&args.port)?;
+    let name = args
+        .options
+        .name
+        .clone()
+        .unwrap_or_else(|| workload.clone());
+    let (route, header) = route(&args.options.route, &name)?;
     let state = StateDir::open(state_dir)?;
     let socket = state.socket_path();
     let Some(status) = control::query(&socket).await else {
@@ -88,6 +174,8 @@ pub async fn intercept(
             .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
         local_port,
         owner,
+        route,
+        replace: args.options.route.replace,
     };
     let lost = |e: std::io::Error| CliError::DaemonLost {
         reason: e.to_string(),
@@ -129,7 +217,11 @@ pub async fn intercept(
         }
     };
     progress.finish();
-    let (info, env, warnings) = result?;
+    let (mut info, mut env, warnings) = result?;
+    if let Some(header) = header {
+        env.insert(HEADER_VARIABLE.into(), header.clone());
+        info.header = Some(header);
+    }
     let mut env_files = Vec::new();
     let rendered: Env = env.clone().into_iter().collect();
     if let Some(path) = &args.options.env_file {
@@ -202,5 +294,60 @@ mod tests {
         assert!(parse_port("0").is_err());
         assert!(parse_port("http").is_err());
         assert!(parse_port("8080:").is_err());
+    }
+
+    #[test]
+    fn filters_read_from_the_flags() {
+        let args = RouteArgs {
+            http_header: vec!["X-Dev=one".into(), "auto".into()],
+            http_path_prefix: Some("/v2".into()),
+            ..Default::default()
+        };
+        let (asked, header) = route(&args, "web").unwrap();
+        assert_eq!(asked.mode, Mode::Steal);
+        assert_eq!(asked.filter.headers[0].name, "x-dev");
+        assert_eq!(asked.filter.headers[1].name, AUTO_HEADER);
+        let header = header.unwrap();
+        assert!(header.starts_with("x-tether-intercept: web-"), "{header}");
+        assert_eq!(asked.filter.path, Some(PathMatch::prefix("/v2")));
+        // Two `auto` headers differ.
+        assert_ne!(
+            asked.filter.headers[1],
+            route(&args, "web").unwrap().0.filter.headers[1]
+        );
+
+        let bad = |args: RouteArgs| route(&args, "web").unwrap_err().to_string();
+        assert!(
+            bad(RouteArgs {
+                http_header: vec!["x-dev".into()],
+                ..Default::default()
+            })
+            .contains("NAME=VALUE")
+        );
+        assert!(
+            bad(RouteArgs {
+                http_header_regex: vec!["x-dev=(".into()],
+                ..Default::default()
+            })
+            .contains("regex")
+        );
+        assert!(
+            bad(RouteArgs {
+                http_path_prefix: Some("v2".into()),
+                ..Default::default()
+            })
+            .contains("start with /")
+        );
+        let (global, none) = route(&RouteArgs::default(), "web").unwrap();
+        assert!(global.is_global() && none.is_none());
+        let (mirror, _) = route(
+            &RouteArgs {
+                mirror: true,
+                ..Default::default()
+            },
+            "web",
+        )
+        .unwrap();
+        assert_eq!(mirror.mode, Mode::Mirror);
     }
 }

@@ -11,7 +11,10 @@ use kube::Api;
 use kube::api::ListParams;
 use serde::Serialize;
 use tether_tunnel::sidecar::Link;
-use tether_tunnel::wire::intercept::{SidecarReply, SidecarRequest};
+use tether_tunnel::wire::capability::Capability;
+use tether_tunnel::wire::intercept::{
+    ClaimStatus, PortRoutes, SidecarReply, SidecarRequest, SidecarRoutes,
+};
 
 use crate::cluster::agent::{self, SIDECAR};
 use crate::cluster::rollout::is_ready;
@@ -31,6 +34,9 @@ pub struct Listed {
     /// `none`, `dormant` or `active`.
     pub agent: String,
     pub intercepts: Vec<ListedIntercept>,
+    /// Connections that did not speak HTTP while a filter was on their port (they went to
+    /// the app, or to a global intercept), over every Ready pod.
+    pub not_http: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -51,6 +57,12 @@ pub struct ListedIntercept {
     pub local: String,
     /// Pods whose sidecar sends it there.
     pub pods: Vec<String>,
+    /// What it takes: `all traffic`, its filters, or `mirror of ...`.
+    pub route: String,
+    /// Connections or requests it took (copied, for a mirror), over every pod.
+    pub matched: u64,
+    /// Copies a mirror dropped because the laptop was slow or gone.
+    pub dropped: u64,
 }
 
 pub async fn list(cluster: &Cluster, namespace: &str) -> Result<Vec<Listed>, CliError> {
@@ -108,9 +120,9 @@ pub async fn list(cluster: &Cluster, namespace: &str) -> Result<Vec<Listed>, Cli
             })
             .collect();
         let record = agent::record_of(d)?;
-        let intercepts = match &record {
+        let (intercepts, not_http) = match &record {
             Some(record) => held(cluster, &pods, d, record.control).await,
-            None => Vec::new(),
+            None => (Vec::new(), 0),
         };
         let agent = match (&record, intercepts.is_empty()) {
             (None, _) => "none",
@@ -123,24 +135,28 @@ pub async fn list(cluster: &Cluster, namespace: &str) -> Result<Vec<Listed>, Cli
             services: selecting,
             agent: agent.into(),
             intercepts,
+            not_http,
         });
     }
     Ok(out)
 }
 
-/// The claims the sidecars of `deploy`'s Ready pods report, merged by intercept.
+/// The claims the sidecars of `deploy`'s Ready pods report, merged by intercept, and the
+/// connections that were not HTTP.
 async fn held(
     cluster: &Cluster,
     pods: &[Pod],
     deploy: &Deployment,
     control: u16,
-) -> Vec<ListedIntercept> {
+) -> (Vec<ListedIntercept>, u64) {
     let selector = deploy
         .spec
         .as_ref()
         .and_then(|s| s.selector.match_labels.clone())
         .unwrap_or_default();
-    let mut merged: BTreeMap<(String, u16, String, String), Vec<String>> = BTreeMap::new();
+    type Key = (String, u16, String, String, String);
+    let mut merged: BTreeMap<Key, (Vec<String>, u64, u64)> = BTreeMap::new();
+    let mut not_http = 0;
     for pod in pods.iter().filter(|p| {
         is_ready(p)
             && p.spec
@@ -155,42 +171,82 @@ async fn held(
             name: pod.metadata.name.clone().unwrap_or_default(),
             uid: pod.metadata.uid.clone().unwrap_or_default(),
         };
-        let status = async {
-            let stream = forward_port(cluster, &pod_ref, control).await.ok()?;
-            let mut link = Link::open(stream).await.ok()?;
-            match link.request(&SidecarRequest::Status).await.ok()? {
-                SidecarReply::Status(s) => Some(s),
-                _ => None,
-            }
-        };
-        let Some(status) = status.await else {
+        let Some(routes) = routes_of(cluster, &pod_ref, control).await else {
             tracing::debug!(pod = %pod_ref, "no status from the sidecar");
             continue;
         };
-        for p in status.ports {
-            if let Some(h) = p.holder {
-                merged
+        for p in routes.ports {
+            not_http += p.not_http;
+            for c in p.claims {
+                let h = c.holder;
+                let entry = merged
                     .entry((
                         h.intercept,
                         p.app,
                         format!("{}@{}", h.user, h.host),
                         h.local,
+                        c.route.to_string(),
                     ))
-                    .or_default()
-                    .push(pod_ref.name.clone());
+                    .or_default();
+                entry.0.push(pod_ref.name.clone());
+                entry.1 += c.matched;
+                entry.2 += c.dropped;
             }
         }
     }
-    merged
+    let listed = merged
         .into_iter()
-        .map(|((name, port, held_by, local), pods)| ListedIntercept {
-            name,
-            port,
-            held_by,
-            local,
-            pods,
-        })
-        .collect()
+        .map(
+            |((name, port, held_by, local, route), (pods, matched, dropped))| ListedIntercept {
+                name,
+                port,
+                held_by,
+                local,
+                pods,
+                route,
+                matched,
+                dropped,
+            },
+        )
+        .collect();
+    (listed, not_http)
+}
+
+/// Every claim of one pod's sidecar; from an older sidecar, its one claim per port.
+async fn routes_of(cluster: &Cluster, pod: &PodRef, control: u16) -> Option<SidecarRoutes> {
+    let stream = forward_port(cluster, pod, control).await.ok()?;
+    let mut link = Link::open(stream).await.ok()?;
+    if link.accepted.capabilities.contains(Capability::HttpRoutes) {
+        return match link.request(&SidecarRequest::Routes).await.ok()? {
+            SidecarReply::Routes(r) => Some(r),
+            _ => None,
+        };
+    }
+    let SidecarReply::Status(status) = link.request(&SidecarRequest::Status).await.ok()? else {
+        return None;
+    };
+    Some(SidecarRoutes {
+        ports: status
+            .ports
+            .into_iter()
+            .map(|p| PortRoutes {
+                listen: p.listen,
+                app: p.app,
+                claims: p
+                    .holder
+                    .into_iter()
+                    .map(|holder| ClaimStatus {
+                        holder,
+                        route: Default::default(),
+                        matched: p.intercepted,
+                        dropped: 0,
+                    })
+                    .collect(),
+                forwarded: p.forwarded,
+                not_http: 0,
+            })
+            .collect(),
+    })
 }
 
 pub async fn run(target: &KubeTarget, printer: &Printer) -> Result<(), CliError> {

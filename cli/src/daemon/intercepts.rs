@@ -21,9 +21,11 @@ use kube::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tether_tunnel::sidecar::{Link, LinkError};
+use tether_tunnel::wire::capability::Capability;
 use tether_tunnel::wire::flow::{FlowReply, FlowRequest};
 use tether_tunnel::wire::frame::{MAX_FRAME, expect_frame, write_frame};
 use tether_tunnel::wire::intercept::{Holder, PING_EVERY, SidecarReply, SidecarRequest};
+use tether_tunnel::wire::route::Route;
 use tether_tunnel::{FlowStream, Incoming};
 use thiserror::Error;
 use tokio::sync::watch;
@@ -81,14 +83,26 @@ pub enum InterceptError {
         port: u16,
     },
     #[error(
-        "port {port} of deploy/{workload} is already intercepted by {holder} (pod {pod}); ask them to `tether leave`, or wait until they quit"
+        "port {port} of deploy/{workload} is already intercepted by {holder}{} (pod {pod}); {}",
+        taking(.route), next_step(.route)
     )]
     Held {
         workload: String,
         port: u16,
         holder: Box<Holder>,
+        route: Option<Box<Route>>,
         pod: String,
     },
+    #[error(
+        "HTTP filters need the port to speak HTTP, but port {port} of Service {service} declares appProtocol {protocol:?}; intercept it without --http-* flags (or with --mirror alone)"
+    )]
+    NotHttp {
+        service: String,
+        port: String,
+        protocol: String,
+    },
+    #[error("the sidecar in pod {pod} cannot take this intercept: {reason}")]
+    Refused { pod: String, reason: String },
     #[error("no claim on every Ready pod of deploy/{workload} within {} s: {status}", .waited.as_secs())]
     ClaimTimeout {
         workload: String,
@@ -97,6 +111,22 @@ pub enum InterceptError {
     },
     #[error("the intercept was cancelled; deploy/{workload} is as it was")]
     Cancelled { workload: String },
+}
+
+fn taking(route: &Option<Box<Route>>) -> String {
+    route
+        .as_ref()
+        .map(|r| format!(", taking {r}"))
+        .unwrap_or_default()
+}
+
+fn next_step(route: &Option<Box<Route>>) -> &'static str {
+    match route {
+        Some(r) if !r.is_global() => {
+            "choose filters that cannot match the same requests (e.g. another --http-header value), or ask them to `tether leave`"
+        }
+        _ => "ask them to `tether leave`, or wait until they quit",
+    }
 }
 
 fn active_list(active: &[String]) -> String {
@@ -130,7 +160,10 @@ pub struct Started {
 enum LinkState {
     Connecting,
     Claimed,
-    Held(Holder),
+    /// Another claim holds what this one would take (its route, if the sidecar said).
+    Held(Holder, Option<Route>),
+    /// The sidecar will never take this claim, e.g. it predates filters.
+    Refused(String),
     Failed(String),
 }
 
@@ -234,6 +267,9 @@ impl Intercepts {
         };
         let services: Vec<Service> = services.iter().map(agent::original_service_view).collect();
         let target = workload::resolve(&view, &services, &choice)?;
+        if !spec.route.filter.is_empty() {
+            check_speaks_http(&target)?;
+        }
         // Everything this intercept will do, asked before anything is done.
         let mut wanted = vec![
             Permission::new("watch", "", "pods"),
@@ -323,6 +359,9 @@ impl Intercepts {
             sidecar_port: forward.map_or(0, |f| f.listen),
             local: local.to_string(),
             pods: Vec::new(),
+            route: spec.route.clone(),
+            replace: spec.replace,
+            header: None,
         };
         let holder = Holder {
             intercept: name.clone(),
@@ -343,6 +382,7 @@ impl Intercepts {
             control: record.control,
             port,
             holder,
+            route: spec.route.clone(),
             local,
             info: info.clone(),
             states: Arc::new(states_tx),
@@ -441,7 +481,10 @@ impl Intercepts {
 /// `Some(Ok)` once every Ready sidecar pod is claimed (and there is one), `Some(Err)` when a
 /// pod is held by someone else.
 fn judge(states: &BTreeMap<String, LinkState>) -> Option<Result<(), String>> {
-    if states.values().any(|s| matches!(s, LinkState::Held(_))) {
+    if states
+        .values()
+        .any(|s| matches!(s, LinkState::Held(..) | LinkState::Refused(_)))
+    {
         return Some(Err("held".into()));
     }
     (!states.is_empty() && states.values().all(|s| *s == LinkState::Claimed)).then_some(Ok(()))
@@ -453,21 +496,32 @@ fn held_or(
     port: u16,
     states: &BTreeMap<String, LinkState>,
 ) -> InterceptError {
-    match states.iter().find_map(|(pod, s)| match s {
-        LinkState::Held(h) => Some((pod, h)),
-        _ => None,
-    }) {
-        Some((pod, holder)) => InterceptError::Held {
-            workload: workload.into(),
-            port,
-            holder: Box::new(holder.clone()),
-            pod: pod.clone(),
-        },
-        None => InterceptError::ClaimTimeout {
+    for (pod, s) in states {
+        match s {
+            LinkState::Held(holder, route) => {
+                return InterceptError::Held {
+                    workload: workload.into(),
+                    port,
+                    holder: Box::new(holder.clone()),
+                    route: route.clone().map(Box::new),
+                    pod: pod.clone(),
+                };
+            }
+            LinkState::Refused(reason) => {
+                return InterceptError::Refused {
+                    pod: pod.clone(),
+                    reason: reason.clone(),
+                };
+            }
+            _ => {}
+        }
+    }
+    {
+        InterceptError::ClaimTimeout {
             workload: workload.into(),
             waited: Duration::ZERO,
             status: reason,
-        },
+        }
     }
 }
 
@@ -480,11 +534,45 @@ fn describe_states(states: &BTreeMap<String, LinkState>) -> String {
         .map(|(pod, s)| match s {
             LinkState::Connecting => format!("{pod}: connecting"),
             LinkState::Claimed => format!("{pod}: claimed"),
-            LinkState::Held(h) => format!("{pod}: held by {h}"),
+            LinkState::Held(h, _) => format!("{pod}: held by {h}"),
+            LinkState::Refused(e) => format!("{pod}: refused: {e}"),
             LinkState::Failed(e) => format!("{pod}: {e}"),
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// Filters read HTTP; a port that declares another protocol would never match them.
+fn check_speaks_http(target: &workload::Target) -> Result<(), InterceptError> {
+    let port = target
+        .service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .and_then(|p| p.get(target.port.index));
+    let Some(protocol) = port.and_then(|p| p.app_protocol.as_deref()) else {
+        return Ok(());
+    };
+    const HTTP: [&str; 6] = [
+        "http",
+        "h2c",
+        "grpc",
+        "kubernetes.io/h2c",
+        "kubernetes.io/ws",
+        "http2",
+    ];
+    if HTTP.iter().any(|h| h.eq_ignore_ascii_case(protocol)) {
+        return Ok(());
+    }
+    Err(InterceptError::NotHttp {
+        service: target.service_name().to_owned(),
+        port: target
+            .port
+            .service_port_name
+            .clone()
+            .unwrap_or_else(|| target.port.service_port.to_string()),
+        protocol: protocol.to_owned(),
+    })
 }
 
 fn check_covers(record: &Record, target: &workload::Target) -> Result<(), InterceptError> {
@@ -595,6 +683,7 @@ struct Follow {
     control: u16,
     port: u16,
     holder: Holder,
+    route: Route,
     local: SocketAddr,
     info: Arc<Mutex<InterceptInfo>>,
     states: Arc<watch::Sender<BTreeMap<String, LinkState>>>,
@@ -711,8 +800,12 @@ impl Follow {
             };
             match result {
                 Ok(()) => return,
-                Err(Broken::Held(holder)) => {
-                    self.set(&pod.name, LinkState::Held(holder));
+                Err(Broken::Held(holder, route)) => {
+                    self.set(&pod.name, LinkState::Held(holder, route));
+                    return;
+                }
+                Err(Broken::Refused(reason)) => {
+                    self.set(&pod.name, LinkState::Refused(reason));
                     return;
                 }
                 Err(Broken::Other(reason)) => {
@@ -733,13 +826,30 @@ impl Follow {
             .await
             .map_err(|e| Broken::Other(e.to_string()))?;
         let mut link = Link::open(stream).await.map_err(Broken::link)?;
-        let claim = SidecarRequest::Claim {
-            port: self.port,
-            holder: self.holder.clone(),
+        // A global claim is the one older sidecars know too.
+        let claim = if self.route.is_global() {
+            SidecarRequest::Claim {
+                port: self.port,
+                holder: self.holder.clone(),
+            }
+        } else if link.accepted.capabilities.contains(Capability::HttpRoutes) {
+            SidecarRequest::ClaimRoute {
+                port: self.port,
+                holder: self.holder.clone(),
+                route: self.route.clone(),
+            }
+        } else {
+            let workload = self.deploy.metadata.name.as_deref().unwrap_or_default();
+            return Err(Broken::Refused(format!(
+                "it was injected by a tether older than HTTP filters and mirrors (version {}); run `tether uninstall --agent {workload}`, then intercept again",
+                link.accepted.peer.software
+            )));
         };
         match link.request(&claim).await.map_err(Broken::link)? {
             SidecarReply::Claimed { .. } => {}
-            SidecarReply::Held { by, .. } => return Err(Broken::Held(by)),
+            SidecarReply::Held { by, .. } => return Err(Broken::Held(by, None)),
+            SidecarReply::Overlaps { by, route, .. } => return Err(Broken::Held(by, Some(route))),
+            SidecarReply::Refused { reason, .. } => return Err(Broken::Refused(reason)),
             other => {
                 return Err(Broken::Other(format!(
                     "the sidecar refused the claim: {other:?}"
@@ -776,7 +886,8 @@ impl Follow {
 }
 
 enum Broken {
-    Held(Holder),
+    Held(Holder, Option<Route>),
+    Refused(String),
     Other(String),
 }
 

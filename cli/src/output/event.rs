@@ -115,7 +115,11 @@ mod tests {
                         held_by: "dev@laptop".into(),
                         local: "127.0.0.1:8080".into(),
                         pods: vec!["web-5d8c7b9f4-abcde".into()],
+                        route: "x-dev=alice".into(),
+                        matched: 12,
+                        dropped: 0,
                     }],
+                    not_http: 0,
                 }],
             },
             Event::Config {

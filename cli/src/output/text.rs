@@ -51,6 +51,23 @@ pub fn render(event: &Event) -> String {
                 intercept.pods.len(),
                 if intercept.pods.len() == 1 { "" } else { "s" },
             );
+            if !intercept.route.is_global() || intercept.replace {
+                let what = if intercept.replace {
+                    format!(
+                        "all of {}'s ports; the container is stopped",
+                        intercept.container
+                    )
+                } else {
+                    intercept.route.to_string()
+                };
+                out.push_str(&format!("\n  taking {what}"));
+            }
+            if let Some(header) = &intercept.header {
+                out.push_str(&format!(
+                    "\n  tag your requests with the header `{header}` (also in ${})",
+                    crate::commands::intercept::HEADER_VARIABLE
+                ));
+            }
             for f in env_files {
                 out.push_str(&format!(
                     "\n  environment of {} written to {}",
@@ -145,7 +162,17 @@ fn list_table(namespace: &str, workloads: &[crate::commands::list::Listed]) -> S
         } else {
             w.intercepts
                 .iter()
-                .map(|i| format!("{} :{} by {} -> {}", i.name, i.port, i.held_by, i.local))
+                .map(|i| {
+                    let mut line =
+                        format!("{} :{} by {} -> {}", i.name, i.port, i.held_by, i.local);
+                    if i.route != "all traffic" {
+                        line.push_str(&format!(" [{}]", i.route));
+                    }
+                    if i.dropped > 0 {
+                        line.push_str(&format!(" ({} copies dropped)", i.dropped));
+                    }
+                    line
+                })
                 .collect::<Vec<_>>()
                 .join("; ")
         };
@@ -153,6 +180,13 @@ fn list_table(namespace: &str, workloads: &[crate::commands::list::Listed]) -> S
             "\ndeploy/{:<17} {:<36} {:<8} {}",
             w.name, services, w.agent, intercepts
         ));
+        if w.not_http > 0 {
+            out.push_str(&format!(
+                "\n  {} connection{} not HTTP went to the app past the filters",
+                w.not_http,
+                if w.not_http == 1 { "" } else { "s" }
+            ));
+        }
     }
     out
 }

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 /// What a claim does with what it matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Matching traffic goes to the laptop instead of the app.
     #[default]
@@ -27,11 +28,27 @@ pub enum Mode {
     Mirror,
 }
 
-/// A value test: the whole value equals the text, or the whole value matches the regex.
+/// A value test: the whole value equals `value`, or (with `regex`) matches it as a regex.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Pattern {
-    Exact(String),
-    Regex(String),
+pub struct Pattern {
+    pub value: String,
+    pub regex: bool,
+}
+
+impl Pattern {
+    pub fn exact(value: impl Into<String>) -> Pattern {
+        Pattern {
+            value: value.into(),
+            regex: false,
+        }
+    }
+
+    pub fn regex(value: impl Into<String>) -> Pattern {
+        Pattern {
+            value: value.into(),
+            regex: true,
+        }
+    }
 }
 
 /// A test of one request header (names are case-insensitive).
@@ -42,13 +59,43 @@ pub struct HeaderMatch {
     pub value: Pattern,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PathKind {
+    Prefix,
+    Equal,
+    /// Must match the whole path.
+    Regex,
+}
+
 /// A test of the request's path (without the query).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PathMatch {
-    Prefix(String),
-    Equal(String),
-    /// Must match the whole path.
-    Regex(String),
+pub struct PathMatch {
+    pub kind: PathKind,
+    pub value: String,
+}
+
+impl PathMatch {
+    pub fn prefix(value: impl Into<String>) -> PathMatch {
+        PathMatch {
+            kind: PathKind::Prefix,
+            value: value.into(),
+        }
+    }
+
+    pub fn equal(value: impl Into<String>) -> PathMatch {
+        PathMatch {
+            kind: PathKind::Equal,
+            value: value.into(),
+        }
+    }
+
+    pub fn regex(value: impl Into<String>) -> PathMatch {
+        PathMatch {
+            kind: PathKind::Regex,
+            value: value.into(),
+        }
+    }
 }
 
 /// All of its tests must pass; an empty filter matches everything, HTTP or not.
@@ -131,16 +178,18 @@ impl Filter {
                     name: h.name.clone(),
                 });
             }
-            if let Pattern::Regex(r) = &h.value {
-                whole(r)?;
+            if h.value.regex {
+                whole(&h.value.value)?;
             }
         }
         match &self.path {
-            Some(PathMatch::Regex(r)) => {
-                whole(r)?;
+            Some(p) if p.kind == PathKind::Regex => {
+                whole(&p.value)?;
             }
-            Some(PathMatch::Prefix(p) | PathMatch::Equal(p)) if !p.starts_with('/') => {
-                return Err(RouteError::Path { path: p.clone() });
+            Some(p) if !p.value.starts_with('/') => {
+                return Err(RouteError::Path {
+                    path: p.value.clone(),
+                });
             }
             _ => {}
         }
@@ -162,32 +211,32 @@ fn matches_whole(pattern: &str, value: &str) -> bool {
 }
 
 fn patterns_disjoint(a: &Pattern, b: &Pattern) -> bool {
-    match (a, b) {
-        (Pattern::Exact(x), Pattern::Exact(y)) => x != y,
-        (Pattern::Exact(x), Pattern::Regex(r)) | (Pattern::Regex(r), Pattern::Exact(x)) => {
-            !matches_whole(r, x)
-        }
-        (Pattern::Regex(_), Pattern::Regex(_)) => false,
+    match (a.regex, b.regex) {
+        (false, false) => a.value != b.value,
+        (false, true) => !matches_whole(&b.value, &a.value),
+        (true, false) => !matches_whole(&a.value, &b.value),
+        (true, true) => false,
     }
 }
 
 fn paths_disjoint(a: &PathMatch, b: &PathMatch) -> bool {
-    use PathMatch::*;
-    match (a, b) {
-        (Equal(x), Equal(y)) => x != y,
-        (Prefix(x), Prefix(y)) => !x.starts_with(y.as_str()) && !y.starts_with(x.as_str()),
-        (Equal(x), Prefix(p)) | (Prefix(p), Equal(x)) => !x.starts_with(p.as_str()),
-        (Equal(x), Regex(r)) | (Regex(r), Equal(x)) => !matches_whole(r, x),
-        (Prefix(_) | Regex(_), Regex(_)) | (Regex(_), Prefix(_)) => false,
+    use PathKind::*;
+    let (x, y) = (a.value.as_str(), b.value.as_str());
+    match (a.kind, b.kind) {
+        (Equal, Equal) => x != y,
+        (Prefix, Prefix) => !x.starts_with(y) && !y.starts_with(x),
+        (Equal, Prefix) => !x.starts_with(y),
+        (Prefix, Equal) => !y.starts_with(x),
+        (Equal, Regex) => !matches_whole(y, x),
+        (Regex, Equal) => !matches_whole(x, y),
+        (Prefix | Regex, Regex) | (Regex, Prefix) => false,
     }
 }
 
 impl fmt::Display for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Pattern::Exact(v) => write!(f, "={v}"),
-            Pattern::Regex(r) => write!(f, "~{r}"),
-        }
+        let op = if self.regex { "~" } else { "=" };
+        write!(f, "{op}{}", self.value)
     }
 }
 
@@ -198,11 +247,12 @@ impl fmt::Display for Filter {
             .iter()
             .map(|h| format!("{}{}", h.name, h.value))
             .collect();
-        match &self.path {
-            Some(PathMatch::Prefix(p)) => parts.push(format!("path {p}*")),
-            Some(PathMatch::Equal(p)) => parts.push(format!("path {p}")),
-            Some(PathMatch::Regex(r)) => parts.push(format!("path ~{r}")),
-            None => {}
+        if let Some(p) = &self.path {
+            parts.push(match p.kind {
+                PathKind::Prefix => format!("path {}*", p.value),
+                PathKind::Equal => format!("path {}", p.value),
+                PathKind::Regex => format!("path ~{}", p.value),
+            });
         }
         if parts.is_empty() {
             f.write_str("all traffic")
@@ -243,7 +293,7 @@ mod tests {
     }
 
     fn exact(v: &str) -> Pattern {
-        Pattern::Exact(v.into())
+        Pattern::exact(v)
     }
 
     #[test]
@@ -260,31 +310,31 @@ mod tests {
     fn a_global_claim_overlaps_every_filter() {
         let global = Filter::default();
         assert!(global.overlap(&header("x-dev", exact("one"))));
-        assert!(path(PathMatch::Prefix("/v2".into())).overlap(&global));
+        assert!(path(PathMatch::prefix("/v2")).overlap(&global));
         assert!(Route::GLOBAL.conflicts_with(&Route::GLOBAL));
     }
 
     #[test]
     fn regexes_are_disjoint_from_exact_values_they_refuse() {
-        let re = header("x-dev", Pattern::Regex("o.e".into()));
+        let re = header("x-dev", Pattern::regex("o.e"));
         assert!(re.overlap(&header("x-dev", exact("one"))));
         assert!(!re.overlap(&header("x-dev", exact("two"))));
         // The regex must match the whole value.
         assert!(!re.overlap(&header("x-dev", exact("ones"))));
-        assert!(re.overlap(&header("x-dev", Pattern::Regex("t.*".into()))));
+        assert!(re.overlap(&header("x-dev", Pattern::regex("t.*"))));
     }
 
     #[test]
     fn paths_are_disjoint_when_no_path_can_match_both() {
-        let v1 = path(PathMatch::Prefix("/v1".into()));
-        let v2 = path(PathMatch::Prefix("/v2".into()));
+        let v1 = path(PathMatch::prefix("/v1"));
+        let v2 = path(PathMatch::prefix("/v2"));
         assert!(!v1.overlap(&v2));
-        assert!(v1.overlap(&path(PathMatch::Prefix("/v1/users".into()))));
-        assert!(!v1.overlap(&path(PathMatch::Equal("/health".into()))));
-        assert!(v1.overlap(&path(PathMatch::Equal("/v1/x".into()))));
+        assert!(v1.overlap(&path(PathMatch::prefix("/v1/users"))));
+        assert!(!v1.overlap(&path(PathMatch::equal("/health"))));
+        assert!(v1.overlap(&path(PathMatch::equal("/v1/x"))));
         assert!(
-            !path(PathMatch::Regex("/a/[0-9]+".into()))
-                .overlap(&path(PathMatch::Equal("/a/b".into())))
+            !path(PathMatch::regex("/a/[0-9]+"))
+                .overlap(&path(PathMatch::equal("/a/b")))
         );
     }
 
@@ -302,11 +352,11 @@ mod tests {
     fn validation_names_what_is_wrong() {
         assert!(header("x dev", exact("a")).validate().is_err());
         assert!(
-            header("x-dev", Pattern::Regex("(".into()))
+            header("x-dev", Pattern::regex("("))
                 .validate()
                 .is_err()
         );
-        assert!(path(PathMatch::Prefix("v2".into())).validate().is_err());
+        assert!(path(PathMatch::prefix("v2")).validate().is_err());
         assert!(
             header("x-dev", exact("any value at all"))
                 .validate()
@@ -317,7 +367,7 @@ mod tests {
     #[test]
     fn routes_read_as_their_tests() {
         let mut f = header("x-dev", exact("one"));
-        f.path = Some(PathMatch::Prefix("/v2".into()));
+        f.path = Some(PathMatch::prefix("/v2"));
         assert_eq!(f.to_string(), "x-dev=one, path /v2*");
         assert_eq!(Route::GLOBAL.to_string(), "all traffic");
     }
