@@ -301,7 +301,7 @@ async fn run(config: DaemonConfig, state: &StateDir) -> Result<(), DaemonError> 
     }
 
     let result = serve_source(&config, state, &events, &status, &intercepts, &stop).await;
-    intercepts.stop_all();
+    intercepts.stop_all().await;
     let failure = match &result {
         Err(e) => Some((error::daemon_message(e), error::daemon_exit_code(e))),
         Ok(()) if !events.connected() => Some((

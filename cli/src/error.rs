@@ -229,7 +229,9 @@ pub fn intercept_exit_code(e: &crate::daemon::intercepts::InterceptError) -> u8 
         | E::Target(_)
         | E::OtherPorts { .. }
         | E::NotHttp { .. }
-        | E::Refused { .. } => 2,
+        | E::Refused { .. }
+        | E::ReplaceOverSidecar { .. } => 2,
+        E::Replaced { .. } => 5,
         E::Held { .. } => 5,
         E::Cancelled { .. } => 130,
         E::Read { .. } | E::Agent(_) | E::Access(_) | E::ClaimTimeout { .. } => 4,

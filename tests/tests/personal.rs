@@ -143,6 +143,16 @@ fn rolled_out(c: &SandboxCluster, deploy: &str) {
 fn personal_intercepts_share_a_service_request_by_request_and_uninstall_restores_it() {
     let c = SandboxCluster::start();
     c.sandbox.apply(&extra());
+    // api gets a second port that no Service targets: --replace must take it too.
+    check(c.kubectl().args([
+        "-n",
+        "demo",
+        "patch",
+        "deploy/api",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/spec/template/spec/containers/0/ports/-","value":{"name":"metrics","containerPort":9100}}]"#,
+    ]));
     for d in ["web", "client", "grpc", "api"] {
         rolled_out(&c, d);
     }
@@ -420,7 +430,10 @@ fn personal_intercepts_share_a_service_request_by_request_and_uninstall_restores
         ],
     );
     assert_eq!(code, Some(2), "{out}");
-    assert!(out.contains("appProtocol") && out.contains("mysql"), "{out}");
+    assert!(
+        out.contains("appProtocol") && out.contains("mysql"),
+        "{out}"
+    );
     assert_eq!(objects_of(&c, &["deploy/grpc", "svc/grpc-raw"]), raw_before);
 
     // A mirror: the app answers everything; the laptop sees every request.
@@ -474,6 +487,54 @@ fn personal_intercepts_share_a_service_request_by_request_and_uninstall_restores
     leave(&c, "m");
     leave(&c, "one");
     assert!(curl_from_pod(&c, "http://web/").is_some_and(|b| hostname(&b).starts_with("web-")));
+
+    // --replace: api's container stops; every one of its ports comes to the workstation.
+    let _api = local_h2_server(&c, "laptop-api", 8094);
+    let _metrics = local_h2_server(&c, "laptop-metrics", 9100);
+    let replaced = intercept_ok(&c, &["api", "--port", "8094", "--replace"]);
+    assert_eq!(replaced["intercept"]["replace"], true, "{replaced}");
+    rolled_out(&c, "api");
+    let containers = c.jsonpath(
+        "demo",
+        &["pods", "-l", "app=api"],
+        "{.items[*].spec.containers[*].name}",
+    );
+    assert_eq!(
+        containers.trim(),
+        "tether-agent",
+        "api's pods run no app container"
+    );
+    let node_ip = c.jsonpath("", &["nodes"], "{.items[0].status.addresses[0].address}");
+    let pod_ip = c.jsonpath(
+        "demo",
+        &["pods", "-l", "app=api"],
+        "{.items[0].status.podIP}",
+    );
+    assert_eq!(answered_by(&c, "http://api:8080/", None), "laptop-api");
+    assert_eq!(
+        answered_by(&c, &format!("http://{node_ip}:30080/"), None),
+        "laptop-api"
+    );
+    assert_eq!(
+        answered_by(&c, &format!("http://{}:9100/", pod_ip.trim()), None),
+        "laptop-metrics"
+    );
+    // Nobody else can intercept a replaced workload meanwhile.
+    let (code, _, out) = tether_json(
+        &c,
+        &["intercept", "api", "--name", "other", "--port", "8095"],
+    );
+    assert_eq!(code, Some(5), "{out}");
+    assert!(out.contains("--replace"), "{out}");
+    // leave puts the container back, serving.
+    leave(&c, "api");
+    let containers = c.jsonpath(
+        "demo",
+        &["pods", "-l", "app=api"],
+        "{.items[*].spec.containers[*].name}",
+    );
+    assert_eq!(containers.trim(), "http-echo", "api's container is back");
+    assert!(answered_by(&c, "http://api:8080/", None).starts_with("api-"));
 
     // uninstall restores every spec exactly.
     let (code, _, out) = tether_json(&c, &["uninstall"]);

@@ -57,6 +57,9 @@ pub struct Record {
     pub forwards: Vec<Forward>,
     /// The app container's fields before injection, as stored (absent stays absent).
     pub original: Original,
+    /// `--replace`: the app container was taken out of the pod, and is in `original`.
+    #[serde(default)]
+    pub replace: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -66,6 +69,11 @@ pub struct Original {
     pub readiness_probe: Option<Value>,
     pub liveness_probe: Option<Value>,
     pub startup_probe: Option<Value>,
+    /// `--replace`: the whole app container and its index in the pod's containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
 }
 
 /// One port the sidecar took over.
@@ -146,6 +154,11 @@ pub fn original_view(deploy: &Deployment, record: &Record) -> Deployment {
     let mut view = deploy.clone();
     if let Some(pod) = view.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
         pod.containers.retain(|c| c.name != SIDECAR);
+        if let Some(app) = replaced_container(record) {
+            let at = record.original.index.unwrap_or(0).min(pod.containers.len());
+            pod.containers.insert(at, app);
+            return view;
+        }
         if let Some(app) = pod
             .containers
             .iter_mut()
@@ -158,6 +171,13 @@ pub fn original_view(deploy: &Deployment, record: &Record) -> Deployment {
         }
     }
     view
+}
+
+/// The app container a `--replace` injection took out of the pod.
+pub fn replaced_container(record: &Record) -> Option<Container> {
+    record
+        .replace
+        .then(|| from_json(&record.original.container))?
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(value: &Option<Value>) -> Option<T> {
@@ -270,6 +290,7 @@ pub fn plan(deploy: &Deployment, target: &Target, image: &str) -> Plan {
         readiness_probe: app.readiness_probe.as_ref().map(to_json),
         liveness_probe: app.liveness_probe.as_ref().map(to_json),
         startup_probe: app.startup_probe.as_ref().map(to_json),
+        ..Original::default()
     };
     let record = Record {
         version: super::manifests::VERSION.to_owned(),
@@ -278,6 +299,7 @@ pub fn plan(deploy: &Deployment, target: &Target, image: &str) -> Plan {
         control,
         forwards: forwards.clone(),
         original,
+        replace: false,
     };
 
     let names: BTreeSet<&str> = forwards.iter().filter_map(|f| f.name.as_deref()).collect();
@@ -366,6 +388,84 @@ pub fn plan(deploy: &Deployment, target: &Target, image: &str) -> Plan {
     }
 }
 
+/// Plans a `--replace` injection into `deploy` (which has no sidecar yet): the app container
+/// is taken out of the pod and kept whole in the record, and the sidecar listens on every
+/// port the app declared or a Service targets, by the same numbers and names, so no Service
+/// changes. The app's probes go with it.
+pub fn plan_replace(deploy: &Deployment, target: &Target, image: &str) -> Plan {
+    let pod = deploy
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .cloned()
+        .unwrap_or_default();
+    let index = pod
+        .containers
+        .iter()
+        .position(|c| c.name == target.container)
+        .unwrap_or_default();
+    let app = &pod.containers[index];
+    let mut forwards: Vec<Forward> = Vec::new();
+    let declared = app
+        .ports
+        .iter()
+        .flatten()
+        .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+        .map(|p| (p.container_port as u16, p.name.clone()));
+    let targeted = target.all.iter().map(|m| (m.app_port, m.named.clone()));
+    for (port, name) in declared.chain(targeted) {
+        if !forwards.iter().any(|f| f.app == port) {
+            forwards.push(Forward {
+                listen: port,
+                app: port,
+                name,
+            });
+        }
+    }
+    let used: BTreeSet<u16> = pod
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .map(|p| p.container_port as u16)
+        .chain(forwards.iter().map(|f| f.listen))
+        .collect();
+    let control = (CONTROL_PORT..)
+        .find(|p| !used.contains(p))
+        .unwrap_or(CONTROL_PORT);
+    let record = Record {
+        version: super::manifests::VERSION.to_owned(),
+        container: target.container.clone(),
+        service: target.service_name().to_owned(),
+        control,
+        forwards: forwards.clone(),
+        original: Original {
+            container: Some(to_json(app)),
+            index: Some(index),
+            ..Original::default()
+        },
+        replace: true,
+    };
+    let mut ops = Vec::new();
+    test_version(&mut ops, deploy.metadata.resource_version.as_ref());
+    add_annotation(
+        &mut ops,
+        deploy.metadata.annotations.is_some(),
+        ANNOTATION,
+        serde_json::to_string(&record).expect("a record serializes"),
+    );
+    ops.push(json!({"op": "remove", "path": format!("/spec/template/spec/containers/{index}")}));
+    let mut container = sidecar(image, control, &forwards);
+    if let Some(args) = container.args.as_mut() {
+        args.push("--replace".into());
+    }
+    ops.push(json!({"op": "add", "path": "/spec/template/spec/containers/-", "value": container}));
+    Plan {
+        record,
+        deployment: Value::Array(ops),
+        service: None,
+    }
+}
+
 /// Serialising the k8s-openapi types into JSON cannot fail (no maps with non-string keys).
 fn to_json<T: Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
@@ -448,6 +548,20 @@ pub fn restore_deployment(deploy: &Deployment, record: &Record) -> Value {
     let mut ops = Vec::new();
     test_version(&mut ops, deploy.metadata.resource_version.as_ref());
     remove_annotation(&mut ops, deploy.metadata.annotations.as_ref(), ANNOTATION);
+    if record.replace {
+        // The sidecar out, then the app container back where it was.
+        if let Some(i) = containers.iter().position(|c| c.name == SIDECAR) {
+            ops.push(
+                json!({"op": "remove", "path": format!("/spec/template/spec/containers/{i}")}),
+            );
+        }
+        if let Some(app) = &record.original.container {
+            let left = containers.iter().filter(|c| c.name != SIDECAR).count();
+            let at = record.original.index.unwrap_or(0).min(left);
+            ops.push(json!({"op": "add", "path": format!("/spec/template/spec/containers/{at}"), "value": app}));
+        }
+        return Value::Array(ops);
+    }
     if let Some(i) = containers.iter().position(|c| c.name == record.container) {
         let base = format!("/spec/template/spec/containers/{i}");
         let app = to_json(&containers[i]);

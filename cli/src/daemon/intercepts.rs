@@ -103,6 +103,14 @@ pub enum InterceptError {
     },
     #[error("the sidecar in pod {pod} cannot take this intercept: {reason}")]
     Refused { pod: String, reason: String },
+    #[error(
+        "deploy/{workload} has the tether-agent sidecar of ordinary intercepts; --replace needs it out first: when nobody intercepts it any more, `tether uninstall --agent {workload}`, then intercept again"
+    )]
+    ReplaceOverSidecar { workload: String },
+    #[error(
+        "deploy/{workload}'s container {container} is stopped by a --replace intercept; `tether list` shows who holds it. When it is left (or after `tether uninstall --agent {workload}`), intercept again"
+    )]
+    Replaced { workload: String, container: String },
     #[error("no claim on every Ready pod of deploy/{workload} within {} s: {status}", .waited.as_secs())]
     ClaimTimeout {
         workload: String,
@@ -202,37 +210,64 @@ impl Intercepts {
             .collect()
     }
 
-    /// Ends every intercept (quit).
-    pub fn stop_all(&self) {
+    /// Ends every intercept (quit); replaced containers are put back (without waiting for
+    /// their rollouts).
+    pub async fn stop_all(&self) {
         self.stop.cancel();
-        if let Ok(mut active) = self.active.lock() {
-            for (_, a) in std::mem::take(&mut *active) {
-                a.stop.cancel();
-            }
+        let ended: Vec<Active> = match self.active.lock() {
+            Ok(mut active) => std::mem::take(&mut *active).into_values().collect(),
+            Err(_) => Vec::new(),
+        };
+        for a in ended {
+            a.stop.cancel();
+            // put_back logs what it could not restore; quit goes on with the others.
+            let _ = self.put_back(&snapshot(&a.info), false).await;
         }
     }
 
-    pub fn leave(&self, name: &str) -> Result<InterceptInfo, InterceptError> {
-        let mut active = self
-            .active
-            .lock()
-            .map_err(|_| InterceptError::UnknownIntercept {
-                name: name.into(),
-                active: Vec::new(),
-            })?;
-        match active.remove(name) {
-            Some(a) => {
-                a.stop.cancel();
-                Ok(a.info
-                    .lock()
-                    .map(|i| i.clone())
-                    .unwrap_or_else(|e| e.into_inner().clone()))
+    /// Ends an intercept; a `--replace` one gets its container back, and this waits for
+    /// that rollout.
+    pub async fn leave(&self, name: &str) -> Result<InterceptInfo, InterceptError> {
+        let removed = {
+            let mut active = self
+                .active
+                .lock()
+                .map_err(|_| InterceptError::UnknownIntercept {
+                    name: name.into(),
+                    active: Vec::new(),
+                })?;
+            match active.remove(name) {
+                Some(a) => a,
+                None => {
+                    return Err(InterceptError::UnknownIntercept {
+                        name: name.into(),
+                        active: active.keys().cloned().collect(),
+                    });
+                }
             }
-            None => Err(InterceptError::UnknownIntercept {
-                name: name.into(),
-                active: active.keys().cloned().collect(),
-            }),
-        }
+        };
+        removed.stop.cancel();
+        let info = snapshot(&removed.info);
+        self.put_back(&info, true).await?;
+        Ok(info)
+    }
+
+    /// Restores a replaced workload; nothing for an ordinary intercept, whose sidecar stays.
+    async fn put_back(&self, info: &InterceptInfo, wait: bool) -> Result<(), InterceptError> {
+        let Some(cluster) = self.cluster().filter(|_| info.replace) else {
+            return Ok(());
+        };
+        let restored = async {
+            agent::remove(&cluster, &info.namespace, &info.workload).await?;
+            if wait {
+                agent::wait_rolled_out(&cluster, &info.namespace, &info.workload, &|_| {}).await?;
+            }
+            Ok::<(), AgentError>(())
+        };
+        restored.await.map_err(|e| {
+            tracing::error!("cannot put deploy/{} back: {e}", info.workload);
+            InterceptError::Agent(e)
+        })
     }
 
     /// Starts an intercept; `progress` hears each step. Cancelling `cancel` (the client went
@@ -277,13 +312,30 @@ impl Intercepts {
         ];
         if existing.is_none() {
             wanted.push(Permission::new("patch", "apps", "deployments").named(&spec.workload));
-            if target.all.iter().any(|m| m.named.is_none()) {
+            if !spec.replace && target.all.iter().any(|m| m.named.is_none()) {
                 wanted.push(Permission::new("patch", "", "services").named(target.service_name()));
             }
         }
         access::check(&cluster, &ns, &wanted).await?;
         let mut injected = false;
+        let planner = if spec.replace {
+            agent::plan_replace
+        } else {
+            agent::plan
+        };
         let record = match existing {
+            Some(record) if record.replace != spec.replace => {
+                return Err(if spec.replace {
+                    InterceptError::ReplaceOverSidecar {
+                        workload: spec.workload.clone(),
+                    }
+                } else {
+                    InterceptError::Replaced {
+                        workload: spec.workload.clone(),
+                        container: record.container.clone(),
+                    }
+                });
+            }
             Some(record) => {
                 check_covers(&record, &target)?;
                 record
@@ -294,13 +346,13 @@ impl Intercepts {
                     spec.workload
                 ));
                 let image = agent_image(&cluster).await;
-                let plan = agent::plan(&deploy, &target, &image);
+                let plan = planner(&deploy, &target, &image);
                 let record = plan.record.clone();
                 let applied = agent::patch_deployment(&cluster, &ns, &spec.workload, |d| {
                     match agent::record_of(d)? {
                         // Someone else injected meanwhile; theirs stands.
                         Some(_) => Ok(None),
-                        None => Ok(Some(agent::plan(d, &target, &image).deployment)),
+                        None => Ok(Some(planner(d, &target, &image).deployment)),
                     }
                 })
                 .await?;
@@ -346,6 +398,13 @@ impl Intercepts {
         };
         let port = target.port.app_port;
         let forward = record.forwards.iter().find(|f| f.app == port);
+        // A replaced container's ports all come here: the asked one to the local port, the
+        // others to the same numbers on the local address.
+        let ports: Vec<u16> = if record.replace {
+            record.forwards.iter().map(|f| f.app).collect()
+        } else {
+            vec![port]
+        };
         let local = SocketAddr::new(spec.address, spec.local_port);
         let info = InterceptInfo {
             name: name.clone(),
@@ -381,6 +440,7 @@ impl Intercepts {
             deploy: deploy.clone(),
             control: record.control,
             port,
+            ports,
             holder,
             route: spec.route.clone(),
             local,
@@ -434,7 +494,12 @@ impl Intercepts {
             ));
         }
         let env = match first_pod(&cluster, &ns, &info).await {
-            Some(pod) => {
+            Some(mut pod) => {
+                if let (Some(app), Some(spec)) =
+                    (agent::replaced_container(&record), pod.spec.as_mut())
+                {
+                    spec.containers.push(app);
+                }
                 match crate::cluster::env::container_env(&cluster.client, &pod, &target.container)
                     .await
                 {
@@ -456,6 +521,7 @@ impl Intercepts {
         if cancel.is_cancelled() {
             stop.cancel();
             // Cancelled after the claims: what this request injected goes too.
+            // (A replaced container comes back with it.)
             if injected && let Err(undo) = agent::remove(&cluster, &ns, &spec.workload).await {
                 tracing::error!("cannot restore deploy/{}: {undo}", spec.workload);
             }
@@ -463,19 +529,22 @@ impl Intercepts {
                 workload: spec.workload,
             });
         }
-        let snapshot = info
-            .lock()
-            .map(|i| i.clone())
-            .unwrap_or_else(|e| e.into_inner().clone());
+        let started = snapshot(&info);
         if let Ok(mut active) = self.active.lock() {
             active.insert(name, Active { info, stop });
         }
         Ok(Started {
-            info: snapshot,
+            info: started,
             env,
             warnings,
         })
     }
+}
+
+fn snapshot(info: &Arc<Mutex<InterceptInfo>>) -> InterceptInfo {
+    info.lock()
+        .map(|i| i.clone())
+        .unwrap_or_else(|e| e.into_inner().clone())
 }
 
 /// `Some(Ok)` once every Ready sidecar pod is claimed (and there is one), `Some(Err)` when a
@@ -681,7 +750,10 @@ struct Follow {
     cluster: Cluster,
     deploy: Deployment,
     control: u16,
+    /// The port asked for, which goes to `local`.
     port: u16,
+    /// Every port to claim.
+    ports: Vec<u16>,
     holder: Holder,
     route: Route,
     local: SocketAddr,
@@ -826,34 +898,39 @@ impl Follow {
             .await
             .map_err(|e| Broken::Other(e.to_string()))?;
         let mut link = Link::open(stream).await.map_err(Broken::link)?;
-        // A global claim is the one older sidecars know too.
-        let claim = if self.route.is_global() {
-            SidecarRequest::Claim {
-                port: self.port,
-                holder: self.holder.clone(),
-            }
-        } else if link.accepted.capabilities.contains(Capability::HttpRoutes) {
-            SidecarRequest::ClaimRoute {
-                port: self.port,
-                holder: self.holder.clone(),
-                route: self.route.clone(),
-            }
-        } else {
+        if !self.route.is_global() && !link.accepted.capabilities.contains(Capability::HttpRoutes) {
             let workload = self.deploy.metadata.name.as_deref().unwrap_or_default();
             return Err(Broken::Refused(format!(
                 "it was injected by a tether older than HTTP filters and mirrors (version {}); run `tether uninstall --agent {workload}`, then intercept again",
                 link.accepted.peer.software
             )));
-        };
-        match link.request(&claim).await.map_err(Broken::link)? {
-            SidecarReply::Claimed { .. } => {}
-            SidecarReply::Held { by, .. } => return Err(Broken::Held(by, None)),
-            SidecarReply::Overlaps { by, route, .. } => return Err(Broken::Held(by, Some(route))),
-            SidecarReply::Refused { reason, .. } => return Err(Broken::Refused(reason)),
-            other => {
-                return Err(Broken::Other(format!(
-                    "the sidecar refused the claim: {other:?}"
-                )));
+        }
+        for &port in &self.ports {
+            // A global claim is the one older sidecars know too.
+            let claim = if self.route.is_global() {
+                SidecarRequest::Claim {
+                    port,
+                    holder: self.holder.clone(),
+                }
+            } else {
+                SidecarRequest::ClaimRoute {
+                    port,
+                    holder: self.holder.clone(),
+                    route: self.route.clone(),
+                }
+            };
+            match link.request(&claim).await.map_err(Broken::link)? {
+                SidecarReply::Claimed { .. } => {}
+                SidecarReply::Held { by, .. } => return Err(Broken::Held(by, None)),
+                SidecarReply::Overlaps { by, route, .. } => {
+                    return Err(Broken::Held(by, Some(route)));
+                }
+                SidecarReply::Refused { reason, .. } => return Err(Broken::Refused(reason)),
+                other => {
+                    return Err(Broken::Other(format!(
+                        "the sidecar refused the claim: {other:?}"
+                    )));
+                }
             }
         }
         tracing::info!(%pod, port = self.port, "claimed");
@@ -861,7 +938,7 @@ impl Follow {
         let incoming = link
             .take_incoming()
             .ok_or_else(|| Broken::Other("no incoming streams".into()))?;
-        let serve = serve_incoming(incoming, self.local);
+        let serve = serve_incoming(incoming, self.local, self.port);
         tokio::pin!(serve);
         let mut tick = tokio::time::interval(PING_EVERY);
         let mut nonce = 0u64;
@@ -876,8 +953,13 @@ impl Follow {
                 }
                 () = &mut serve => return Err(Broken::Other("the sidecar closed the session".into())),
                 () = stop.cancelled() => {
-                    let release = SidecarRequest::Release { port: self.port };
-                    let _ = tokio::time::timeout(Duration::from_secs(2), link.request(&release)).await;
+                    let release = async {
+                        for &port in &self.ports {
+                            link.request(&SidecarRequest::Release { port }).await?;
+                        }
+                        Ok::<(), LinkError>(())
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(2), release).await;
                     return Ok(());
                 }
             }
@@ -926,20 +1008,27 @@ fn has_sidecar(pod: &Pod) -> bool {
         .is_some_and(|s| s.containers.iter().any(|c| c.name == SIDECAR))
 }
 
-/// Dials the local port for every connection a sidecar sends.
-async fn serve_incoming(mut incoming: Incoming, local: SocketAddr) {
+/// Dials the local port for every connection a sidecar sends: `local` for the app port
+/// asked for (`port`), the same number on `local`'s address for a replaced container's
+/// other ports.
+async fn serve_incoming(mut incoming: Incoming, local: SocketAddr, port: u16) {
     while let Some(stream) = incoming.next().await {
-        tokio::spawn(serve_one(stream, local));
+        tokio::spawn(serve_one(stream, local, port));
     }
 }
 
-async fn serve_one(mut stream: FlowStream, local: SocketAddr) {
+async fn serve_one(mut stream: FlowStream, local: SocketAddr, port: u16) {
     let Ok(frame) = expect_frame(&mut stream, MAX_FRAME, "flow request").await else {
         return;
     };
-    if !matches!(FlowRequest::decode(&frame), Ok(FlowRequest::Tcp { .. })) {
+    let Ok(FlowRequest::Tcp { target }) = FlowRequest::decode(&frame) else {
         return;
-    }
+    };
+    let local = if target.port() == port {
+        local
+    } else {
+        SocketAddr::new(local.ip(), target.port())
+    };
     match tokio::net::TcpStream::connect(local).await {
         Ok(mut conn) => {
             let _ = conn.set_nodelay(true);

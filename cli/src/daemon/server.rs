@@ -248,7 +248,7 @@ impl Handler {
                             tokio::spawn(async move {
                                 crate::system::process::wait_until_gone(owner).await;
                                 tracing::info!(intercept = %name, "its owner ({owner}) is gone; leaving");
-                                let _ = intercepts.leave(&name);
+                                let _ = intercepts.leave(&name).await;
                             });
                         }
                         Reply::Intercepted {
@@ -268,7 +268,7 @@ impl Handler {
                 let _ = write.write_all(encode(&reply).as_bytes()).await;
             }
             Request::Leave { name } => {
-                let reply = match self.intercepts.leave(&name) {
+                let reply = match self.intercepts.leave(&name).await {
                     Ok(info) => Reply::Left {
                         intercept: Box::new(info),
                     },
