@@ -36,6 +36,7 @@ pub mod install;
 pub mod manifests;
 pub mod progress;
 pub mod rollout;
+pub mod sidecars;
 pub mod transport;
 pub mod workload;
 

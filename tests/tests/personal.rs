@@ -536,6 +536,29 @@ fn personal_intercepts_share_a_service_request_by_request_and_uninstall_restores
     assert_eq!(containers.trim(), "http-echo", "api's container is back");
     assert!(answered_by(&c, "http://api:8080/", None).starts_with("api-"));
 
+    // A daemon killed while it holds a replaced workload: the next connect puts it back.
+    intercept_ok(&c, &["api", "--port", "8094", "--replace"]);
+    let pid = c.status()["pid"].as_u64().expect("the daemon's pid") as u32;
+    check(Command::new("kill").args(["-KILL", &pid.to_string()]));
+    c.wait_daemon_gone(pid, RECOVERY);
+    check(c.tether().arg("quit"));
+    let (connected, _) = c.connect();
+    assert_eq!(connected["event"], "connected", "{connected}");
+    wait_for(
+        "api's container to be put back",
+        Duration::from_secs(60),
+        || {
+            let containers = c.jsonpath(
+                "demo",
+                &["deploy", "api"],
+                "{.spec.template.spec.containers[*].name}",
+            );
+            (containers.trim() == "http-echo").then_some(())
+        },
+    );
+    rolled_out(&c, "api");
+    assert!(answered_by(&c, "http://api:8080/", None).starts_with("api-"));
+
     // uninstall restores every spec exactly.
     let (code, _, out) = tether_json(&c, &["uninstall"]);
     assert_eq!(code, Some(0), "{out}");

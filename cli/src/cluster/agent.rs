@@ -60,6 +60,10 @@ pub struct Record {
     /// `--replace`: the app container was taken out of the pod, and is in `original`.
     #[serde(default)]
     pub replace: bool,
+    /// `--replace`: `user@host` of the intercept, whose next daemon puts the container back
+    /// if this one dies holding it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -300,6 +304,7 @@ pub fn plan(deploy: &Deployment, target: &Target, image: &str) -> Plan {
         forwards: forwards.clone(),
         original,
         replace: false,
+        holder: None,
     };
 
     let names: BTreeSet<&str> = forwards.iter().filter_map(|f| f.name.as_deref()).collect();
@@ -392,7 +397,7 @@ pub fn plan(deploy: &Deployment, target: &Target, image: &str) -> Plan {
 /// is taken out of the pod and kept whole in the record, and the sidecar listens on every
 /// port the app declared or a Service targets, by the same numbers and names, so no Service
 /// changes. The app's probes go with it.
-pub fn plan_replace(deploy: &Deployment, target: &Target, image: &str) -> Plan {
+pub fn plan_replace(deploy: &Deployment, target: &Target, image: &str, holder: &str) -> Plan {
     let pod = deploy
         .spec
         .as_ref()
@@ -444,6 +449,7 @@ pub fn plan_replace(deploy: &Deployment, target: &Target, image: &str) -> Plan {
             ..Original::default()
         },
         replace: true,
+        holder: Some(holder.to_owned()),
     };
     let mut ops = Vec::new();
     test_version(&mut ops, deploy.metadata.resource_version.as_ref());

@@ -10,15 +10,11 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
 use kube::api::ListParams;
 use serde::Serialize;
-use tether_tunnel::sidecar::Link;
-use tether_tunnel::wire::capability::Capability;
-use tether_tunnel::wire::intercept::{
-    ClaimStatus, PortRoutes, SidecarReply, SidecarRequest, SidecarRoutes,
-};
 
 use crate::cluster::agent::{self, SIDECAR};
 use crate::cluster::rollout::is_ready;
-use crate::cluster::transport::{PodRef, forward_port};
+use crate::cluster::sidecars;
+use crate::cluster::transport::PodRef;
 use crate::cluster::workload;
 use crate::cluster::{self, Cluster, KubeOptions};
 use crate::config::KubeTarget;
@@ -171,7 +167,7 @@ async fn held(
             name: pod.metadata.name.clone().unwrap_or_default(),
             uid: pod.metadata.uid.clone().unwrap_or_default(),
         };
-        let Some(routes) = routes_of(cluster, &pod_ref, control).await else {
+        let Some(routes) = sidecars::routes_of(cluster, &pod_ref, control).await else {
             tracing::debug!(pod = %pod_ref, "no status from the sidecar");
             continue;
         };
@@ -210,43 +206,6 @@ async fn held(
         )
         .collect();
     (listed, not_http)
-}
-
-/// Every claim of one pod's sidecar; from an older sidecar, its one claim per port.
-async fn routes_of(cluster: &Cluster, pod: &PodRef, control: u16) -> Option<SidecarRoutes> {
-    let stream = forward_port(cluster, pod, control).await.ok()?;
-    let mut link = Link::open(stream).await.ok()?;
-    if link.accepted.capabilities.contains(Capability::HttpRoutes) {
-        return match link.request(&SidecarRequest::Routes).await.ok()? {
-            SidecarReply::Routes(r) => Some(r),
-            _ => None,
-        };
-    }
-    let SidecarReply::Status(status) = link.request(&SidecarRequest::Status).await.ok()? else {
-        return None;
-    };
-    Some(SidecarRoutes {
-        ports: status
-            .ports
-            .into_iter()
-            .map(|p| PortRoutes {
-                listen: p.listen,
-                app: p.app,
-                claims: p
-                    .holder
-                    .into_iter()
-                    .map(|holder| ClaimStatus {
-                        holder,
-                        route: Default::default(),
-                        matched: p.intercepted,
-                        dropped: 0,
-                    })
-                    .collect(),
-                forwarded: p.forwarded,
-                not_http: 0,
-            })
-            .collect(),
-    })
 }
 
 pub async fn run(target: &KubeTarget, printer: &Printer) -> Result<(), CliError> {

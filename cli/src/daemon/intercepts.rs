@@ -192,8 +192,9 @@ pub struct Intercepts {
 impl Intercepts {
     pub fn set_cluster(&self, cluster: Cluster) {
         if let Ok(mut c) = self.cluster.lock() {
-            *c = Some(cluster);
+            *c = Some(cluster.clone());
         }
+        tokio::spawn(recover_replaced(cluster));
     }
 
     fn cluster(&self) -> Option<Cluster> {
@@ -318,10 +319,13 @@ impl Intercepts {
         }
         access::check(&cluster, &ns, &wanted).await?;
         let mut injected = false;
-        let planner = if spec.replace {
-            agent::plan_replace
-        } else {
-            agent::plan
+        let me = format!("{}@{}", invoking_user(), host_name());
+        let planner = |d: &Deployment, target: &workload::Target, image: &str| {
+            if spec.replace {
+                agent::plan_replace(d, target, image, &me)
+            } else {
+                agent::plan(d, target, image)
+            }
         };
         let record = match existing {
             Some(record) if record.replace != spec.replace => {
@@ -538,6 +542,61 @@ impl Intercepts {
             env,
             warnings,
         })
+    }
+}
+
+/// Puts back the workloads that a `--replace` intercept of this user on this machine left
+/// without their container when its daemon died (SIGKILL, a crash, a reboot): their
+/// sidecars hold no claim any more. Someone else's, or one still held, is left alone.
+async fn recover_replaced(cluster: Cluster) {
+    let me = format!("{}@{}", invoking_user(), host_name());
+    // Listing every namespace may be forbidden; the connection's namespace is then the one
+    // a developer most likely replaced something in.
+    let found = match agent::injected(&cluster, None).await {
+        Ok(found) => found,
+        Err(_) => agent::injected(&cluster, Some(&cluster.namespace))
+            .await
+            .unwrap_or_default(),
+    };
+    let mut candidates = found;
+    // A daemon killed moments ago may still hold claims until the sidecar notices the
+    // silence, so those are looked at once more after that.
+    for pass in 0..2 {
+        if pass == 1 {
+            if candidates.is_empty() {
+                return;
+            }
+            tokio::time::sleep(2 * tether_tunnel::wire::intercept::LIVENESS).await;
+        }
+        let mut held = Vec::new();
+        for (ns, name) in candidates {
+            let Ok(deploy) = Api::<Deployment>::namespaced(cluster.client.clone(), &ns)
+                .get(&name)
+                .await
+            else {
+                continue;
+            };
+            let Ok(Some(record)) = agent::record_of(&deploy) else {
+                continue;
+            };
+            if !record.replace || record.holder.as_deref() != Some(me.as_str()) {
+                continue;
+            }
+            match crate::cluster::sidecars::any_claims(&cluster, &deploy, record.control).await {
+                Some(false) => {}
+                _ => {
+                    held.push((ns, name));
+                    continue;
+                }
+            }
+            tracing::warn!(
+                "deploy/{name} in {ns} was left replaced by an earlier session of this machine; putting its container back"
+            );
+            if let Err(e) = agent::remove(&cluster, &ns, &name).await {
+                tracing::error!("cannot put deploy/{name} back: {e}");
+            }
+        }
+        candidates = held;
     }
 }
 
