@@ -29,7 +29,7 @@ pub enum Request {
     Status,
     Quit,
     Watch,
-    Intercept(InterceptSpec),
+    Intercept(Box<InterceptSpec>),
     Leave { name: String },
 }
 

@@ -195,6 +195,14 @@ struct InterceptFigures {
     app: Figures,
     dormant: Figures,
     intercepted: Figures,
+    /// A header-filtered intercept on the port: a request it does not match (the app
+    /// answers, through the sidecar's HTTP router), and one it matches (the workstation).
+    unmatched: Figures,
+    matched: [u64; 3],
+    /// The app's latency through the sidecar while a mirror copies every request to the
+    /// workstation, and while the mirror's server there is gone.
+    mirrored: [u64; 3],
+    mirror_gone: [u64; 3],
     cold_ms: f64,
     warm_ms: f64,
 }
@@ -220,6 +228,38 @@ impl InterceptFigures {
                 c.latency[i]
             );
         }
+        println!();
+        println!(
+            "| measure (same client and pod) | (a) app, no sidecar | (d) not matching a header filter (app through the HTTP router) | (e) matching it (workstation) |"
+        );
+        println!("|---|---|---|---|");
+        println!(
+            "| 1 GiB download, one stream (MiB/s, median of {BULK_RUNS}) | {:.0} | {:.0} | - |",
+            a.mib_s, self.unmatched.mib_s
+        );
+        for (i, name) in ["p50", "p90", "p99"].iter().enumerate() {
+            println!(
+                "| request latency {name} (µs) | {} | {} ({:+}) | {} |",
+                a.latency[i],
+                self.unmatched.latency[i],
+                self.unmatched.latency[i] as i64 - a.latency[i] as i64,
+                self.matched[i]
+            );
+        }
+        println!();
+        println!(
+            "| app latency through the sidecar (µs) | (b) no mirror | (f) mirror to the workstation | (g) mirror, its server gone |"
+        );
+        println!("|---|---|---|---|");
+        for (i, name) in ["p50", "p90", "p99"].iter().enumerate() {
+            println!(
+                "| {name} | {} | {} | {} |",
+                b.latency[i], self.mirrored[i], self.mirror_gone[i]
+            );
+        }
+        println!();
+        println!("| measure | result |");
+        println!("|---|---|");
         println!(
             "| `tether intercept` → first answer from the workstation, cold (sidecar injected, one rollout) | {:.0} ms |",
             self.cold_ms
@@ -236,20 +276,7 @@ fn intercept_figures(
     node: &str,
     in_node: impl Fn() -> Command,
 ) -> InterceptFigures {
-    let mut local = tether_tests::Proc::start(
-        "the workstation's http-echo",
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &c.workstation,
-                "env",
-                "POD_NAME=workstation",
-            ])
-            .arg(bin("tether-sandbox"))
-            .args(["workload", "http-echo", "--port", "8080"]),
-    );
-    local.wait_line(Duration::from_secs(10), |l| l.contains("listening"));
+    let local = workstation_echo(c);
     let cluster_ip = c.jsonpath("demo", &["svc", "web"], "{.spec.clusterIP}");
     let (cold_ms, sidecar_port) = intercept_to_first_answer(c, node, &cluster_ip);
     eprintln!("cold intercept to first answer: {cold_ms:.0} ms");
@@ -275,6 +302,39 @@ fn intercept_figures(
         &in_node,
         &format!("http://{pod_ip}:{WEB_PORT}"),
     );
+    let through = format!("http://{pod_ip}:{sidecar_port}");
+    check(c.tether().args([
+        "intercept",
+        "web",
+        "--name",
+        "filtered",
+        "--port",
+        "8080",
+        "--http-header",
+        "x-dev=bench",
+    ]));
+    let unmatched = measure("not matching a filter", &in_node, &through);
+    let matched = latency("matching a filter", &in_node, &through, &["x-dev=bench"]);
+    check(c.tether().args(["leave", "filtered"]));
+    check(c.tether().args([
+        "intercept",
+        "web",
+        "--name",
+        "mirror",
+        "--port",
+        "8080",
+        "--mirror",
+    ]));
+    let mirrored = latency("app with a mirror", &in_node, &through, &[]);
+    drop(local);
+    let mirror_gone = latency(
+        "app with a mirror, its server gone",
+        &in_node,
+        &through,
+        &[],
+    );
+    check(c.tether().args(["leave", "mirror"]));
+    let _local = workstation_echo(c);
     let (warm_ms, _) = intercept_to_first_answer(c, node, &cluster_ip);
     eprintln!("warm intercept to first answer: {warm_ms:.0} ms");
     check(c.tether().args(["leave", "web"]));
@@ -286,9 +346,45 @@ fn intercept_figures(
         app,
         dormant,
         intercepted,
+        unmatched,
+        matched,
+        mirrored,
+        mirror_gone,
         cold_ms,
         warm_ms,
     }
+}
+
+/// An http-echo in the workstation on port 8080, answering as `workstation`.
+fn workstation_echo(c: &SandboxCluster) -> tether_tests::Proc {
+    let mut local = tether_tests::Proc::start(
+        "the workstation's http-echo",
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &c.workstation,
+                "env",
+                "POD_NAME=workstation",
+            ])
+            .arg(bin("tether-sandbox"))
+            .args(["workload", "http-echo", "--port", "8080"]),
+    );
+    local.wait_line(Duration::from_secs(10), |l| l.contains("listening"));
+    local
+}
+
+/// Request latency p50/p90/p99 to `base` with `headers` on every request.
+fn latency(name: &str, kit: &dyn Fn() -> Command, base: &str, headers: &[&str]) -> [u64; 3] {
+    let mut cmd = kit();
+    cmd.args(["http-latency", "--requests", REQUESTS, "--url"])
+        .arg(format!("{base}/"));
+    for h in headers {
+        cmd.args(["--header", h]);
+    }
+    let figures = percentiles(&check(&mut cmd));
+    eprintln!("{name}: latency p50/p90/p99 {figures:?} µs");
+    figures
 }
 
 /// Runs `tether intercept web` and then asks web's ClusterIP from the node until the

@@ -98,6 +98,9 @@ enum Cmd {
         requests: usize,
         #[arg(long, default_value_t = 0.0)]
         retry_for: f64,
+        /// NAME=VALUE sent with every request (repeatable).
+        #[arg(long)]
+        header: Vec<String>,
     },
     /// Downloads URL (HTTP/1.1, Content-Length) and prints the body's throughput in MiB/s.
     HttpDownload {
@@ -142,7 +145,8 @@ async fn main() -> ExitCode {
             url,
             requests,
             retry_for,
-        } => http_latency(&url, requests, retry_for).await,
+            header,
+        } => http_latency(&url, requests, retry_for, &header).await,
         Cmd::HttpDownload { url } => http_download(&url).await,
         Cmd::DnsLatency {
             name,
@@ -404,10 +408,20 @@ struct HttpConn {
 
 impl HttpConn {
     async fn open(url: &str) -> Result<HttpConn> {
+        HttpConn::open_with(url, &[]).await
+    }
+
+    /// With `NAME=VALUE` headers on every request.
+    async fn open_with(url: &str, headers: &[String]) -> Result<HttpConn> {
         let (host, port, path) = parse_url(url)?;
         let stream = TcpStream::connect((host.as_str(), port)).await?;
         stream.set_nodelay(true)?;
-        let request = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\n\r\n").into_bytes();
+        let mut extra = String::new();
+        for h in headers {
+            let (k, v) = h.split_once('=').ok_or("a header is NAME=VALUE")?;
+            extra.push_str(&format!("{k}: {v}\r\n"));
+        }
+        let request = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\n{extra}\r\n").into_bytes();
         Ok(HttpConn {
             stream,
             request,
@@ -454,11 +468,16 @@ impl HttpConn {
     }
 }
 
-async fn http_latency(url: &str, requests: usize, retry_for: f64) -> Result<()> {
+async fn http_latency(
+    url: &str,
+    requests: usize,
+    retry_for: f64,
+    headers: &[String],
+) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs_f64(retry_for);
     let mut conn = loop {
         let attempt = async {
-            let mut conn = HttpConn::open(url).await?;
+            let mut conn = HttpConn::open_with(url, headers).await?;
             conn.get().await?;
             Result::Ok(conn)
         };

@@ -121,7 +121,7 @@ impl SenderHandle {
 /// Why a request could not be sent on.
 enum Failed {
     /// The laptop's session ended before anything was sent: the app can take it.
-    Gone(Request<Body>),
+    Gone(Box<Request<Body>>),
     /// The laptop's session ended (before a request was at stake).
     Dead,
     Refused(String),
@@ -207,7 +207,7 @@ impl Conn {
                 }
                 Err(Failed::Gone(request)) => {
                     tracing::debug!(port = self.app, "the laptop's session is gone; to the app");
-                    self.to_app(request).await
+                    self.to_app(*request).await
                 }
                 Err(e) => Err(e),
             },
@@ -316,7 +316,7 @@ impl Conn {
                         }
                         s
                     }
-                    Err(Failed::Dead) => return Err(Failed::Gone(request)),
+                    Err(Failed::Dead) => return Err(Failed::Gone(Box::new(request))),
                     Err(e) => return Err(e),
                 },
             };

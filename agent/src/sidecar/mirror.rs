@@ -227,7 +227,7 @@ impl hyper::body::Body for CopyBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.hint.clone()
+        self.hint
     }
 }
 

@@ -181,7 +181,7 @@ pub async fn intercept(
         reason: e.to_string(),
         log: status.log.clone(),
     };
-    let mut replies = ipc::send(&socket, Request::Intercept(spec))
+    let mut replies = ipc::send(&socket, Request::Intercept(Box::new(spec)))
         .await
         .map_err(lost)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(CliError::Signals)?;

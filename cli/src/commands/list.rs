@@ -27,7 +27,8 @@ pub struct Listed {
     pub name: String,
     pub kind: String,
     pub services: Vec<ListedService>,
-    /// `none`, `dormant` or `active`.
+    /// `none`, `dormant`, `active`, or `replaced` (a `--replace` sidecar that nobody holds:
+    /// the app container is not running).
     pub agent: String,
     pub intercepts: Vec<ListedIntercept>,
     /// Connections that did not speak HTTP while a filter was on their port (they went to
@@ -122,6 +123,8 @@ pub async fn list(cluster: &Cluster, namespace: &str) -> Result<Vec<Listed>, Cli
         };
         let agent = match (&record, intercepts.is_empty()) {
             (None, _) => "none",
+            // The app container is out and nobody holds its ports: nothing serves them.
+            (Some(r), true) if r.replace => "replaced",
             (Some(_), true) => "dormant",
             (Some(_), false) => "active",
         };

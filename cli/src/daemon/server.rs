@@ -221,7 +221,9 @@ impl Handler {
                     tracing::info!("{message}");
                     let _ = progress_tx.send(message);
                 };
-                let started = self.intercepts.start(spec, mode, &progress, cancel.clone());
+                let started = self
+                    .intercepts
+                    .start(*spec, mode, &progress, cancel.clone());
                 tokio::pin!(started);
                 let result = loop {
                     tokio::select! {

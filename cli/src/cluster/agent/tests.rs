@@ -180,3 +180,71 @@ fn sidecar_ports_avoid_the_pods_own() {
     assert_eq!(plan.record.control, 47101);
     assert_eq!(plan.record.forwards[0].listen, 47102);
 }
+
+#[test]
+fn a_replaced_container_leaves_the_pod_and_comes_back_where_it_was() {
+    // A second container after the app, so that the app's index matters.
+    let mut deploy = api();
+    deploy["spec"]["template"]["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "logger", "image": "busybox", "ports": [{"containerPort": 5140, "protocol": "UDP"}]}));
+    deploy["spec"]["template"]["spec"]["containers"][0]["ports"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "metrics", "containerPort": 9100, "protocol": "TCP"}));
+    let target = resolve(
+        &typed(&deploy),
+        &[typed(&api_service())],
+        &Choice::default(),
+    )
+    .unwrap();
+    let plan = plan_replace(&typed(&deploy), &target, "agent:1", "dev@laptop");
+    assert!(
+        plan.service.is_none(),
+        "the sidecar takes the same port numbers"
+    );
+    let injected = bump(apply(&deploy, &plan.deployment));
+    let [logger, sidecar] = containers(&injected).as_slice() else {
+        panic!("the app container is gone, the sidecar is in: {injected}");
+    };
+    assert_eq!(logger["name"], json!("logger"));
+    assert_eq!(
+        sidecar["args"],
+        json!([
+            "sidecar",
+            "--control",
+            "127.0.0.1:47099",
+            "--forward",
+            "9090=9090",
+            "--forward",
+            "9100=9100",
+            "--replace"
+        ])
+    );
+    assert_eq!(
+        sidecar["ports"],
+        json!([{"containerPort": 9090, "protocol": "TCP"}, {"name": "metrics", "containerPort": 9100, "protocol": "TCP"}])
+    );
+    assert!(
+        sidecar.get("readinessProbe").is_none(),
+        "the app's probes went with it"
+    );
+    let record = record_of(&typed(&injected)).unwrap().unwrap();
+    assert!(record.replace);
+    assert_eq!(record.holder.as_deref(), Some("dev@laptop"));
+    // Targets are still chosen on the workload as the user made it.
+    assert_eq!(
+        containers(&serde_json::to_value(original_view(&typed(&injected), &record)).unwrap())[0]["name"],
+        json!("http-echo")
+    );
+
+    let mut changed = injected.clone();
+    changed["spec"]["replicas"] = json!(4);
+    let changed = bump(changed);
+    let restored = apply(&changed, &restore_deployment(&typed(&changed), &record));
+    let mut expected = deploy.clone();
+    expected["spec"]["replicas"] = json!(4);
+    expected["metadata"]["resourceVersion"] = changed["metadata"]["resourceVersion"].clone();
+    assert_eq!(restored, expected);
+}
