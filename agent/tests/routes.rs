@@ -48,7 +48,7 @@ impl Sidecar {
             .arg("sidecar")
             .args(["--control", &format!("127.0.0.1:{control}")])
             .args(["--forward", &format!("{listen}={app}")])
-            .env("TETHER_LOG", "debug")
+            .env("TETHER_LOG", "info")
             .stdout(Stdio::null())
             .spawn()
             .expect("start tether-agent sidecar");
@@ -409,4 +409,72 @@ async fn mirrors_see_every_request_while_the_app_answers() {
         .find(|c| c.holder.intercept == "mirror")
         .unwrap();
     assert_eq!(mirror.dropped, 0, "{r:?}");
+}
+
+/// An app that switches a request asking for `upgrade: echo` to a byte echo.
+async fn upgrading_app() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(|mut request: Request<Incoming>| async move {
+                if request
+                    .headers()
+                    .get("upgrade")
+                    .is_some_and(|v| v == "echo")
+                {
+                    let upgrade = hyper::upgrade::on(&mut request);
+                    tokio::spawn(async move {
+                        let mut io = TokioIo::new(upgrade.await.unwrap());
+                        let mut buf = [0u8; 64];
+                        while let Ok(n) = io.read(&mut buf).await {
+                            if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    let response = Response::builder()
+                        .status(101)
+                        .header("connection", "upgrade")
+                        .header("upgrade", "echo")
+                        .body(Full::new(Bytes::new()))
+                        .unwrap();
+                    return Ok::<_, Infallible>(response);
+                }
+                Ok(Response::new(Full::new(Bytes::from("app"))))
+            });
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(s), service)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn an_upgraded_connection_is_carried_through_the_router() {
+    let app = upgrading_app().await;
+    let sidecar = Sidecar::start(app);
+    let (_one, reply) = sidecar.laptop("one", header("one"), None).await;
+    assert_eq!(reply, SidecarReply::Claimed { port: app });
+    let mut s = TcpStream::connect(sidecar.listen).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nhost: web\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    s.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    within("the echo", WAIT, s.read_exact(&mut echoed))
+        .await
+        .unwrap();
+    assert_eq!(&echoed, b"ping");
 }

@@ -91,6 +91,20 @@ impl Matcher {
 pub struct ClaimCounters {
     pub matched: AtomicU64,
     pub dropped: AtomicU64,
+    /// A mirror whose laptop refused a copy gets none until then (ms since the sidecar
+    /// started), so an absent server costs the pod nothing but a counter.
+    resting_until: AtomicU64,
+}
+
+/// How long a mirror rests after its laptop refused a copy.
+const MIRROR_REST: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }
 
 /// A claim: the session a port's matching traffic goes to.
@@ -121,6 +135,16 @@ impl Claim {
 
     pub fn drop_copy(&self) {
         self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A mirror's laptop refused a copy: copies are dropped for a while without trying.
+    pub fn rest(&self) {
+        let until = now_ms() + MIRROR_REST.as_millis() as u64;
+        self.counters.resting_until.store(until, Ordering::Relaxed);
+    }
+
+    pub fn resting(&self) -> bool {
+        now_ms() < self.counters.resting_until.load(Ordering::Relaxed)
     }
 }
 

@@ -5,7 +5,8 @@
 //! reads it, through a bounded channel; when the channel is full (the laptop is slow) or
 //! the laptop is gone, that copy is abandoned and counted as dropped, and the app's request
 //! goes on untouched. Each mirror has at most a fixed number of copies in flight; beyond
-//! that, copies are dropped too.
+//! that, copies are dropped too, and so are they for a second after the laptop refused one
+//! (its server is not running), so that an absent server costs the pod nothing.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -45,8 +46,7 @@ pub fn tee(
     let empty = body.is_end_stream();
     let mut outs = Vec::new();
     for claim in mirrors {
-        let Ok(permit) = claim.slots.clone().try_acquire_owned() else {
-            claim.drop_copy();
+        let Some(permit) = slot(claim) else {
             continue;
         };
         let mut head = Request::builder()
@@ -81,6 +81,43 @@ pub fn tee(
     Request::from_parts(parts, Tee { inner: body, outs }.boxed())
 }
 
+/// Room for one more copy of `claim`'s, or `None` (the copy counted as dropped) while it
+/// has too many in flight or rests after a refusal.
+fn slot(claim: &Claim) -> Option<OwnedSemaphorePermit> {
+    let permit = if claim.resting() {
+        None
+    } else {
+        claim.slots.clone().try_acquire_owned().ok()
+    };
+    if permit.is_none() {
+        claim.drop_copy();
+    }
+    permit
+}
+
+/// Dials the mirror's laptop for one copy; a refusal makes the mirror rest.
+async fn dial(
+    claim: &Claim,
+    target: std::net::SocketAddr,
+) -> Result<tether_tunnel::FlowStream, BoxError> {
+    match tokio::time::timeout(
+        LAPTOP_DIAL_TIMEOUT,
+        claim.session.dial(&FlowRequest::Tcp { target }),
+    )
+    .await
+    {
+        Ok(Ok(flow)) => Ok(flow),
+        Ok(Err(e)) => {
+            claim.rest();
+            Err(e.into())
+        }
+        Err(_) => {
+            claim.rest();
+            Err("the laptop did not answer".into())
+        }
+    }
+}
+
 async fn send_copy(
     claim: Claim,
     copy: Request<Body>,
@@ -89,12 +126,7 @@ async fn send_copy(
     _permit: OwnedSemaphorePermit,
 ) {
     let sent = tokio::time::timeout(COPY_TIMEOUT, async {
-        let flow = tokio::time::timeout(
-            LAPTOP_DIAL_TIMEOUT,
-            claim.session.dial(&FlowRequest::Tcp { target }),
-        )
-        .await
-        .map_err(|_| BoxError::from("the laptop did not answer"))??;
+        let flow = dial(&claim, target).await?;
         let response = handshake(flow, protocol).await?.send(copy).await?;
         let mut body = response.into_body();
         while let Some(frame) = body.frame().await {
@@ -237,8 +269,7 @@ pub async fn plain(client: TcpStream, head: Bytes, app: TcpStream, mirrors: &[Cl
     let mut copies: Vec<Out<Bytes>> = Vec::new();
     if let Ok(target) = app.peer_addr() {
         for claim in mirrors {
-            let Ok(permit) = claim.slots.clone().try_acquire_owned() else {
-                claim.drop_copy();
+            let Some(permit) = slot(claim) else {
                 continue;
             };
             let (tx, rx) = mpsc::channel(COPY_FRAMES);
@@ -288,12 +319,7 @@ async fn copy_bytes(
     _permit: OwnedSemaphorePermit,
 ) {
     let copied = async {
-        let flow = tokio::time::timeout(
-            LAPTOP_DIAL_TIMEOUT,
-            claim.session.dial(&FlowRequest::Tcp { target }),
-        )
-        .await
-        .map_err(|_| BoxError::from("the laptop did not answer"))??;
+        let flow = dial(&claim, target).await?;
         let (mut read, mut write) = tokio::io::split(flow);
         // The laptop's answers are read so that it never blocks on writing them.
         let drain = tokio::spawn(async move {
