@@ -118,6 +118,8 @@ pub struct Claim {
     pub counters: Arc<ClaimCounters>,
     /// A mirror's copies in flight.
     pub slots: Arc<Semaphore>,
+    /// A mirror's idle connections to its laptop.
+    pub copies: Arc<super::mirror::CopyPool>,
 }
 
 impl Claim {
@@ -299,6 +301,7 @@ impl Ports {
             matcher,
             counters: Arc::default(),
             slots: Arc::new(Semaphore::new(MIRROR_IN_FLIGHT)),
+            copies: Arc::default(),
         };
         p.claims = others.cloned().chain([claim]).collect();
         SidecarReply::Claimed { port }

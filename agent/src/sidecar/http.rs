@@ -102,11 +102,17 @@ where
     Ok(SenderHandle(sender))
 }
 
-/// An upstream connection as the mirrors use it: one request, then dropped.
+/// An upstream connection as the mirrors use it: one request at a time, kept for the next
+/// copy while the laptop keeps it open.
 pub struct SenderHandle(Sender);
 
 impl SenderHandle {
-    pub async fn send(mut self, request: Request<Body>) -> Result<Response<Incoming>, BoxError> {
+    /// Whether the connection can take a request now (`false`: the other end closed it).
+    pub async fn ready(&mut self) -> bool {
+        self.0.ready().await
+    }
+
+    pub async fn send(&mut self, request: Request<Body>) -> Result<Response<Incoming>, BoxError> {
         if !self.0.ready().await {
             return Err("the connection closed before the request".into());
         }

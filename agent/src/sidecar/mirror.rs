@@ -25,7 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use super::LAPTOP_DIAL_TIMEOUT;
 use super::claims::Claim;
-use super::http::{Body, BoxError, handshake};
+use super::http::{Body, BoxError, SenderHandle, handshake};
 use super::sniff::Protocol;
 
 /// Body frames (or byte chunks) buffered per copy before it is abandoned.
@@ -81,6 +81,37 @@ pub fn tee(
     Request::from_parts(parts, Tee { inner: body, outs }.boxed())
 }
 
+/// A mirror's idle connections to its laptop, so that a copy costs a request and not a new
+/// stream, connection and handshake.
+#[derive(Default)]
+pub struct CopyPool {
+    idle: std::sync::Mutex<Vec<(Protocol, SenderHandle)>>,
+}
+
+impl CopyPool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Protocol, SenderHandle)>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An idle connection of `protocol` that can still take a request.
+    async fn take(&self, protocol: Protocol) -> Option<SenderHandle> {
+        loop {
+            let mut sender = {
+                let mut idle = self.lock();
+                let at = idle.iter().position(|(p, _)| *p == protocol)?;
+                idle.swap_remove(at).1
+            };
+            if sender.ready().await {
+                return Some(sender);
+            }
+        }
+    }
+
+    fn put(&self, protocol: Protocol, sender: SenderHandle) {
+        self.lock().push((protocol, sender));
+    }
+}
+
 /// Room for one more copy of `claim`'s, or `None` (the copy counted as dropped) while it
 /// has too many in flight or rests after a refusal.
 fn slot(claim: &Claim) -> Option<OwnedSemaphorePermit> {
@@ -126,12 +157,16 @@ async fn send_copy(
     _permit: OwnedSemaphorePermit,
 ) {
     let sent = tokio::time::timeout(COPY_TIMEOUT, async {
-        let flow = dial(&claim, target).await?;
-        let response = handshake(flow, protocol).await?.send(copy).await?;
+        let mut sender = match claim.copies.take(protocol).await {
+            Some(sender) => sender,
+            None => handshake(dial(&claim, target).await?, protocol).await?,
+        };
+        let response = sender.send(copy).await?;
         let mut body = response.into_body();
         while let Some(frame) = body.frame().await {
             frame?;
         }
+        claim.copies.put(protocol, sender);
         Ok::<(), BoxError>(())
     })
     .await;
