@@ -135,6 +135,29 @@ fn run_connects_for_one_command_and_leaves_nothing_behind() {
     assert_eq!(c.status()["event"], "not-connected");
     assert_eq!(c.snapshot(), before);
 
+    // A personal intercept for CMD: it gets the made-up header to tag its own requests.
+    let header_out = c.dir().join("cmd.header");
+    let print = format!(
+        "echo \"$TETHER_INTERCEPT_HEADER\" > {}",
+        header_out.display()
+    );
+    let out = run(&mut tether_run(
+        &c,
+        &[
+            "--intercept",
+            "web",
+            "--port",
+            "8080",
+            "--http-header",
+            "auto",
+        ],
+        &["sh", "-c", &print],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let header = std::fs::read_to_string(&header_out).expect("CMD's header");
+    assert!(header.starts_with("x-tether-intercept: web-"), "{header:?}");
+    assert_eq!(c.snapshot(), before);
+
     // SIGKILL of run: the daemon it started ends by itself, and so does CMD.
     let mut killed = Proc::start(
         "tether run -- sleep",
