@@ -176,10 +176,18 @@ spec:
             token.trim(),
         ]);
         as_alice(&["config", "set-context", "--current", "--user", "alice"]);
-        assert_eq!(
-            as_alice(&["auth", "can-i", "patch", "deployments", "-n", "demo"]).trim(),
-            "no"
-        );
+        // (`auth can-i` exits 1 when the answer is no.)
+        let can_i = c.sandbox.kubectl(&[
+            "--kubeconfig",
+            path,
+            "auth",
+            "can-i",
+            "patch",
+            "deployments",
+            "-n",
+            "demo",
+        ]);
+        assert_eq!(String::from_utf8_lossy(&can_i.stdout).trim(), "no");
         let before = demo_web(&c);
 
         // alice connects with her own credentials; demo is her default namespace.

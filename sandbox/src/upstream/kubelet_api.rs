@@ -1,7 +1,7 @@
 //! The kubelet API on the node address (`https://10.244.0.1:10250`), which the upstream API
 //! server calls for `kubectl logs`, `exec` and `port-forward`: the kubelet's paths mapped onto
 //! the sandbox's own pods/log, pods/exec and pods/portforward handlers, served from the
-//! node's [`super::mirror`] store.
+//! node's [`crate::kubelet::mirror`] store.
 //!
 //! The API server names some parameters the kubelet's way (exec's `input`/`output`/`error`,
 //! port-forward's `port`); [`translate`] renames them.
