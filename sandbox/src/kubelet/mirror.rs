@@ -172,11 +172,24 @@ pub fn references(pod: &serde_json::Value) -> Vec<(bool, String)> {
     refs
 }
 
+/// What asking for a pod's ConfigMaps and Secrets found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fetched {
+    All,
+    /// Some do not exist (yet).
+    Missing,
+    /// Some could not be read (e.g. 403 while the Node authorizer catches up).
+    Failed,
+}
+
 /// Copies the ConfigMaps and Secrets `pod` names (or removes them when they are gone).
-/// Whether every one of them was there.
-async fn fetch_references(mirror: &Mirror, client: &kube::Client, pod: &serde_json::Value) -> bool {
+async fn fetch_references(
+    mirror: &Mirror,
+    client: &kube::Client,
+    pod: &serde_json::Value,
+) -> Fetched {
     let ns = namespace(pod);
-    let mut complete = true;
+    let mut fetched = Fetched::All;
     for (secret, name) in references(pod) {
         let got = if secret {
             Api::<Secret>::namespaced(client.clone(), ns)
@@ -197,11 +210,13 @@ async fn fetch_references(mirror: &Mirror, client: &kube::Client, pod: &serde_js
         match got {
             Ok(v) => mirror.put(shape, v),
             Err(kube::Error::Api(s)) if s.code == 404 => {
-                complete = false;
+                if fetched == Fetched::All {
+                    fetched = Fetched::Missing;
+                }
                 mirror.remove(shape, ns, &name);
             }
             Err(e) => {
-                complete = false;
+                fetched = Fetched::Failed;
                 tracing::debug!(
                     "cannot read {name} for pod {ns}/{} yet: {e}",
                     self::name(pod)
@@ -209,21 +224,34 @@ async fn fetch_references(mirror: &Mirror, client: &kube::Client, pod: &serde_js
             }
         }
     }
-    complete
+    fetched
 }
+
+/// How long a pod waits for its references to be readable before the kubelet sees it, as a
+/// kubelet's secret and ConfigMap caches wait up to a second to sync before a container's
+/// configuration counts as missing.
+const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+const SYNC_STEP: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// First pause before the references of a pod are asked for again, doubled up to
 /// [`REFETCH_MAX`].
 const REFETCH_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
 const REFETCH_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Fetches `pod`'s references, and when some are missing keeps asking, as a kubelet retries
-/// a container whose configuration is missing: a Secret may be created after its pod, and
-/// right after a pod is bound the Node authorizer may not know yet that this node may read
-/// what it names (403). Stops once all are there or the pod is gone from the copy; one
-/// retrying task per pod.
+/// Fetches `pod`'s references (waiting up to [`SYNC_WAIT`] while they cannot be read: right
+/// after a pod is bound, the Node authorizer may not know yet that this node may read what
+/// it names, 403), and when some are still missing keeps asking in the background, as a
+/// kubelet retries a container whose configuration is missing (a Secret may be created after
+/// its pod). Stops once all are there or the pod is gone from the copy; one retrying task
+/// per pod.
 async fn fetch_until_complete(mirror: Arc<Mirror>, client: kube::Client, pod: serde_json::Value) {
-    if fetch_references(&mirror, &client, &pod).await {
+    let started = tokio::time::Instant::now();
+    let mut fetched = fetch_references(&mirror, &client, &pod).await;
+    while fetched == Fetched::Failed && started.elapsed() < SYNC_WAIT {
+        tokio::time::sleep(SYNC_STEP).await;
+        fetched = fetch_references(&mirror, &client, &pod).await;
+    }
+    if fetched == Fetched::All {
         return;
     }
     let uid = pod["metadata"]["uid"]
@@ -252,7 +280,7 @@ async fn fetch_until_complete(mirror: Arc<Mirror>, client: kube::Client, pod: se
                     .map(|p| p.value.clone())
             });
             let Some(current) = current else { break };
-            if fetch_references(&mirror, &client, &current).await {
+            if fetch_references(&mirror, &client, &current).await == Fetched::All {
                 break;
             }
         }
