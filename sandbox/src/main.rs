@@ -59,11 +59,10 @@
 //!   writes from the `coredns` ConfigMap; tokens are not refreshed, which the year-long
 //!   validity of a kubelet's token covers; IPv4 only; no NetworkPolicy, no LoadBalancer
 //!   addresses; no pods/attach), its network (bridge, namespaces), and the DNS server the
-//!   node's resolver is. The kubelet API does not ask the API server to authorize each
-//!   request (SubjectAccessReview): only the API server's client certificate gets in.
-//!   `pods/exec` commands join the container's network, UTS and mount namespaces but not a
-//!   PID namespace. Upstream, control-plane processes that exit after the start are not
-//!   restarted.
+//!   node's resolver is. The kubelet API lets in only the API server's client certificate
+//!   (and then asks with a SubjectAccessReview, as a kubelet does). `pods/exec` commands
+//!   join the container's network, UTS and mount namespaces but not a PID namespace.
+//!   Upstream, control-plane processes that exit after the start are not restarted.
 //! - Builtin only: no scheduler beyond binding every pod to the node (node selectors,
 //!   affinity and taints are not looked at). No StatefulSet, DaemonSet or Job controllers, no
 //!   Deployment progress deadline or proportional scaling of a Deployment resized

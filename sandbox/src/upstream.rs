@@ -17,7 +17,7 @@
 //!   pod status and the final removal of stopped pods go back to the API server, and
 //!   service-account tokens come from TokenRequest;
 //! - serves the kubelet API (logs, exec, port-forward) to the API server, with client
-//!   certificate authentication ([`kubelet_api`]);
+//!   certificate authentication and a SubjectAccessReview per request ([`kubelet_api`]);
 //! - runs the real kube-proxy in nftables mode in the node namespace (instead of the
 //!   sandbox's own), with masquerading for all Service traffic since the node does not rely
 //!   on `br_netfilter` (see [`crate::node::network`]);
@@ -423,6 +423,13 @@ async fn run(
         client: node_client.clone(),
         runtime: tokio::runtime::Handle::current(),
     });
+    let authorizer = Arc::new(kubelet_api::Authorizer::new(
+        node_client.clone(),
+        kubelet_api::Caller {
+            user: certs::APISERVER_KUBELET_CLIENT.into(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        },
+    ));
     let (mirror, node_tasks) = kubelet::join(kubelet::Join {
         client: node_client,
         version: version.clone(),
@@ -474,6 +481,7 @@ async fn run(
         kubelet_tls(certs, pki).map_err(upstream)?,
         certs.apiserver_kubelet.cert_pem.clone(),
         kubelet_api,
+        authorizer,
     )));
 
     wait_kube_proxy(&node_ns).await.map_err(upstream)?;

@@ -1,4 +1,5 @@
-//! Service-account tokens for the node's pods from the API server's TokenRequest API, bound to the pod, as the kubelet gets them for projected service-account volumes.
+//! Service-account tokens for the node's pods from the API server's TokenRequest API,
+//! bound to the pod, as the kubelet gets them for projected service-account volumes.
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount as ServiceAccountObject;
