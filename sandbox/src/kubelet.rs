@@ -22,11 +22,12 @@
 //! - [`probe`]: readiness and liveness probes;
 //! - [`status`]: container states, phase and conditions;
 //! - [`pod`]: the per-pod worker (start, restart with back-off, graceful deletion);
-//! - [`tokens`]: service-account tokens from TokenRequest.
+//! - [`tokens`]: service-account tokens from TokenRequest (renewed by the pod worker at 80%
+//!   of their requested lifetime, as a kubelet renews them).
 //!
 //! Not done (yet): init containers, startup probes, lifecycle hooks, volumes other than the
 //! service-account token, resource limits, image changes on a running pod (the container is not
-//! restarted), token refresh.
+//! restarted).
 
 mod env;
 pub mod exec;

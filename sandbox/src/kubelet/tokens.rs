@@ -8,9 +8,9 @@ use kube::api::{Api, PostParams};
 use crate::auth::{ServiceAccount, TokenIssuer};
 
 /// The kubelet's own request: 3607 seconds is the value kube-apiserver recognises as a
-/// kubelet's and extends (the token is then valid for a year, since this node does not
-/// refresh tokens as a kubelet does).
-const EXPIRATION_SECONDS: i64 = 3607;
+/// kubelet's and extends (the token is then valid for a year); the node still refreshes it
+/// as a kubelet does, at 80% of the requested lifetime (see the pod worker).
+const EXPIRATION_SECONDS: i64 = crate::auth::KUBELET_EXPIRATION;
 
 pub struct TokenRequests {
     /// The node's client (the Node authorizer lets it ask for its pods' accounts only).
