@@ -6,7 +6,7 @@ use http::Method;
 use serde_json::{Value, json};
 
 use super::route::Target;
-use super::{Reply, Request, objects};
+use super::{Reply, Request, objects, protobuf};
 use crate::auth::{Pod, ServiceAccount, Tokens};
 use crate::error::{ApiError, Cause};
 use crate::resources::{self, Shape};
@@ -31,7 +31,15 @@ pub fn handle(
     let (ns, Some(name)) = (target.ns(), target.name.as_deref()) else {
         return Err(ApiError::UnknownPath);
     };
-    let body = objects::parse_body(req, None)?;
+    // kubectl's typed client sends protobuf, which only knows stored kinds by their type.
+    let body = if req
+        .content_type
+        .starts_with("application/vnd.kubernetes.protobuf")
+    {
+        protobuf::decode_token_request(&req.body)?
+    } else {
+        objects::parse_body(req, None)?
+    };
     let kind = resources::by_shape(Shape::ServiceAccount);
     if store.read(|s| s.get(kind, ns, name).is_none()) {
         return Err(ApiError::not_found(kind, name));
