@@ -140,3 +140,82 @@ fn bound_pod(
         uid: pod.uid().to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::api::route::{self, Query, Route};
+
+    fn store() -> Store {
+        let store = Store::new(0);
+        let (accounts, pods) = (
+            resources::by_shape(Shape::ServiceAccount),
+            resources::by_shape(Shape::Pod),
+        );
+        store
+            .write(|s| {
+                s.put(
+                    accounts,
+                    json!({"metadata": {"name": "default", "namespace": "demo", "uid": "sa"}}),
+                );
+                s.put(
+                    pods,
+                    json!({"metadata": {"name": "web-1", "namespace": "demo", "uid": "u1"}, "spec": {}}),
+                );
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        store
+    }
+
+    fn request(store: &Store, tokens: &Tokens, account: &str, body: Value) -> Result<Value, u16> {
+        let path = format!("/api/v1/namespaces/demo/serviceaccounts/{account}/token");
+        let Ok(Route::Objects(target)) = route::parse(&path) else {
+            panic!("{path} is a token request");
+        };
+        let req = Request {
+            method: Method::POST,
+            path,
+            query: Query::default(),
+            content_type: "application/json".into(),
+            wants_table: false,
+            body: Bytes::from(body.to_string()),
+        };
+        match handle(store, tokens, &req, &target) {
+            Ok(reply) => Ok(serde_json::from_slice(&reply.body).unwrap()),
+            Err(e) => Err(e.code()),
+        }
+    }
+
+    #[test]
+    fn tokens_are_issued_bound_to_existing_pods_only() {
+        let (store, tokens) = (store(), Tokens::default());
+        let bound = |name: &str, uid: &str| json!({"spec": {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": name, "uid": uid}}});
+        let answer = request(&store, &tokens, "default", bound("web-1", "u1")).unwrap();
+        assert_eq!(answer["kind"], "TokenRequest");
+        assert_eq!(answer["spec"]["expirationSeconds"], DEFAULT_EXPIRATION);
+        let token = answer["status"]["token"].as_str().unwrap();
+        let exists = |_: &str, name: &str, uid: &str| name == "web-1" && uid == "u1";
+        assert_eq!(tokens.check(token, exists).unwrap().name, "default");
+        assert!(tokens.check(token, |_, _, _| false).is_none(), "pod gone");
+
+        assert_eq!(request(&store, &tokens, "nobody", json!({})), Err(404));
+        assert_eq!(
+            request(&store, &tokens, "default", bound("web-2", "")),
+            Err(404)
+        );
+        assert_eq!(
+            request(&store, &tokens, "default", bound("web-1", "u2")),
+            Err(409)
+        );
+        let short = json!({"spec": {"expirationSeconds": 60}});
+        assert_eq!(request(&store, &tokens, "default", short), Err(422));
+        let unbound = request(&store, &tokens, "default", json!({})).unwrap();
+        assert_eq!(
+            unbound["spec"]["audiences"],
+            json!(["https://kubernetes.default.svc.cluster.local"])
+        );
+    }
+}
