@@ -62,6 +62,8 @@ use processes::Component;
 const APISERVER_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long kube-proxy may take to load its rules after its start.
 const KUBE_PROXY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long CoreDNS may take to be Ready after its Deployment is applied.
+const COREDNS_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `--demo` waits for the demo's workloads.
 const DEMO_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -86,6 +88,10 @@ pub enum UpstreamError {
     NotReady { timeout: Duration, log: PathBuf },
     #[error("kube-proxy did not report healthy within {0:?}; see upstream/logs/kube-proxy.log")]
     KubeProxy(Duration),
+    #[error(
+        "CoreDNS was not Ready within {0:?}; see `kubectl -n kube-system describe pods -l k8s-app=kube-dns`"
+    )]
+    CoreDnsNotReady(Duration),
     #[error("cannot create {what}: {detail}")]
     Apply { what: String, detail: String },
     #[error("TLS configuration of the kubelet API: {0}")]
@@ -488,6 +494,13 @@ async fn run(
     coredns::apply(&admin, dir).await.map_err(upstream)?;
     if cfg.demo {
         coredns::apply_demo(&admin).await.map_err(upstream)?;
+    }
+    let dns_ready = tokio::select! {
+        ready = coredns::wait_ready(&mirror.store, COREDNS_TIMEOUT) => ready,
+        () = daemon::wait_for_signal() => return Ok(()),
+    };
+    dns_ready.map_err(upstream)?;
+    if cfg.demo {
         tracing::info!("demo applied; waiting for its pods");
         let waited = tokio::select! {
             waited = demo::wait_ready(&mirror.store, DEMO_TIMEOUT) => waited,
