@@ -1,7 +1,8 @@
 //! The Kubernetes REST API: routing ([`route`]), discovery ([`discovery`]), object requests
 //! ([`objects`]), watches ([`watch`]), server-side printing ([`table`]) and the pod
 //! subresources that reach into the node ([`logs`], and [`portforward`] and [`exec`], which
-//! the server hands the raw request because they upgrade the connection). The HTTP server
+//! the server hands the raw request because they upgrade the connection), and TokenRequest
+//! ([`token`]). The HTTP server
 //! ([`crate::server`]) authenticates a request, collects its body and hands it here.
 
 pub mod discovery;
@@ -12,6 +13,7 @@ pub mod portforward;
 pub mod protobuf;
 pub mod route;
 pub mod table;
+pub mod token;
 pub mod watch;
 
 use std::convert::Infallible;
@@ -134,6 +136,8 @@ pub struct Api {
     pub layout: Arc<crate::node::Layout>,
     /// The running containers, for pods/exec (the kubelet keeps it).
     pub exec_targets: Arc<crate::kubelet::exec::ExecTargets>,
+    /// The service-account tokens TokenRequest issues.
+    pub tokens: Arc<crate::auth::Tokens>,
 }
 
 impl Api {
@@ -161,6 +165,9 @@ impl Api {
                 };
                 Ok(Answer::Stream(logs::handle(self, req, ns, name)?))
             }
+            Route::Objects(target) if target.subresource.as_deref() == Some("token") => Ok(
+                Answer::Whole(token::handle(&self.store, &self.tokens, req, &target)?),
+            ),
             Route::Objects(target) => {
                 if req.method == Method::GET && target.name.is_none() && req.query.flag("watch") {
                     return Ok(Answer::Stream(watch::start(

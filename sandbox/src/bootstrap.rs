@@ -1,19 +1,18 @@
 //! The objects every cluster starts with, created at each start when missing (as
-//! kube-apiserver reconciles the `kubernetes` Service): the four system namespaces, the node,
-//! the ServiceCIDR, and the `kubernetes` and `kube-dns` Services at their fixed addresses.
+//! kube-apiserver reconciles the `kubernetes` Service): the four system namespaces, the
+//! ServiceCIDR, and the `kubernetes` and `kube-dns` Services at their fixed addresses. The
+//! Node is not among them: the node registers itself ([`crate::kubelet::registration`]).
 //!
 //! Both Services point at listeners of the sandbox process itself in the node namespace (the
 //! API server and the cluster DNS at [`NODE_IP`]), not at pods, so they have no selector and
 //! their Endpoints and EndpointSlices are written here, as kube-apiserver writes the
-//! `kubernetes` Service's. The node's status is rewritten at every start: it is Ready because
-//! the kubelet starts with the server.
+//! `kubernetes` Service's.
 
 use serde_json::{Value, json};
 
 use crate::admission::{self, FieldValidation};
 use crate::alloc::{KUBE_DNS_IP, KUBERNETES_IP, SERVICE_CIDR};
 use crate::error::ApiError;
-use crate::lifecycle;
 use crate::node::{API_PORT, NODE_IP};
 use crate::resources::{self, Shape};
 use crate::store::Store;
@@ -22,44 +21,12 @@ pub const NODE_NAME: &str = "sandbox";
 pub const POD_CIDR: &str = "10.244.0.0/24";
 pub const NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
-fn node() -> Value {
-    let now = admission::now();
-    let arch = if cfg!(target_arch = "x86_64") {
-        "amd64"
-    } else {
-        std::env::consts::ARCH
-    };
-    json!({
-        "metadata": {"name": NODE_NAME, "labels": {
-            "kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux", "kubernetes.io/arch": arch,
-            "node-role.kubernetes.io/control-plane": "",
-        }},
-        "spec": {"podCIDR": POD_CIDR, "podCIDRs": [POD_CIDR]},
-        "status": {
-            "conditions": [{
-                "type": "Ready", "status": "True", "reason": "KubeletReady",
-                "message": "kubelet is posting ready status",
-                "lastHeartbeatTime": now, "lastTransitionTime": now,
-            }],
-            "addresses": [{"type": "InternalIP", "address": NODE_IP.to_string()}, {"type": "Hostname", "address": NODE_NAME}],
-            "capacity": {"cpu": "2", "memory": "4Gi", "pods": "110"},
-            "allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110"},
-            "nodeInfo": {
-                "architecture": arch, "operatingSystem": "linux", "kubeletVersion": "v1.33.0",
-                "kubeProxyVersion": "v1.33.0", "containerRuntimeVersion": "tether-sandbox://0.1.0",
-                "osImage": "tether-sandbox", "kernelVersion": "", "machineID": "", "systemUUID": "", "bootID": "",
-            },
-        },
-    })
-}
-
 /// Creates the bootstrap objects that are missing.
 pub fn run(store: &Store) -> Result<(), ApiError> {
     let mut wanted: Vec<(Shape, &str, Value)> = NAMESPACES
         .iter()
         .map(|n| (Shape::Namespace, "", json!({"metadata": {"name": n}})))
         .collect();
-    wanted.push((Shape::Node, "", node()));
     wanted.push((
         Shape::ServiceCidr,
         "",
@@ -101,13 +68,7 @@ pub fn run(store: &Store) -> Result<(), ApiError> {
             .unwrap_or_default()
             .to_string();
         store.write(|s| {
-            if let Some(existing) = s.get(rt, namespace, &name) {
-                // The node's status is the kubelet's report: refresh it at every start.
-                if shape == Shape::Node && existing.value["status"] != body["status"] {
-                    let mut updated = existing.value.clone();
-                    updated["status"] = body["status"].clone();
-                    lifecycle::store_update(s, rt, updated);
-                }
+            if s.get(rt, namespace, &name).is_some() {
                 return Ok(());
             }
             let (obj, _) =
@@ -172,14 +133,6 @@ mod tests {
             .read(|s| s.get(svc, "default", "kubernetes").cloned())
             .unwrap();
         assert_eq!(k.value["spec"]["clusterIPs"], json!(["10.96.0.1"]));
-        let node = store
-            .read(|s| {
-                s.get(resources::by_shape(Shape::Node), "", NODE_NAME)
-                    .cloned()
-            })
-            .unwrap();
-        assert_eq!(node.value["spec"]["podCIDRs"], json!([POD_CIDR]));
-        assert_eq!(node.value["status"]["conditions"][0]["status"], "True");
         let slice = store
             .read(|s| {
                 s.get(

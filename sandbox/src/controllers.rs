@@ -9,6 +9,7 @@
 //! - [`deployments`] and [`replicasets`]: Deployments roll out ReplicaSets, ReplicaSets keep
 //!   their pods; [`endpoints`]: Endpoints and EndpointSlices of Services with selectors.
 //!   [`objects`] holds what they share (admitted writes, owner references, pod readiness).
+//! - [`scheduler`]: binds pods to the node once it has registered.
 
 pub mod deployments;
 pub mod endpoints;
@@ -16,6 +17,7 @@ pub mod gc;
 pub mod namespaces;
 pub mod objects;
 pub mod replicasets;
+pub mod scheduler;
 
 #[cfg(test)]
 mod workload_tests;
@@ -65,6 +67,7 @@ pub fn spawn(store: &Arc<Store>, ca_pem: &str) {
     tokio::spawn(run(store.clone(), deployments::Deployments));
     tokio::spawn(run(store.clone(), replicasets::ReplicaSets));
     tokio::spawn(run(store.clone(), endpoints::Endpoints));
+    tokio::spawn(run(store.clone(), scheduler::Scheduler));
     tokio::spawn(run(
         store.clone(),
         namespaces::Namespaces {

@@ -30,7 +30,8 @@ use crate::node::{self, API_PORT, Layout, NODE_IP, proxy};
 use crate::persist::{self, PersistError};
 use crate::pki::{Pki, PkiError};
 use crate::server::{self, Server};
-use crate::{bootstrap, controllers, demo, dns, kubelet};
+use crate::store::Store;
+use crate::{api, bootstrap, client, controllers, demo, dns, kubelet};
 
 /// Where `up` records the kubeconfig it wrote (for `shell`).
 pub fn kubeconfig_record(state_dir: &Path) -> PathBuf {
@@ -39,6 +40,8 @@ pub fn kubeconfig_record(state_dir: &Path) -> PathBuf {
 
 /// How long `serve --demo` waits for the demo's pods to be ready.
 const DEMO_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long the node may take to register after the start.
+const NODE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `up` waits for the server to answer /readyz (with `--demo`, its pods included).
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long `down` waits for the server to exit after SIGTERM before it sends SIGKILL.
@@ -88,6 +91,10 @@ pub enum DaemonError {
         serving: String,
         wanted: &'static str,
     },
+    #[error("the node's API client: {0}")]
+    NodeClient(crate::client::ClientError),
+    #[error("the node did not register within {0:?}; see the server's log")]
+    NodeNotRegistered(Duration),
     #[error("upstream control plane: {0}")]
     Upstream(Box<crate::upstream::UpstreamError>),
 }
@@ -453,15 +460,19 @@ pub fn serve(cfg: &Config) -> Result<(), DaemonError> {
 
         let tokens = Arc::new(Tokens::default());
         let exec_targets = Arc::new(kubelet::exec::ExecTargets::default());
+        // The node's credentials, for this run only (nothing but the node ever has them).
+        let node_token = format!("{}", uuid::Uuid::new_v4().simple());
         let server = Arc::new(Server {
             api: Api {
                 store: store.clone(),
                 address,
                 layout: layout.clone(),
                 exec_targets: exec_targets.clone(),
+                tokens: tokens.clone(),
             },
             admin_token: pki.admin_token.clone(),
-            tokens: tokens.clone(),
+            node_token: Some(node_token.clone()),
+            tokens,
         });
         // Inside the cluster: the node address that the `kubernetes` Service's endpoint
         // names. In the workstation: the same address as on the host, so one kubeconfig
@@ -485,14 +496,35 @@ pub fn serve(cfg: &Config) -> Result<(), DaemonError> {
         tasks.push(tokio::spawn(dns::serve(store.clone(), udp, tcp)));
         tasks.push(tokio::spawn(proxy::run(store.clone(), node_ns.clone())));
         controllers::spawn(&store, &pki.ca_pem);
-        tasks.push(tokio::spawn(kubelet::run(
-            store.clone(),
-            node.0.clone(),
-            layout.clone(),
-            tokens,
-            pki.ca_pem.clone(),
+        // The node joins as an API client, exactly as it joins the upstream control plane:
+        // through the host's listener, with its own token and TokenRequest for its pods'.
+        let node_client = client::with_token(
+            &format!("https://127.0.0.1:{port}"),
+            &pki.ca_pem,
+            &node_token,
+        )
+        .await
+        .map_err(DaemonError::NodeClient)?;
+        let (_, node_tasks) = kubelet::join(kubelet::Join {
+            client: node_client.clone(),
+            version: api::discovery::version()["gitVersion"]
+                .as_str()
+                .unwrap_or("v0.0.0")
+                .to_string(),
+            net: node.0.clone(),
+            layout: layout.clone(),
+            tokens: Arc::new(kubelet::tokens::TokenRequests {
+                client: node_client,
+                runtime: tokio::runtime::Handle::current(),
+            }),
+            ca_pem: pki.ca_pem.clone(),
             exec_targets,
-        )));
+        });
+        tasks.extend(node_tasks);
+        tokio::select! {
+            registered = wait_node(&store, NODE_TIMEOUT) => registered?,
+            () = wait_for_signal() => return Ok(()),
+        }
         tasks.push(tokio::spawn(persist::run(
             store.clone(),
             cfg.state_dir.clone(),
@@ -524,6 +556,26 @@ pub fn serve(cfg: &Config) -> Result<(), DaemonError> {
     runtime.shutdown_timeout(Duration::from_secs(1));
     persist::save(&store, &cfg.state_dir)?;
     Ok(())
+}
+
+/// Waits until the node has registered its Node object, so `up` never reports a cluster
+/// without its node.
+async fn wait_node(store: &Store, timeout: Duration) -> Result<(), DaemonError> {
+    let deadline = Instant::now() + timeout;
+    let rt = crate::resources::by_shape(crate::resources::Shape::Node);
+    let mut events_rx = store.events();
+    loop {
+        if store.read(|s| s.get(rt, "", bootstrap::NODE_NAME).is_some()) {
+            return Ok(());
+        }
+        // Any event (or a lag) is a reason to look again.
+        match tokio::time::timeout_at(deadline.into(), events_rx.recv()).await {
+            Err(_) | Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                return Err(DaemonError::NodeNotRegistered(timeout));
+            }
+            Ok(_) => {}
+        }
+    }
 }
 
 /// Records the namespace prefix, so `down` finds a crashed server's namespaces.

@@ -115,9 +115,10 @@ pub enum ApiError {
         name: String,
         causes: Vec<Cause>,
     },
-    /// A request that cannot be applied (e.g. a failing JSON patch `test`).
-    #[error("the server rejected our request due to an error in our request: {0}")]
-    InvalidRequest(String),
+    /// A request that cannot be applied (e.g. a failing JSON patch `test`): kube-apiserver's
+    /// words exactly, which say no more.
+    #[error("the server rejected our request due to an error in our request")]
+    InvalidRequest,
     #[error("{0}")]
     BadRequest(String),
     #[error("Unauthorized")]
@@ -192,7 +193,7 @@ impl ApiError {
         match self {
             ApiError::NotFound { .. } | ApiError::UnknownPath => 404,
             ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => 409,
-            ApiError::Invalid { .. } | ApiError::InvalidRequest(_) => 422,
+            ApiError::Invalid { .. } | ApiError::InvalidRequest => 422,
             ApiError::BadRequest(_) => 400,
             ApiError::Unauthorized => 401,
             ApiError::Forbidden(_) => 403,
@@ -207,7 +208,7 @@ impl ApiError {
             ApiError::NotFound { .. } | ApiError::UnknownPath => "NotFound",
             ApiError::AlreadyExists { .. } => "AlreadyExists",
             ApiError::Conflict { .. } => "Conflict",
-            ApiError::Invalid { .. } | ApiError::InvalidRequest(_) => "Invalid",
+            ApiError::Invalid { .. } | ApiError::InvalidRequest => "Invalid",
             ApiError::BadRequest(_) => "BadRequest",
             ApiError::Unauthorized => "Unauthorized",
             ApiError::Forbidden(_) => "Forbidden",

@@ -1,10 +1,16 @@
-//! The kubelet: runs the pods bound to the sandbox's node as processes in the pods' network
-//! namespaces, and writes their status as a real kubelet does.
+//! The kubelet: the node's agent, an API client of whichever control plane serves the API
+//! (the builtin one or the real kube-apiserver, through the same code). It registers the
+//! node, runs the pods bound to it as processes in the pods' network namespaces, and reports
+//! their status as a real kubelet does.
 //!
-//! It is a [`Controller`] on the store's broadcast: a pod without `spec.nodeName` is bound to
-//! the node (there is one node, so scheduling is binding); each bound pod gets a worker task
-//! ([`pod`]) that owns it until it is removed. Pods found in the store when the sandbox starts
-//! are started afresh (their old processes went with the previous sandbox).
+//! [`join`] is the one entry: it starts [`registration`] (the Node object, its status and
+//! Lease), and [`mirror`], the node's local copy of what it may see (its pods, the Services
+//! and the ConfigMaps and Secrets their environment names), which the kubelet proper runs
+//! on. That is a [`Controller`] on the copy's broadcast: each pod bound to the node gets a
+//! worker task ([`pod`]) that owns it until it is removed, and what the workers write (pod
+//! status, the final removal) goes back to the API server through [`mirror::uplink`]. Pods
+//! found when the node starts are started afresh (their old processes went with the
+//! previous sandbox).
 //!
 //! - [`images`]: image names → executables (built-ins, `tether-agent`, `images.json`);
 //! - [`env`]: the container environment (Service variables, `envFrom`, `env`, `$(VAR)`);
@@ -15,7 +21,9 @@
 //!   command's streams, a terminal when asked for);
 //! - [`probe`]: readiness and liveness probes;
 //! - [`status`]: container states, phase and conditions;
-//! - [`pod`]: the per-pod worker (start, restart with back-off, graceful deletion).
+//! - [`pod`]: the per-pod worker (start, restart with back-off, graceful deletion);
+//! - [`tokens`]: service-account tokens from TokenRequest (renewed by the pod worker at 80%
+//!   of their requested lifetime, as a kubelet renews them).
 //!
 //! Not done (yet): init containers, startup probes, lifecycle hooks, volumes other than the
 //! service-account token, resource limits, image changes on a running pod (the container is not
@@ -25,19 +33,21 @@ mod env;
 pub mod exec;
 mod files;
 mod images;
+pub mod mirror;
 mod pod;
 mod probe;
 pub mod process;
+pub mod registration;
 mod status;
+pub mod tokens;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use serde_json::{Value, json};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-use crate::admission;
 use crate::auth::TokenIssuer;
 use crate::bootstrap::NODE_NAME;
 use crate::controllers::{self, Controller};
@@ -97,16 +107,9 @@ impl Kubelet {
         }
     }
 
-    fn on_pod(&mut self, store: &Store, pod: &Arc<Stored>) {
-        let v = &pod.value;
-        let node = v["spec"]["nodeName"].as_str().unwrap_or_default();
-        if node.is_empty() {
-            if v["metadata"]["deletionTimestamp"].is_null() {
-                bind(store, pod);
-            }
-            return;
-        }
-        if node != NODE_NAME {
+    fn on_pod(&mut self, pod: &Arc<Stored>) {
+        // The copy holds the node's own pods only; the check keeps a stray one out.
+        if pod.value["spec"]["nodeName"] != NODE_NAME {
             return;
         }
         let uid = pod.uid().to_string();
@@ -123,44 +126,6 @@ impl Kubelet {
     }
 }
 
-/// Binds a pod to the node, as the scheduler does.
-fn bind(store: &Store, pod: &Arc<Stored>) {
-    let rt = resources::by_shape(Shape::Pod);
-    let (ns, name, uid) = (pod.namespace(), pod.name(), pod.uid());
-    let _ = store.write(|s| {
-        let Some(cur) = s.get(rt, ns, name).filter(|p| p.uid() == uid).cloned() else {
-            return Ok::<_, ()>(());
-        };
-        if !cur.value["spec"]["nodeName"]
-            .as_str()
-            .unwrap_or_default()
-            .is_empty()
-        {
-            return Ok(());
-        }
-        let mut value = cur.value.clone();
-        value["spec"]["nodeName"] = json!(NODE_NAME);
-        if value["status"]["phase"].is_null() {
-            value["status"]["phase"] = json!("Pending");
-        }
-        let conditions = value["status"]["conditions"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let mut conditions: Vec<Value> = conditions
-            .into_iter()
-            .filter(|c| c["type"] != "PodScheduled")
-            .collect();
-        conditions.push(
-            json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
-            "lastTransitionTime": admission::now()}),
-        );
-        value["status"]["conditions"] = json!(conditions);
-        s.put(rt, value);
-        Ok(())
-    });
-}
-
 impl Controller for Kubelet {
     fn resync(&mut self, store: &Store) {
         let rt = resources::by_shape(Shape::Pod);
@@ -175,11 +140,11 @@ impl Controller for Kubelet {
             keep
         });
         for p in &pods {
-            self.on_pod(store, p);
+            self.on_pod(p);
         }
     }
 
-    fn on_event(&mut self, store: &Store, event: &Event) {
+    fn on_event(&mut self, _: &Store, event: &Event) {
         if event.resource.shape != Shape::Pod {
             return;
         }
@@ -189,42 +154,14 @@ impl Controller for Kubelet {
                     tx.send_replace(None);
                 }
             }
-            EventType::Added | EventType::Modified => self.on_pod(store, &event.object),
+            EventType::Added | EventType::Modified => self.on_pod(&event.object),
         }
     }
 }
 
-/// Marks the node Ready: from now on its pods run.
-fn node_ready(store: &Store) {
-    let rt = resources::by_shape(Shape::Node);
-    let _ = store.write(|s| {
-        let Some(node) = s.get(rt, "", NODE_NAME).cloned() else {
-            return Ok::<_, ()>(());
-        };
-        let now = admission::now();
-        let mut value = node.value.clone();
-        let mut conditions: Vec<Value> = value["status"]["conditions"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|c| c["type"] != "Ready")
-            .collect();
-        conditions.push(json!({"type": "Ready", "status": "True", "reason": "KubeletReady",
-            "message": "kubelet is posting ready status", "lastHeartbeatTime": now, "lastTransitionTime": now}));
-        value["status"]["conditions"] = json!(conditions);
-        value["status"]["addresses"] = json!([
-            {"type": "InternalIP", "address": crate::node::NODE_IP.to_string()},
-            {"type": "Hostname", "address": NODE_NAME},
-        ]);
-        s.put(rt, value);
-        Ok(())
-    });
-}
-
-/// Runs the kubelet until the store's broadcast closes: marks the node Ready, then binds and
-/// runs pods. `ca_pem` is the cluster CA that pods get as `ca.crt`; `exec_targets` is kept
-/// up to date with the running containers.
+/// Runs the kubelet on `store` (the node's copy) until its broadcast closes. `ca_pem` is the
+/// cluster CA that pods get as `ca.crt`; `exec_targets` is kept up to date with the running
+/// containers.
 pub async fn run(
     store: Arc<Store>,
     net: Arc<dyn PodNetwork>,
@@ -233,9 +170,56 @@ pub async fn run(
     ca_pem: String,
     exec_targets: Arc<exec::ExecTargets>,
 ) {
-    node_ready(&store);
     let kubelet = Kubelet::new(store.clone(), net, layout, tokens, ca_pem, exec_targets);
     controllers::run(store, kubelet).await;
+}
+
+/// What a node needs to join a control plane.
+pub struct Join {
+    /// The API client the node acts as (its own identity: `system:node:sandbox` upstream).
+    pub client: kube::Client,
+    /// The kubelet version the node reports (the control plane's own, within any skew).
+    pub version: String,
+    pub net: Arc<dyn PodNetwork>,
+    pub layout: Arc<Layout>,
+    /// Where pods' service-account tokens come from.
+    pub tokens: Arc<dyn TokenIssuer>,
+    /// The cluster CA (PEM), written into pods as `ca.crt`.
+    pub ca_pem: String,
+    pub exec_targets: Arc<exec::ExecTargets>,
+}
+
+/// Joins the node to the API server behind `join.client`, the same way for both control
+/// planes: registration, the local copy and its uplink, and the kubelet on the copy. Returns
+/// the copy (the kubelet API and the node's resolver read it) and the tasks, which run until
+/// aborted.
+pub fn join(join: Join) -> (Arc<mirror::Mirror>, Vec<JoinHandle<()>>) {
+    let mirror = Arc::new(mirror::Mirror::new());
+    let client = join.client;
+    let tasks = vec![
+        tokio::spawn(mirror::reflect_pods(
+            mirror.clone(),
+            client.clone(),
+            NODE_NAME,
+        )),
+        tokio::spawn(mirror::reflect(
+            mirror.clone(),
+            kube::Api::<k8s_openapi::api::core::v1::Service>::all(client.clone()),
+            kube::runtime::watcher::Config::default(),
+            Shape::Service,
+        )),
+        tokio::spawn(mirror::uplink(mirror.clone(), client.clone())),
+        tokio::spawn(registration::run(client, join.version)),
+        tokio::spawn(run(
+            mirror.store.clone(),
+            join.net,
+            join.layout,
+            join.tokens,
+            join.ca_pem,
+            join.exec_targets,
+        )),
+    ];
+    (mirror, tasks)
 }
 
 #[cfg(test)]

@@ -11,70 +11,82 @@
 //! - [`server`] terminates TLS (on 127.0.0.1, in the node and in the workstation),
 //!   authenticates bearer tokens and collects bodies; [`api`] routes Kubernetes REST paths to
 //!   discovery, object handlers, watches, tables and the pod subresources (logs, port-forward,
-//!   exec).
+//!   exec) and TokenRequest.
 //! - [`resources`] is the table of served types; [`admission`] turns request bodies into stored
 //!   objects (typed decoding through k8s-openapi, defaults, validation, Service allocation from
 //!   [`alloc`]); [`patch`] applies merge, JSON and strategic merge patches; [`lifecycle`]
 //!   deletes (finalizers, propagation).
 //! - [`store`] holds every object as JSON under one lock with a global resourceVersion, a
 //!   bounded event history and a broadcast that watches and [`controllers`] (garbage
-//!   collection, namespaces, Deployments, ReplicaSets, Endpoints/EndpointSlices) subscribe to;
+//!   collection, namespaces, Deployments, ReplicaSets, Endpoints/EndpointSlices, the
+//!   scheduler) subscribe to;
 //!   [`persist`] snapshots it to disk; [`bootstrap`] creates the objects every cluster starts
 //!   with.
 //! - [`dns`] is cluster DNS (the `cluster.local` zone from Services and EndpointSlices, other
 //!   names forwarded to the host's resolver); [`workload`] holds the demo servers pods run
 //!   (`tether-sandbox workload http-echo|tcp-echo|udp-echo`).
 //! - [`node`] is the node's network: namespaces for the node, the workstation and each pod on
-//!   a bridge, with kube-proxy's Service rules in nftables; [`kubelet`] binds pods to the node
-//!   and runs their containers as processes in the pods' network namespaces (images map to
-//!   host executables), with probes, restarts, status and graceful deletion, and runs
-//!   `kubectl exec` commands in running containers; [`auth`] holds
-//!   the pods' service-account tokens. [`daemon`] wires them together in `serve`; [`demo`]
-//!   is the `--demo` namespace; [`shell`] enters the workstation.
+//!   a bridge, with kube-proxy's Service rules in nftables; [`kubelet`] is the node's agent,
+//!   an API client ([`client`]) of whichever control plane serves the API: it registers the
+//!   Node (with a Lease), keeps a local copy of its pods and what their environment names,
+//!   runs their containers as processes in the pods' network namespaces (images map to host
+//!   executables), with probes, restarts, status and graceful deletion reported back through
+//!   the API, gets their service-account tokens from TokenRequest, and runs `kubectl exec`
+//!   commands in running containers; [`auth`] holds the tokens the builtin API server
+//!   accepts. [`daemon`] wires them together in `serve`; [`demo`] is the `--demo`
+//!   namespace; [`shell`] enters the workstation.
 //!
 //! Two control planes serve the API (`--control-plane`, env `TETHER_SANDBOX_CONTROL_PLANE`):
-//! `builtin` (the default) is everything above, in this process; `upstream` ([`upstream`])
+//! `builtin` (the default) is the API server, store and controllers above, in this process
+//! (its [`controllers::scheduler`] binds every pod to the node); `upstream` ([`upstream`])
 //! runs the real kube-apiserver, kube-controller-manager, kube-scheduler, etcd and
 //! kube-proxy (nftables mode, in the node's namespace) built by scripts/build-upstream.sh, and
-//! CoreDNS as a Deployment; this process is then only their node: the kubelet (on a local copy
-//! of what the node may see, and serving the kubelet API to the API server) and the network
-//! are the sandbox's own. With `upstream`, the API (RBAC, admission, defaults, patches,
-//! TokenRequest, SelfSubjectAccessReview, server-side apply, OpenAPI), the controllers, the
-//! scheduler, Service routing and cluster DNS are Kubernetes' own; what follows about the API
-//! server, the store, the controllers, kube-proxy and DNS describes `builtin` only, and what
-//! it says about the node (containers as host processes, no volumes besides the
-//! service-account token, IPv4) holds for both. The upstream node also does not refresh
-//! tokens (they are asked for with the kubelet's 3607 s, which kube-apiserver extends to a
-//! year), mounts no ConfigMap or Secret volumes (CoreDNS reads its Corefile from a file the
-//! sandbox writes from the `coredns` ConfigMap), and does not restart a control-plane process
-//! that exits after the start.
+//! CoreDNS as a Deployment. The node is the same for both: one [`kubelet::join`], over the
+//! API, with its own credentials (a token of the builtin API server; upstream the client
+//! certificate of `system:node:sandbox`). With `upstream`, the API (RBAC, admission,
+//! defaults, patches, TokenRequest, SelfSubjectAccessReview, server-side apply, OpenAPI), the
+//! controllers, the scheduler, Service routing and cluster DNS are Kubernetes' own, and the
+//! API server reaches the node's kubelet API for logs, exec and port-forward; what follows
+//! about the API server, the store, the controllers, kube-proxy and DNS describes `builtin`
+//! only, and what it says about the node holds for both.
 //!
 //! What still differs from a real cluster:
 //!
-//! - One node, and no scheduler: every pod is bound to it (node selectors, affinity and taints
-//!   are not looked at). Containers are host processes: no images, no filesystem or PID
-//!   isolation, no resource limits or security contexts; no init containers, startup probes,
-//!   lifecycle hooks, or volumes besides the service-account token. IPv4 only; no
-//!   NetworkPolicy, no LoadBalancer addresses. No StatefulSet, DaemonSet or Job controllers, no
-//!   Deployment progress deadline or proportional scaling of a Deployment resized mid-rollout.
-//!   No pods/attach. `pods/exec` commands join the container's network, UTS and mount
-//!   namespaces but not a PID namespace; the base64 WebSocket protocols are not served.
-//! - An admin token and the pods' service-account tokens; no RBAC enforcement (RBAC objects
-//!   are stored only), no anonymous access except /healthz, /livez and /readyz.
-//! - No server-side apply (415). Responses are JSON only; request bodies are JSON, YAML, or
-//!   protobuf for the kinds kubectl's typed clients create (Service, Namespace, ConfigMap,
-//!   Secret, ServiceAccount, Deployment; other kinds and unknown fields get 415). No OpenAPI v2 (404);
-//!   the OpenAPI v3 documents carry paths and PATCH parameters but no schemas, so
-//!   `kubectl explain` does not work. Aggregated discovery is answered with the legacy
-//!   documents (clients fall back). No `/api/v1/watch/...` paths.
-//! - Lists are not snapshots: `continue` pages show objects as they are when the page is read.
-//!   A watch older than the last 50,000 events, or from before a restart, gets 410 Expired.
-//! - Strategic merge patch knows the merge keys of the served built-in types only.
-//! - `generation` is kept for every type and bumps on any change outside metadata and status.
-//! - Graceful deletion applies to pods on the node only (other objects go at once unless
-//!   finalizers hold them).
-//! - Validation covers names, labels and the fields tether relies on (pods, workloads,
-//!   Services), not everything kube-apiserver checks.
+//! - Parts that are ours with either control plane: the node (one node; containers are host
+//!   processes: no images, no filesystem or PID isolation, no resource limits or security
+//!   contexts; no init containers, startup probes, lifecycle hooks, or volumes besides the
+//!   service-account token, so CoreDNS upstream reads its Corefile from a file the sandbox
+//!   writes from the `coredns` ConfigMap; tokens are not refreshed, which the year-long
+//!   validity of a kubelet's token covers; IPv4 only; no NetworkPolicy, no LoadBalancer
+//!   addresses; no pods/attach), its network (bridge, namespaces), and the DNS server the
+//!   node's resolver is. The kubelet API lets in only the API server's client certificate
+//!   (and then asks with a SubjectAccessReview, as a kubelet does). `pods/exec` commands
+//!   join the container's network, UTS and mount namespaces but not a PID namespace.
+//!   Upstream, control-plane processes that exit after the start are not restarted.
+//! - Builtin only: no scheduler beyond binding every pod to the node (node selectors,
+//!   affinity and taints are not looked at). No StatefulSet, DaemonSet or Job controllers, no
+//!   Deployment progress deadline or proportional scaling of a Deployment resized
+//!   mid-rollout. The API server answers pods/log, exec and port-forward itself, from the
+//!   node's files and processes in this process, rather than through the kubelet API; the
+//!   base64 WebSocket protocols are not served.
+//! - Builtin only: an admin token, the node's token and TokenRequest's service-account
+//!   tokens; no RBAC enforcement (RBAC objects are stored only; SelfSubjectAccessReview is
+//!   not served, so `auth can-i` and tether's permission checks find nothing to ask), no
+//!   anonymous access except /healthz, /livez and /readyz.
+//! - Builtin only: no server-side apply (415). Responses are JSON only; request bodies are
+//!   JSON, YAML, or protobuf for the kinds kubectl's typed clients create (Service,
+//!   Namespace, ConfigMap, Secret, ServiceAccount, Deployment; other kinds and unknown fields
+//!   get 415). No OpenAPI v2 (404); the OpenAPI v3 documents carry paths and PATCH
+//!   parameters but no schemas, so `kubectl explain` does not work. Aggregated discovery is
+//!   answered with the legacy documents (clients fall back). No `/api/v1/watch/...` paths.
+//! - Builtin only: lists are not snapshots: `continue` pages show objects as they are when
+//!   the page is read. A watch older than the last 50,000 events, or from before a restart,
+//!   gets 410 Expired.
+//! - Builtin only: strategic merge patch knows the merge keys of the served built-in types
+//!   only; `generation` is kept for every type and bumps on any change outside metadata and
+//!   status; graceful deletion applies to pods on the node only (other objects go at once
+//!   unless finalizers hold them); validation covers names, labels and the fields tether
+//!   relies on (pods, workloads, Services), not everything kube-apiserver checks.
 
 mod admission;
 mod alloc;
@@ -82,6 +94,7 @@ mod api;
 mod args;
 mod auth;
 mod bootstrap;
+mod client;
 mod controllers;
 mod daemon;
 mod demo;

@@ -46,15 +46,15 @@ pub fn apply(current: &Value, patch_type: PatchType, body: &[u8]) -> Result<Valu
             Ok(out)
         }
         PatchType::Json => {
-            let ops: json_patch::Patch = serde_json::from_value(patch).map_err(|e| {
-                ApiError::BadRequest(format!(
-                    "the server rejected our request due to an error in our request: {e}"
-                ))
-            })?;
+            let ops: json_patch::Patch =
+                serde_json::from_value(patch).map_err(|e| ApiError::BadRequest(e.to_string()))?;
             let mut out = current.clone();
-            // A failed `test` operation or a missing path is the client's error.
-            json_patch::patch(&mut out, &ops)
-                .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+            // A failed `test` operation or a missing path is the client's error, which
+            // kube-apiserver answers without saying which (422, no causes).
+            json_patch::patch(&mut out, &ops).map_err(|e| {
+                tracing::debug!("JSON patch not applied: {e}");
+                ApiError::InvalidRequest
+            })?;
             Ok(out)
         }
         PatchType::Strategic => {

@@ -18,6 +18,7 @@ use tokio_rustls::rustls::ServerConfig;
 use crate::api::{self, Api, Body, Reply};
 use crate::auth::Tokens;
 use crate::error::ApiError;
+use crate::resources::{self, Shape};
 
 /// The largest request body accepted (etcd's default request limit).
 const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -33,7 +34,9 @@ fn anonymous_allowed(path: &str) -> bool {
 pub struct Server {
     pub api: Api,
     pub admin_token: String,
-    /// Service-account tokens of running pods.
+    /// The node's token (its kubelet is a client of this API server like any other).
+    pub node_token: Option<String>,
+    /// Service-account tokens (TokenRequest's).
     pub tokens: Arc<Tokens>,
 }
 
@@ -46,9 +49,17 @@ impl Server {
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default()
             .trim();
+        let is = |t: &str| bool::from(token.as_bytes().ct_eq(t.as_bytes()));
+        let pods = resources::by_shape(Shape::Pod);
+        let pod_exists = |ns: &str, name: &str, uid: &str| {
+            self.api
+                .store
+                .read(|s| s.get(pods, ns, name).is_some_and(|p| p.uid() == uid))
+        };
         Some(
-            bool::from(token.as_bytes().ct_eq(self.admin_token.as_bytes()))
-                || self.tokens.check(token).is_some(),
+            is(&self.admin_token)
+                || self.node_token.as_deref().is_some_and(is)
+                || self.tokens.check(token, pod_exists).is_some(),
         )
     }
 

@@ -10,14 +10,14 @@
 //!   the node's network namespace ([`processes`]), the API server at the node address
 //!   `10.244.0.1:6443` (the `kubernetes` Service's endpoint, which kube-apiserver itself
 //!   keeps), relayed to the host's and the workstation's 127.0.0.1 ([`relay`]);
-//! - joins the node ([`node`]): a Node object with a Lease heartbeat, registered with the
-//!   node's own client certificate (`system:node:sandbox`, so the Node authorizer and
-//!   NodeRestriction apply); its pods are the ones the real scheduler binds to it, run by the
-//!   same kubelet as the builtin control plane's, on a local copy of what the node may see
-//!   ([`mirror`]); pod status and the final removal of stopped pods go back to the API server,
-//!   and service-account tokens come from TokenRequest ([`tokens`]);
+//! - joins the node ([`kubelet::join`], as with the builtin control plane): a Node object
+//!   with a Lease heartbeat, registered with the node's own client certificate
+//!   (`system:node:sandbox`, so the Node authorizer and NodeRestriction apply); its pods are
+//!   the ones the real scheduler binds to it, run on a local copy of what the node may see;
+//!   pod status and the final removal of stopped pods go back to the API server, and
+//!   service-account tokens come from TokenRequest;
 //! - serves the kubelet API (logs, exec, port-forward) to the API server, with client
-//!   certificate authentication ([`kubelet_api`]);
+//!   certificate authentication and a SubjectAccessReview per request ([`kubelet_api`]);
 //! - runs the real kube-proxy in nftables mode in the node namespace (instead of the
 //!   sandbox's own), with masquerading for all Service traffic since the node does not rely
 //!   on `br_netfilter` (see [`crate::node::network`]);
@@ -25,14 +25,10 @@
 
 pub mod binaries;
 pub mod certs;
-mod client;
 mod coredns;
 mod kubelet_api;
-mod mirror;
-mod node;
 mod processes;
 mod relay;
-mod tokens;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -41,7 +37,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
 use kube::api::Api;
 use kube::runtime::watcher;
 use tokio_rustls::rustls;
@@ -52,12 +47,13 @@ use crate::api::Api as SandboxApi;
 use crate::auth::Tokens;
 use crate::bootstrap::NODE_NAME;
 use crate::daemon::{self, Config, DaemonError};
+use crate::kubelet::{self, mirror, registration, tokens};
 use crate::node::network::Node;
 use crate::node::{API_PORT, Layout, NODE_IP};
 use crate::pki::{Pki, PkiError};
 use crate::resources::Shape;
 use crate::server::Server;
-use crate::{demo, dns, kubeconfig, kubelet};
+use crate::{client, demo, dns, kubeconfig};
 
 use certs::Certs;
 use processes::Component;
@@ -66,6 +62,8 @@ use processes::Component;
 const APISERVER_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long kube-proxy may take to load its rules after its start.
 const KUBE_PROXY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long CoreDNS may take to be Ready after its Deployment is applied.
+const COREDNS_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `--demo` waits for the demo's workloads.
 const DEMO_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -78,7 +76,7 @@ pub enum UpstreamError {
     #[error(transparent)]
     Process(#[from] processes::ProcessError),
     #[error(transparent)]
-    Client(#[from] client::ClientError),
+    Client(#[from] crate::client::ClientError),
     #[error("{name} exited ({status}) while the control plane started; {log} ends with:\n{tail}")]
     Exited {
         name: &'static str,
@@ -90,6 +88,10 @@ pub enum UpstreamError {
     NotReady { timeout: Duration, log: PathBuf },
     #[error("kube-proxy did not report healthy within {0:?}; see upstream/logs/kube-proxy.log")]
     KubeProxy(Duration),
+    #[error(
+        "CoreDNS was not Ready within {0:?}; see `kubectl -n kube-system describe pods -l k8s-app=kube-dns`"
+    )]
+    CoreDnsNotReady(Duration),
     #[error("cannot create {what}: {detail}")]
     Apply { what: String, detail: String },
     #[error("TLS configuration of the kubelet API: {0}")]
@@ -422,29 +424,35 @@ async fn run(
         .await
         .map_err(|e| upstream(e.into()))?;
 
-    let mirror = Arc::new(mirror::Mirror::new());
-    tasks.extend([
-        tokio::spawn(mirror::reflect_pods(
-            mirror.clone(),
-            node_client.clone(),
-            NODE_NAME,
-        )),
-        tokio::spawn(mirror::reflect(
-            mirror.clone(),
-            Api::<Service>::all(node_client.clone()),
-            watcher::Config::default(),
-            Shape::Service,
-        )),
-        // Only for `--demo`'s wait (the node itself never reads Deployments).
-        tokio::spawn(mirror::reflect(
-            mirror.clone(),
-            Api::<Deployment>::namespaced(admin.clone(), demo::NAMESPACE),
-            watcher::Config::default(),
-            Shape::Deployment,
-        )),
-        tokio::spawn(mirror::uplink(mirror.clone(), node_client.clone())),
-        tokio::spawn(node::run(node_client.clone(), version.clone())),
-    ]);
+    let exec_targets = Arc::new(kubelet::exec::ExecTargets::default());
+    let token_requests = Arc::new(tokens::TokenRequests {
+        client: node_client.clone(),
+        runtime: tokio::runtime::Handle::current(),
+    });
+    let authorizer = Arc::new(kubelet_api::Authorizer::new(
+        node_client.clone(),
+        kubelet_api::Caller {
+            user: certs::APISERVER_KUBELET_CLIENT.into(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        },
+    ));
+    let (mirror, node_tasks) = kubelet::join(kubelet::Join {
+        client: node_client,
+        version: version.clone(),
+        net: node.clone(),
+        layout: layout.clone(),
+        tokens: token_requests,
+        ca_pem: pki.ca_pem.clone(),
+        exec_targets: exec_targets.clone(),
+    });
+    tasks.extend(node_tasks);
+    // Only for `--demo`'s wait (the node itself never reads Deployments).
+    tasks.push(tokio::spawn(mirror::reflect(
+        mirror.clone(),
+        Api::<Deployment>::namespaced(admin.clone(), demo::NAMESPACE),
+        watcher::Config::default(),
+        Shape::Deployment,
+    )));
     // The node's own resolver at its address, which CoreDNS forwards names outside the
     // cluster to (as a real node's pods with `dnsPolicy: Default` use the node's): the
     // sandbox's DNS server, which hands them to the host's resolver from the host's network.
@@ -456,44 +464,43 @@ async fn run(
     );
     tasks.push(tokio::spawn(dns::serve(mirror.store.clone(), udp, tcp)));
 
-    let exec_targets = Arc::new(kubelet::exec::ExecTargets::default());
-    let token_requests = Arc::new(tokens::TokenRequests {
-        client: node_client,
-        runtime: tokio::runtime::Handle::current(),
-    });
-    tasks.push(tokio::spawn(kubelet::run(
-        mirror.store.clone(),
-        node.clone(),
-        layout.clone(),
-        token_requests,
-        pki.ca_pem.clone(),
-        exec_targets.clone(),
-    )));
     let kubelet_api = Arc::new(Server {
         api: SandboxApi {
             store: mirror.store.clone(),
             address: api_in_node.to_string(),
             layout: layout.clone(),
             exec_targets,
+            // TokenRequest is kube-apiserver's; the kubelet API does not serve it.
+            tokens: Arc::new(Tokens::default()),
         },
         // Never leaves this process: the kubelet API's requests are authenticated by their
         // client certificate and then carry this token to the shared handlers.
         admin_token: format!("{}", uuid::Uuid::new_v4().simple()),
+        node_token: None,
         tokens: Arc::new(Tokens::default()),
     });
-    let kubelet_listener =
-        daemon::tokio_listener(node_ns.bind_tcp(SocketAddr::from((NODE_IP, node::KUBELET_PORT))))?;
+    let kubelet_listener = daemon::tokio_listener(
+        node_ns.bind_tcp(SocketAddr::from((NODE_IP, registration::KUBELET_PORT))),
+    )?;
     tasks.push(tokio::spawn(kubelet_api::serve(
         kubelet_listener,
         kubelet_tls(certs, pki).map_err(upstream)?,
         certs.apiserver_kubelet.cert_pem.clone(),
         kubelet_api,
+        authorizer,
     )));
 
     wait_kube_proxy(&node_ns).await.map_err(upstream)?;
     coredns::apply(&admin, dir).await.map_err(upstream)?;
     if cfg.demo {
         coredns::apply_demo(&admin).await.map_err(upstream)?;
+    }
+    let dns_ready = tokio::select! {
+        ready = coredns::wait_ready(&mirror.store, COREDNS_TIMEOUT) => ready,
+        () = daemon::wait_for_signal() => return Ok(()),
+    };
+    dns_ready.map_err(upstream)?;
+    if cfg.demo {
         tracing::info!("demo applied; waiting for its pods");
         let waited = tokio::select! {
             waited = demo::wait_ready(&mirror.store, DEMO_TIMEOUT) => waited,

@@ -1,8 +1,8 @@
 //! The real kubectl against the sandbox's demo cluster, for what a user of a real cluster
-//! does with it: nodes, exec, logs, port-forward, a rollout, and cluster DNS at kube-dns's
-//! address. With `TETHER_SANDBOX_CONTROL_PLANE=upstream` (scripts/test.sh runs it so), also
-//! what only the real API server offers: its post-start hooks in `/livez?verbose`, `auth
-//! can-i` (RBAC), and `create token` (TokenRequest).
+//! does with it: nodes, exec, logs, port-forward, a rollout, cluster DNS at kube-dns's
+//! address, and `create token` (TokenRequest). With `TETHER_SANDBOX_CONTROL_PLANE=upstream`
+//! (scripts/test.sh runs it so), also what only the real API server offers: its post-start
+//! hooks in `/livez?verbose`, `auth can-i` (RBAC), and tokens that are JWTs.
 
 use std::process::Command;
 use std::time::Duration;
@@ -83,6 +83,15 @@ fn kubectl_does_what_it_does_on_a_real_cluster() {
         "web.demo.svc.cluster.local",
     ]));
     assert_eq!(answer.trim(), cluster_ip);
+
+    // TokenRequest: a service account's token, which the API server then accepts (and a
+    // made-up one it does not).
+    let token = sb.ok(&["-n", "demo", "create", "token", "default"]);
+    let with = |t: &str| sb.kubectl(&["--token", t, "get", "--raw", "/api"]);
+    let accepted = with(token.trim());
+    assert!(accepted.status.success(), "{}", text(&accepted));
+    let refused = with("sbx.made-up");
+    assert!(!refused.status.success(), "{}", text(&refused));
 
     if !upstream() {
         return;

@@ -638,8 +638,11 @@ fn api_error(verb: &'static str, what: String) -> impl FnOnce(kube::Error) -> Ag
 }
 
 fn is_conflict(e: &kube::Error) -> bool {
-    // A failed `test` op is 422 on the real API server (409 on some versions).
-    matches!(e, kube::Error::Api(s) if s.code == 409 || s.code == 422 && s.message.contains("test"))
+    // A failed `test` op: 409 on some versions; kube-apiserver answers a JSON patch it could
+    // not apply with 422 Invalid and no causes at all (validation errors of the result have
+    // causes), so that is taken as a changed object too: the retry reads it again.
+    matches!(e, kube::Error::Api(s) if s.code == 409
+        || s.code == 422 && s.reason == "Invalid" && s.details.as_ref().is_none_or(|d| d.causes.is_empty()))
 }
 
 /// Gets the Deployment, computes a patch from it and applies it, again while the object

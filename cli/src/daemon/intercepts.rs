@@ -288,6 +288,15 @@ impl Intercepts {
             return Err(InterceptError::NameTaken(name));
         }
         let ns = spec.namespace.clone();
+        // What every intercept needs, asked before the first read: in a namespace the user
+        // has no rights in, one refusal names all of it (not a 403 on the first read).
+        let always = [
+            Permission::new("get", "apps", "deployments").named(&spec.workload),
+            Permission::new("list", "", "services"),
+            Permission::new("watch", "", "pods"),
+            Permission::new("create", "", "pods").sub("portforward"),
+        ];
+        access::check(&cluster, &ns, &always).await?;
         let deploy = read_deployment(&cluster, &ns, &spec.workload).await?;
         let services = read_services(&cluster, &ns).await?;
         let choice = Choice {
@@ -306,11 +315,8 @@ impl Intercepts {
         if !spec.route.filter.is_empty() {
             check_speaks_http(&target)?;
         }
-        // Everything this intercept will do, asked before anything is done.
-        let mut wanted = vec![
-            Permission::new("watch", "", "pods"),
-            Permission::new("create", "", "pods").sub("portforward"),
-        ];
+        // The changes this intercept will make, asked before anything is done.
+        let mut wanted = Vec::new();
         if existing.is_none() {
             wanted.push(Permission::new("patch", "apps", "deployments").named(&spec.workload));
             if !spec.replace && target.all.iter().any(|m| m.named.is_none()) {

@@ -10,7 +10,7 @@
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::resources::{self, ResourceType};
+use crate::resources::{self, ResourceType, Shape};
 
 /// The Kubernetes version the sandbox speaks.
 pub const KUBE_VERSION: (&str, &str) = ("1", "33");
@@ -96,6 +96,10 @@ fn resource_entries(rt: &ResourceType) -> Vec<Value> {
     let mut out = vec![main];
     if rt.has_status {
         out.push(json!({"name": format!("{}/status", rt.plural), "singularName": "", "namespaced": rt.namespaced, "kind": rt.kind, "verbs": SUB_VERBS}));
+    }
+    if rt.shape == Shape::ServiceAccount {
+        out.push(json!({"name": "serviceaccounts/token", "singularName": "", "namespaced": true,
+            "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"]}));
     }
     if rt.has_scale {
         out.push(json!({"name": format!("{}/scale", rt.plural), "singularName": "", "namespaced": rt.namespaced,

@@ -4,7 +4,8 @@
 //! A body is the magic `k8s\0` and a `runtime.Unknown` message wrapping the object's own
 //! protobuf. The object is decoded into JSON by walking the wire format with a table of the
 //! messages' field numbers and JSON names (from `generated.proto` of the Kubernetes API); the
-//! table covers the kinds kubectl creates that tether uses. A field the table does not know is
+//! table covers the kinds kubectl creates that tether uses, and `kubectl create token`'s
+//! TokenRequest. A field the table does not know is
 //! an error (415) naming it, never silently dropped.
 //!
 //! As in Go, a scalar that is not a pointer is always on the wire, so zero values (`""`, `0`,
@@ -255,6 +256,36 @@ fn push(out: &mut Map<String, Value>, name: String, item: Value) {
 
 /// Decodes a protobuf request body for a resource type into its JSON form.
 pub fn decode(rt: &ResourceType, body: &[u8]) -> Result<Value, ApiError> {
+    let schema = match rt.shape {
+        Shape::Service => &SERVICE,
+        Shape::Namespace => &NAMESPACE,
+        Shape::ConfigMap => &CONFIG_MAP,
+        Shape::Secret => &SECRET,
+        Shape::ServiceAccount => &SERVICE_ACCOUNT,
+        Shape::Deployment => &DEPLOYMENT,
+        _ => return Err(ProtoError::UnsupportedKind(rt.kind.to_string()).into()),
+    };
+    decode_as(body, schema, &rt.api_version(), rt.kind)
+}
+
+/// A TokenRequest (the body of `serviceaccounts/{name}/token`, not a stored kind).
+pub fn decode_token_request(body: &[u8]) -> Result<Value, ApiError> {
+    decode_as(
+        body,
+        &TOKEN_REQUEST,
+        "authentication.k8s.io/v1",
+        "TokenRequest",
+    )
+}
+
+/// Decodes the envelope and the object in it as `schema`; `api_version` and `kind` stand in
+/// when the envelope leaves them out.
+fn decode_as(
+    body: &[u8],
+    schema: &'static Msg,
+    default_api_version: &str,
+    default_kind: &str,
+) -> Result<Value, ApiError> {
     let envelope = body.strip_prefix(b"k8s\0").ok_or(ProtoError::Malformed)?;
     let (mut api_version, mut kind, mut raw) = (String::new(), String::new(), &[][..]);
     let mut wire = Wire { buf: envelope };
@@ -275,20 +306,11 @@ pub fn decode(rt: &ResourceType, body: &[u8]) -> Result<Value, ApiError> {
             _ => {}
         }
     }
-    let schema = match rt.shape {
-        Shape::Service => &SERVICE,
-        Shape::Namespace => &NAMESPACE,
-        Shape::ConfigMap => &CONFIG_MAP,
-        Shape::Secret => &SECRET,
-        Shape::ServiceAccount => &SERVICE_ACCOUNT,
-        Shape::Deployment => &DEPLOYMENT,
-        _ => return Err(ProtoError::UnsupportedKind(rt.kind.to_string()).into()),
-    };
     let mut object = message(raw, schema)?;
     object.insert(
         "apiVersion".into(),
         json!(if api_version.is_empty() {
-            rt.api_version()
+            default_api_version.to_string()
         } else {
             api_version
         }),
@@ -296,7 +318,7 @@ pub fn decode(rt: &ResourceType, body: &[u8]) -> Result<Value, ApiError> {
     object.insert(
         "kind".into(),
         json!(if kind.is_empty() {
-            rt.kind.to_string()
+            default_kind.to_string()
         } else {
             kind
         }),
@@ -376,6 +398,30 @@ mod tests {
             v,
             json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x", "labels": {"app": "x"}},
                 "spec": {"ports": [{"name": "80-80", "protocol": "TCP", "port": 80, "targetPort": 8080}], "clusterIP": "1.1.1.1", "type": "ClusterIP"}})
+        );
+    }
+
+    #[test]
+    fn decodes_kubectl_create_tokens_request() {
+        let mut bound = Vec::new();
+        bytes_field(1, b"Pod", &mut bound);
+        bytes_field(3, b"web-1", &mut bound);
+        bytes_field(4, b"u-1", &mut bound);
+        let mut spec = Vec::new();
+        bytes_field(1, b"api", &mut spec);
+        bytes_field(3, &bound, &mut spec);
+        int_field(4, 3600, &mut spec);
+        let mut request = Vec::new();
+        bytes_field(1, &[], &mut request);
+        bytes_field(2, &spec, &mut request);
+        bytes_field(3, &[], &mut request);
+        let mut envelope = b"k8s\0".to_vec();
+        bytes_field(2, &request, &mut envelope);
+        assert_eq!(
+            decode_token_request(&envelope).unwrap(),
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "metadata": {},
+                "spec": {"audiences": ["api"], "expirationSeconds": 3600,
+                    "boundObjectRef": {"kind": "Pod", "name": "web-1", "uid": "u-1"}}})
         );
     }
 

@@ -106,6 +106,7 @@ fn objects(group: &str, version: &str, rest: &[&str]) -> Result<Route, ApiError>
         (Some("status"), rt) if rt.has_status => {}
         (Some("scale"), rt) if rt.has_scale => {}
         (Some("log" | "portforward" | "exec"), rt) if rt.shape == Shape::Pod => {}
+        (Some("token"), rt) if rt.shape == Shape::ServiceAccount => {}
         _ => return Err(ApiError::UnknownPath),
     }
     Ok(Route::Objects(target))

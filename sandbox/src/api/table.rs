@@ -176,10 +176,22 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
                         "NotReady"
                     }
                 });
+            // kubectl's ROLES: the `node-role.kubernetes.io/<role>` labels.
+            let roles: Vec<&str> = o["metadata"]["labels"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/"))
+                .collect();
+            let roles = if roles.is_empty() {
+                "<none>".to_string()
+            } else {
+                roles.join(",")
+            };
             vec![
                 name,
                 json!(ready),
-                json!("control-plane"),
+                json!(roles),
                 age_cell,
                 json!(status["nodeInfo"]["kubeletVersion"]),
             ]

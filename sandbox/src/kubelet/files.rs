@@ -118,6 +118,15 @@ pub fn write(pod_dir: &Path, f: &PodFiles) -> std::io::Result<MountPlan> {
     Ok(plan)
 }
 
+/// Replaces the service-account token of a running pod (a refreshed one): written beside
+/// and renamed over the old, so a container never reads half a token.
+pub fn write_token(pod_dir: &Path, token: &str) -> std::io::Result<()> {
+    let sa = pod_dir.join("run").join(SA_DIR);
+    let fresh = sa.join("..token.new");
+    std::fs::write(&fresh, token)?;
+    std::fs::rename(&fresh, sa.join("token"))
+}
+
 /// Removes what only running containers need (logs stay for `kubectl logs` after the fact).
 pub fn remove_runtime(pod_dir: &Path) {
     for d in ["etc", "run"] {
@@ -144,6 +153,9 @@ mod tests {
         let plan = write(dir.path(), &f).unwrap();
         let sa = plan.run_dir.join(SA_DIR);
         assert_eq!(std::fs::read_to_string(sa.join("token")).unwrap(), "tok");
+        write_token(dir.path(), "fresh").unwrap();
+        assert_eq!(std::fs::read_to_string(sa.join("token")).unwrap(), "fresh");
+        assert!(!sa.join("..token.new").exists());
         assert_eq!(
             std::fs::read_to_string(sa.join("namespace")).unwrap(),
             "demo"

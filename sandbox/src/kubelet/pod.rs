@@ -102,6 +102,8 @@ struct Worker {
     pod_dir: PathBuf,
     net: Option<(Netns, Ipv4Addr)>,
     net_retry: Option<Instant>,
+    /// When the service-account token is renewed (None: the pod has none).
+    token_refresh: Option<Instant>,
     mounts: files::MountPlan,
     start_time: String,
     containers: Vec<Container>,
@@ -199,6 +201,7 @@ impl Worker {
             name,
             net: None,
             net_retry: Some(Instant::now()),
+            token_refresh: None,
             mounts: files::MountPlan::default(),
             containers,
             msgs_tx,
@@ -374,7 +377,8 @@ impl Worker {
         let net = self
             .net_retry
             .filter(|_| self.net.is_none() && !self.terminating);
-        starts.chain(kills).chain(net).min()
+        let token = self.token_refresh.filter(|_| !self.terminating);
+        starts.chain(kills).chain(net).chain(token).min()
     }
 
     fn view(&self) -> PodView {
@@ -497,6 +501,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut pod_rx: watch::Receiver<Option<
         }
         if !w.terminating && !w.idle {
             w.ensure_net().await;
+            w.refresh_token().await;
             w.start_due().await;
         }
         if !gone {

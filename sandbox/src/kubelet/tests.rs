@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::*;
+use crate::admission;
 use crate::auth::Tokens;
 use crate::node::netns;
 
@@ -52,6 +53,19 @@ fn start() -> Sandbox {
     let layout = Arc::new(Layout::new(dir.path()));
     let store = Arc::new(Store::new(0));
     crate::bootstrap::run(&store).unwrap();
+    // The kubelet runs on the store directly here (no API server, so no mirror): the node
+    // is there and the scheduler binds to it, as the builtin control plane does.
+    let nodes = resources::by_shape(Shape::Node);
+    store
+        .write(|s| {
+            s.put(nodes, json!({"metadata": {"name": NODE_NAME}}));
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+    tokio::spawn(controllers::run(
+        store.clone(),
+        controllers::scheduler::Scheduler,
+    ));
     let tokens = Arc::new(Tokens::default());
     let net = Arc::new(TestNet {
         layout: layout.clone(),
@@ -223,7 +237,7 @@ async fn a_host_pod_sees_its_environment_files_and_token() {
     assert!(log.contains("NS=default"));
     let token = log.split("TOKEN=").nth(1).unwrap().lines().next().unwrap();
     assert_eq!(
-        sb.tokens.check(token).map(|a| a.name),
+        sb.tokens.check(token, |_, _, _| true).map(|a| a.name),
         Some("default".into())
     );
     // The host's own files are untouched.
@@ -243,7 +257,7 @@ async fn a_host_pod_sees_its_environment_files_and_token() {
         "sleep dies on SIGTERM"
     );
     assert!(!netns.exists());
-    assert!(sb.tokens.check(token).is_none());
+    assert!(sb.tokens.check(token, |_, _, _| true).is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

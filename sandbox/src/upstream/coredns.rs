@@ -18,6 +18,8 @@ use super::UpstreamError;
 use crate::alloc::KUBE_DNS_IP;
 use crate::demo;
 use crate::node::NODE_IP;
+use crate::resources::{self, Shape};
+use crate::store::Store;
 
 /// How long a create is retried while the API server is not yet able to take it (a new
 /// namespace's `default` ServiceAccount is made by the controller-manager moments later).
@@ -169,6 +171,38 @@ pub async fn apply(client: &kube::Client, dir: &Path) -> Result<(), UpstreamErro
 pub async fn apply_demo(client: &kube::Client) -> Result<(), UpstreamError> {
     for object in demo::objects() {
         create(client, object).await?;
+    }
+    Ok(())
+}
+
+/// Whether a CoreDNS pod on the node is Ready (the node's copy holds every pod it runs).
+fn serving(store: &Store) -> bool {
+    let rt = resources::by_shape(Shape::Pod);
+    store.read(|s| {
+        s.list(rt, Some("kube-system"), None).any(|p| {
+            p.value["metadata"]["labels"]["k8s-app"] == "kube-dns"
+                && p.value["metadata"]["deletionTimestamp"].is_null()
+                && p.value["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+        })
+    })
+}
+
+/// Waits until CoreDNS answers (a Ready pod), so that `up` never reports a cluster whose
+/// names do not resolve yet.
+pub async fn wait_ready(store: &Store, timeout: Duration) -> Result<(), UpstreamError> {
+    let deadline = Instant::now() + timeout;
+    let mut events_rx = store.events();
+    while !serving(store) {
+        // Any event (or a lag) is a reason to look again.
+        match tokio::time::timeout_at(deadline.into(), events_rx.recv()).await {
+            Err(_) | Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                return Err(UpstreamError::CoreDnsNotReady(timeout));
+            }
+            Ok(_) => {}
+        }
     }
     Ok(())
 }

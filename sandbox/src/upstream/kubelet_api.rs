@@ -1,15 +1,17 @@
 //! The kubelet API on the node address (`https://10.244.0.1:10250`), which the upstream API
 //! server calls for `kubectl logs`, `exec` and `port-forward`: the kubelet's paths mapped onto
 //! the sandbox's own pods/log, pods/exec and pods/portforward handlers, served from the
-//! node's [`super::mirror`] store.
+//! node's [`crate::kubelet::mirror`] store.
 //!
 //! The API server names some parameters the kubelet's way (exec's `input`/`output`/`error`,
 //! port-forward's `port`); [`translate`] renames them.
 //!
 //! Only the API server gets in: TLS requires a client certificate, and it must be the one
-//! issued to the API server for the kubelet (see [`super::certs`]). The real kubelet would
-//! also ask the API server to authorize each request (SubjectAccessReview); with one caller
-//! that is itself the authorizer, there is nothing left to ask.
+//! issued to the API server for the kubelet (see [`super::certs`]); then, as a kubelet does,
+//! the API server is asked whether that caller may do what the request does
+//! ([`authorize`]).
+
+mod authorize;
 
 use std::sync::Arc;
 
@@ -26,6 +28,9 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 
 use crate::api::Body;
 use crate::server::Server;
+
+use authorize::{Attributes, Refusal};
+pub use authorize::{Authorizer, Caller};
 
 /// The API path a kubelet API path stands for, with the query translated.
 pub fn translate(path: &str, query: Option<&str>) -> Option<String> {
@@ -77,9 +82,26 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     resp
 }
 
-async fn respond(server: Arc<Server>, mut req: Request<Incoming>) -> Response<Body> {
+async fn respond(
+    server: Arc<Server>,
+    authorizer: Arc<Authorizer>,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
     if req.uri().path() == "/healthz" {
         return plain(StatusCode::OK, "ok");
+    }
+    if let Err(refusal) = authorizer
+        .check(Attributes::of(req.method(), req.uri().path()))
+        .await
+    {
+        let status = match refusal {
+            Refusal::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Refusal::Error { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        tracing::warn!("kubelet API: {refusal}");
+        let mut resp = Response::new(Full::new(bytes::Bytes::from(format!("{refusal}\n"))).boxed());
+        *resp.status_mut() = status;
+        return resp;
     }
     let Some(target) = translate(req.uri().path(), req.uri().query()) else {
         return plain(StatusCode::NOT_FOUND, "404 page not found\n");
@@ -97,12 +119,13 @@ async fn respond(server: Arc<Server>, mut req: Request<Incoming>) -> Response<Bo
 }
 
 /// Serves the kubelet API on `listener` until aborted. `apiserver_cert_pem` is the only
-/// client certificate accepted.
+/// client certificate accepted; `authorizer` decides each of its requests.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     apiserver_cert_pem: String,
     server: Arc<Server>,
+    authorizer: Arc<Authorizer>,
 ) {
     let allowed: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(apiserver_cert_pem.as_bytes())
@@ -117,6 +140,7 @@ pub async fn serve(
         // Nagle each waits for the peer's delayed ACK (40 ms).
         let _ = tcp.set_nodelay(true);
         let (acceptor, server, allowed) = (acceptor.clone(), server.clone(), allowed.clone());
+        let authorizer = authorizer.clone();
         tokio::spawn(async move {
             let tls = match acceptor.accept(tcp).await {
                 Ok(tls) => tls,
@@ -131,8 +155,8 @@ pub async fn serve(
                 return;
             }
             let service = service_fn(move |req| {
-                let server = server.clone();
-                async move { Ok::<_, std::convert::Infallible>(respond(server, req).await) }
+                let (server, authorizer) = (server.clone(), authorizer.clone());
+                async move { Ok::<_, std::convert::Infallible>(respond(server, authorizer, req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), service)

@@ -46,7 +46,15 @@ const OUTSIDE_DNS: &str = "127.0.0.153";
 impl SandboxCluster {
     /// Starts a sandbox with the demo namespace (its pods are Ready when this returns).
     pub fn start() -> SandboxCluster {
-        let sandbox = Sandbox::start_with(&["--demo"]);
+        SandboxCluster::start_with(&[])
+    }
+
+    /// [`SandboxCluster::start`] with more `up` arguments, e.g. `["--control-plane",
+    /// "upstream"]` for a scenario only the real control plane can judge.
+    pub fn start_with(up_args: &[&str]) -> SandboxCluster {
+        let mut args = vec!["--demo"];
+        args.extend_from_slice(up_args);
+        let sandbox = Sandbox::start_with(&args);
         let netns_prefix = sandbox.netns_prefix();
         let workstation = format!("{netns_prefix}-ws");
         // `ip netns exec` execs the server itself, so the child is the server.
@@ -115,7 +123,13 @@ impl SandboxCluster {
     /// Runs `tether connect --output json`, which must succeed; returns its JSON result
     /// and its stderr (the progress lines).
     pub fn connect(&self) -> (serde_json::Value, String) {
-        let out = run(self.connect_command().args(["--output", "json"]));
+        self.connect_with(&[])
+    }
+
+    /// [`SandboxCluster::connect`] with more arguments, e.g. `["--kubeconfig", PATH]` to
+    /// connect as another user.
+    pub fn connect_with(&self, args: &[&str]) -> (serde_json::Value, String) {
+        let out = run(self.connect_command().args(args).args(["--output", "json"]));
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(

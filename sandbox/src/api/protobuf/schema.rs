@@ -288,3 +288,30 @@ pub static DEPLOYMENT: Msg = Msg {
         (3, "status", F::Skip),
     ],
 };
+
+pub static BOUND_OBJECT_REF: Msg = Msg {
+    name: "BoundObjectReference",
+    fields: &[
+        (1, "kind", F::Str),
+        (2, "apiVersion", F::Str),
+        (3, "name", F::Str),
+        (4, "uid", F::Str),
+    ],
+};
+pub static TOKEN_REQUEST_SPEC: Msg = Msg {
+    name: "TokenRequestSpec",
+    fields: &[
+        (1, "audiences", F::StrList),
+        (4, "expirationSeconds", F::IntOpt),
+        (3, "boundObjectRef", F::Msg(&BOUND_OBJECT_REF)),
+    ],
+};
+/// `kubectl create token`'s body (the `serviceaccounts/token` subresource).
+pub static TOKEN_REQUEST: Msg = Msg {
+    name: "TokenRequest",
+    fields: &[
+        (1, "metadata", F::Msg(&OBJECT_META)),
+        (2, "spec", F::Msg(&TOKEN_REQUEST_SPEC)),
+        (3, "status", F::Skip),
+    ],
+};

@@ -12,6 +12,21 @@ use crate::auth::ServiceAccount;
 use crate::kubelet::{env, exec, files, images, probe, process};
 use crate::node::netns::Netns;
 
+/// When a pod's token is renewed: at 80% of the lifetime the kubelet asks for (what a
+/// kubelet's token manager does; the API server may make the token last longer).
+const TOKEN_REFRESH: std::time::Duration =
+    std::time::Duration::from_secs(crate::auth::KUBELET_EXPIRATION as u64 * 4 / 5);
+/// How soon a failed refresh is tried again.
+const TOKEN_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The service account a pod runs as.
+fn service_account(pod: &Value) -> &str {
+    pod["spec"]["serviceAccountName"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default")
+}
+
 impl Worker {
     /// Sets up the network, the pod's files and its token.
     pub(super) async fn ensure_net(&mut self) {
@@ -29,10 +44,7 @@ impl Worker {
             // The token first: when the API server does not issue one (yet), the pod is set
             // up on the next try, and no network is left behind meanwhile.
             let token = if v["spec"]["automountServiceAccountToken"] != false {
-                let account = v["spec"]["serviceAccountName"]
-                    .as_str()
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or("default");
+                let account = service_account(&v);
                 let pod_name = v["metadata"]["name"].as_str().unwrap_or_default();
                 let account = ServiceAccount {
                     namespace: ns.clone(),
@@ -72,15 +84,16 @@ impl Worker {
                 },
             )
             .map_err(|e| format!("cannot write the pod's files in {}: {e}", pod_dir.display()))?;
-            Ok::<_, String>((netns, ip, plan))
+            Ok::<_, String>((netns, ip, plan, token.is_some()))
         })
         .await
         .unwrap_or_else(|e| Err(format!("pod setup panicked: {e}")));
         match result {
-            Ok((netns, ip, plan)) => {
+            Ok((netns, ip, plan, has_token)) => {
                 self.net = Some((netns, ip));
                 self.mounts = plan;
                 self.net_retry = None;
+                self.token_refresh = has_token.then(|| Instant::now() + TOKEN_REFRESH);
             }
             Err(e) => {
                 tracing::warn!("pod {}/{}: network setup failed: {e}", self.ns, self.name);
@@ -90,6 +103,44 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Asks for a fresh service-account token once the current one is due for refresh, as a
+    /// kubelet renews projected tokens, and puts it in place; a failed request keeps the
+    /// current token and is tried again shortly.
+    pub(super) async fn refresh_token(&mut self) {
+        if self.token_refresh.is_none_or(|t| t > Instant::now()) {
+            return;
+        }
+        let v = self.pod.value.clone();
+        let (shared, uid, ns, pod_dir) = (
+            self.shared.clone(),
+            self.uid.clone(),
+            self.ns.clone(),
+            self.pod_dir.clone(),
+        );
+        let refreshed = tokio::task::spawn_blocking(move || {
+            let account = ServiceAccount {
+                namespace: ns,
+                name: service_account(&v).to_string(),
+            };
+            let pod_name = v["metadata"]["name"].as_str().unwrap_or_default();
+            let token = shared.tokens.pod_token(account, pod_name, &uid)?;
+            files::write_token(&pod_dir, &token).map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("token refresh panicked: {e}")));
+        self.token_refresh = Some(match refreshed {
+            Ok(()) => Instant::now() + TOKEN_REFRESH,
+            Err(e) => {
+                tracing::warn!(
+                    "pod {}/{}: cannot refresh its token: {e}",
+                    self.ns,
+                    self.name
+                );
+                Instant::now() + TOKEN_RETRY
+            }
+        });
     }
 
     pub(super) async fn start_due(&mut self) {

@@ -1,13 +1,13 @@
-//! The node's view of the upstream cluster, kept in a local [`Store`] so that the sandbox's
-//! kubelet and kube-proxy, written against the store, run unchanged on an upstream node: an
-//! informer cache, in the store's shape.
+//! The node's view of the cluster, kept in a local [`Store`] so that the kubelet, written
+//! against the store, runs on a copy of what the API server tells the node (an informer
+//! cache, in the store's shape), whichever control plane serves the API.
 //!
 //! Downwards, kube-rs watchers copy what this node may see into the store: its own pods
 //! (field selector `spec.nodeName`, as the kubelet lists them), the ConfigMaps and Secrets
 //! their containers' environment names (fetched one by one whenever the pod changes, which
 //! is all the Node authorizer lets a node read of them), and Services (for the containers'
 //! Service variables). Upwards, [`uplink`] sends what the kubelet
-//! writes to the store back to the API server: pod status as a status patch, and the removal
+//! writes to the copy back to the API server: pod status as a status patch, and the removal
 //! of a pod whose containers have stopped as the kubelet's final delete (grace period 0, UID
 //! precondition).
 //!
@@ -35,6 +35,8 @@ use crate::store::{EventType, Store};
 pub struct Mirror {
     pub store: Arc<Store>,
     copied: Mutex<HashSet<u64>>,
+    /// UIDs of the pods whose references are being asked for again.
+    retrying: Mutex<HashSet<String>>,
 }
 
 impl Mirror {
@@ -42,6 +44,7 @@ impl Mirror {
         Mirror {
             store: Arc::new(Store::new(0)),
             copied: Mutex::new(HashSet::new()),
+            retrying: Mutex::new(HashSet::new()),
         }
     }
 
@@ -57,7 +60,7 @@ impl Mirror {
 
     fn put(&self, shape: Shape, mut value: serde_json::Value) {
         let rt = resources::by_shape(shape);
-        // The upstream resourceVersion means nothing to the local store's watchers.
+        // The API server's resourceVersion means nothing to the local store's watchers.
         value["metadata"]
             .as_object_mut()
             .map(|m| m.remove("resourceVersion"));
@@ -133,7 +136,7 @@ where
                 let v = value(&o);
                 mirror.remove(shape, namespace(&v), name(&v));
             }
-            Err(e) => tracing::warn!("watching {:?} upstream: {e}", shape),
+            Err(e) => tracing::warn!("watching {:?}: {e}", shape),
         }
     }
 }
@@ -169,9 +172,24 @@ pub fn references(pod: &serde_json::Value) -> Vec<(bool, String)> {
     refs
 }
 
+/// What asking for a pod's ConfigMaps and Secrets found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fetched {
+    All,
+    /// Some do not exist (yet).
+    Missing,
+    /// Some could not be read (e.g. 403 while the Node authorizer catches up).
+    Failed,
+}
+
 /// Copies the ConfigMaps and Secrets `pod` names (or removes them when they are gone).
-async fn fetch_references(mirror: &Mirror, client: &kube::Client, pod: &serde_json::Value) {
+async fn fetch_references(
+    mirror: &Mirror,
+    client: &kube::Client,
+    pod: &serde_json::Value,
+) -> Fetched {
     let ns = namespace(pod);
+    let mut fetched = Fetched::All;
     for (secret, name) in references(pod) {
         let got = if secret {
             Api::<Secret>::namespaced(client.clone(), ns)
@@ -191,10 +209,83 @@ async fn fetch_references(mirror: &Mirror, client: &kube::Client, pod: &serde_js
         };
         match got {
             Ok(v) => mirror.put(shape, v),
-            Err(kube::Error::Api(s)) if s.code == 404 => mirror.remove(shape, ns, &name),
-            Err(e) => tracing::warn!("cannot read {name} for pod {ns}/{}: {e}", self::name(pod)),
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                if fetched == Fetched::All {
+                    fetched = Fetched::Missing;
+                }
+                mirror.remove(shape, ns, &name);
+            }
+            Err(e) => {
+                fetched = Fetched::Failed;
+                tracing::debug!(
+                    "cannot read {name} for pod {ns}/{} yet: {e}",
+                    self::name(pod)
+                );
+            }
         }
     }
+    fetched
+}
+
+/// How long a pod waits for its references to be readable before the kubelet sees it, as a
+/// kubelet's secret and ConfigMap caches wait up to a second to sync before a container's
+/// configuration counts as missing.
+const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+const SYNC_STEP: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// First pause before the references of a pod are asked for again, doubled up to
+/// [`REFETCH_MAX`].
+const REFETCH_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
+const REFETCH_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Fetches `pod`'s references (waiting up to [`SYNC_WAIT`] while they cannot be read: right
+/// after a pod is bound, the Node authorizer may not know yet that this node may read what
+/// it names, 403), and when some are still missing keeps asking in the background, as a
+/// kubelet retries a container whose configuration is missing (a Secret may be created after
+/// its pod). Stops once all are there or the pod is gone from the copy; one retrying task
+/// per pod.
+async fn fetch_until_complete(mirror: Arc<Mirror>, client: kube::Client, pod: serde_json::Value) {
+    let started = tokio::time::Instant::now();
+    let mut fetched = fetch_references(&mirror, &client, &pod).await;
+    while fetched == Fetched::Failed && started.elapsed() < SYNC_WAIT {
+        tokio::time::sleep(SYNC_STEP).await;
+        fetched = fetch_references(&mirror, &client, &pod).await;
+    }
+    if fetched == Fetched::All {
+        return;
+    }
+    let uid = pod["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    // Poisoning only follows a panic inside these one-line critical sections.
+    if !mirror
+        .retrying
+        .lock()
+        .expect("mirror lock")
+        .insert(uid.clone())
+    {
+        return;
+    }
+    let rt = resources::by_shape(Shape::Pod);
+    let (ns, name) = (namespace(&pod).to_string(), self::name(&pod).to_string());
+    tokio::spawn(async move {
+        let mut pause = REFETCH_FIRST;
+        loop {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(REFETCH_MAX);
+            let current = mirror.store.read(|s| {
+                s.get(rt, &ns, &name)
+                    .filter(|p| p.uid() == uid)
+                    .map(|p| p.value.clone())
+            });
+            let Some(current) = current else { break };
+            if fetch_references(&mirror, &client, &current).await == Fetched::All {
+                break;
+            }
+        }
+        mirror.retrying.lock().expect("mirror lock").remove(&uid);
+    });
 }
 
 /// [`reflect`] for the node's own pods, with what their environment names.
@@ -210,25 +301,25 @@ pub async fn reflect_pods(mirror: Arc<Mirror>, client: kube::Client, node: &str)
             Ok(watcher::Event::InitApply(o)) => {
                 let v = value(&o);
                 listed.insert((namespace(&v).to_string(), name(&v).to_string()));
-                fetch_references(&mirror, &client, &v).await;
+                fetch_until_complete(mirror.clone(), client.clone(), v.clone()).await;
                 mirror.put(Shape::Pod, v);
             }
             Ok(watcher::Event::InitDone) => mirror.retain(Shape::Pod, &listed),
             Ok(watcher::Event::Apply(o)) => {
                 let v = value(&o);
-                fetch_references(&mirror, &client, &v).await;
+                fetch_until_complete(mirror.clone(), client.clone(), v.clone()).await;
                 mirror.put(Shape::Pod, v);
             }
             Ok(watcher::Event::Delete(o)) => {
                 let v = value(&o);
                 mirror.remove(Shape::Pod, namespace(&v), name(&v));
             }
-            Err(e) => tracing::warn!("watching the node's pods upstream: {e}"),
+            Err(e) => tracing::warn!("watching the node's pods: {e}"),
         }
     }
 }
 
-/// Patches a pod's status upstream to the one in the store.
+/// Patches a pod's status on the API server to the one in the copy.
 async fn report_status(client: &kube::Client, pod: &crate::store::Stored) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), pod.namespace());
     let patch = json!({"status": pod.value["status"]});
@@ -244,7 +335,7 @@ async fn report_status(client: &kube::Client, pod: &crate::store::Stored) {
     }
 }
 
-/// Sends the kubelet's writes to pods upstream, until the task is aborted.
+/// Sends the kubelet's writes to pods to the API server, until the task is aborted.
 pub async fn uplink(mirror: Arc<Mirror>, client: kube::Client) {
     let mut events_rx = mirror.store.events();
     loop {

@@ -1,5 +1,7 @@
-//! Service-account tokens for the node's pods from the upstream API server's TokenRequest
-//! API, bound to the pod, as the kubelet gets them for projected service-account volumes.
+//! Service-account tokens for the node's pods from the API server's TokenRequest API,
+//! bound to the pod, as the kubelet gets them for projected service-account volumes.
+
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount as ServiceAccountObject;
@@ -8,9 +10,12 @@ use kube::api::{Api, PostParams};
 use crate::auth::{ServiceAccount, TokenIssuer};
 
 /// The kubelet's own request: 3607 seconds is the value kube-apiserver recognises as a
-/// kubelet's and extends (the token is then valid for a year, since this node does not
-/// refresh tokens as a kubelet does).
-const EXPIRATION_SECONDS: i64 = 3607;
+/// kubelet's and extends (the token is then valid for a year); the node still refreshes it
+/// as a kubelet does, at 80% of the requested lifetime (see the pod worker).
+const EXPIRATION_SECONDS: i64 = crate::auth::KUBELET_EXPIRATION;
+
+const LAG_WAIT: Duration = Duration::from_secs(1);
+const LAG_STEP: Duration = Duration::from_millis(50);
 
 pub struct TokenRequests {
     /// The node's client (the Node authorizer lets it ask for its pods' accounts only).
@@ -47,11 +52,23 @@ impl TokenIssuer for TokenRequests {
             },
             ..Default::default()
         };
-        let created = self.runtime.block_on(api.create_token_request(
-            &account.name,
-            &PostParams::default(),
-            &request,
-        ));
+        // Right after a pod is bound, the Node authorizer may not know yet that this node
+        // may ask for its account's token (403): asked again for up to a second, as for the
+        // pod's ConfigMaps and Secrets (see `mirror`), before the pod's set-up backs off.
+        let started = Instant::now();
+        let created = loop {
+            let created = self.runtime.block_on(api.create_token_request(
+                &account.name,
+                &PostParams::default(),
+                &request,
+            ));
+            match created {
+                Err(kube::Error::Api(s)) if s.code == 403 && started.elapsed() < LAG_WAIT => {
+                    std::thread::sleep(LAG_STEP);
+                }
+                other => break other,
+            }
+        };
         match created {
             Ok(r) => r
                 .status

@@ -1,4 +1,4 @@
-//! The node's registration with the upstream API server, as a kubelet registers: the Node
+//! The node's registration with the API server, as a kubelet registers: the Node
 //! object (created by the node itself, which NodeRestriction allows for its own name), its
 //! status every [`STATUS_EVERY`], and the Lease in `kube-node-lease` renewed every
 //! [`LEASE_EVERY`], which is what the node lifecycle controller watches.
