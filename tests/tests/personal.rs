@@ -95,7 +95,18 @@ fn curl_header(c: &SandboxCluster, url: &str, header: Option<&str>) -> String {
         args.extend(["-H", h]);
     }
     args.push(url);
-    in_client(c, &args).unwrap_or_else(|| panic!("curl {url} with {header:?} failed"))
+    let out = tether_tests::run(
+        c.kubectl()
+            .args(["-n", "demo", "exec", "deploy/client", "--"])
+            .args(&args),
+    );
+    assert!(
+        out.status.success(),
+        "curl {url} with {header:?}: {}\n{}",
+        tether_tests::text(&out),
+        c.daemon_log()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Who answers `url` with `header`, from the client pod.
@@ -224,6 +235,27 @@ fn personal_intercepts_share_a_service_request_by_request_and_uninstall_restores
             "{out}"
         );
     }
+    // The intercept is active once the Service's endpoints are the new pods, but the node's
+    // proxy programs them a moment later (about 300 ms against the real control plane).
+    wait_for(
+        "web to be intercepted through its ClusterIP",
+        RECOVERY,
+        || {
+            in_client(
+                &c,
+                &[
+                    "curl",
+                    "-sS",
+                    "--max-time",
+                    "1",
+                    "-H",
+                    "x-dev: one",
+                    "http://web/",
+                ],
+            )
+            .filter(|b| hostname(b) == "laptop-one")
+        },
+    );
     assert_eq!(
         answered_by(&c, "http://web/", Some("x-dev: one")),
         "laptop-one"

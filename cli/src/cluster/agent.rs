@@ -806,5 +806,88 @@ pub async fn wait_rolled_out(
     }
 }
 
+/// How long the Service's endpoints may lag a finished rollout before tether goes on.
+const ENDPOINTS_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Waits until the ready endpoints of Service `service` are all pods that have the sidecar
+/// (`with_sidecar`) or all pods without it, and, given `port`, serve that port. A rollout is
+/// finished before the EndpointSlice controller and kube-proxy follow it; until they do,
+/// connections still go to the pods it replaced. Gives up quietly after a while, or when
+/// EndpointSlices cannot be read (a Role without them): the intercept works either way, the
+/// first connections just may miss it.
+pub async fn wait_endpoints(
+    cluster: &Cluster,
+    ns: &str,
+    service: &str,
+    with_sidecar: bool,
+    port: Option<u16>,
+) {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let slices: Api<EndpointSlice> = Api::namespaced(cluster.client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
+    let config =
+        watcher::Config::default().labels(&format!("kubernetes.io/service-name={service}"));
+    let (store, writer) = kube::runtime::reflector::store();
+    let mut events = kube::runtime::reflector::reflector(writer, watcher(slices, config))
+        .default_backoff()
+        .boxed();
+    let settled = async {
+        while let Some(event) = events.next().await {
+            if event.is_err() {
+                return;
+            }
+            if !super::rollout::listed(&store) {
+                continue;
+            }
+            let state = store.state();
+            let names: Vec<String> = state
+                .iter()
+                .flat_map(|s| s.endpoints.iter())
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+                .filter_map(|e| e.target_ref.as_ref()?.name.clone())
+                .collect();
+            let serves_port = port.is_none_or(|want| {
+                state.iter().any(|s| {
+                    s.ports
+                        .iter()
+                        .flatten()
+                        .any(|p| p.port == Some(i32::from(want)))
+                })
+            });
+            if names.is_empty() || !serves_port {
+                continue;
+            }
+            let mut all = true;
+            for name in &names {
+                let has = match pods.get_opt(name).await {
+                    Ok(Some(p)) => p
+                        .spec
+                        .is_some_and(|s| s.containers.iter().any(|c| c.name == SIDECAR)),
+                    Ok(None) => !with_sidecar,
+                    Err(_) => return,
+                };
+                if has != with_sidecar {
+                    all = false;
+                    break;
+                }
+            }
+            if all {
+                return;
+            }
+        }
+    };
+    if tokio::time::timeout(ENDPOINTS_TIMEOUT, settled)
+        .await
+        .is_err()
+    {
+        tracing::info!(
+            "the endpoints of Service {service} did not follow the rollout within {ENDPOINTS_TIMEOUT:?}; going on"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests;

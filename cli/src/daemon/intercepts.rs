@@ -262,6 +262,7 @@ impl Intercepts {
             agent::remove(&cluster, &info.namespace, &info.workload).await?;
             if wait {
                 agent::wait_rolled_out(&cluster, &info.namespace, &info.workload, &|_| {}).await?;
+                agent::wait_endpoints(&cluster, &info.namespace, &info.service, false, None).await;
             }
             Ok::<(), AgentError>(())
         };
@@ -402,6 +403,16 @@ impl Intercepts {
                         }
                     }
                     return Err(e);
+                }
+                // The sidecar's port, except for --replace, which keeps the app's numbers.
+                let port = record
+                    .forwards
+                    .iter()
+                    .find(|f| f.app == target.port.app_port)
+                    .map(|f| f.listen);
+                tokio::select! {
+                    () = agent::wait_endpoints(&cluster, &ns, target.service_name(), true, port) => {}
+                    () = cancel.cancelled() => {}
                 }
                 record
             }
