@@ -114,6 +114,24 @@ fn answered_by(c: &SandboxCluster, url: &str, header: Option<&str>) -> String {
     hostname(&curl_header(c, url, header)).to_owned()
 }
 
+/// Waits until `url` is answered by `who` (a prefix). After a rollout the API shows the new
+/// endpoints before the node's proxy programs them (about 300 ms against the real control
+/// plane), and a connection that meets the old rules keeps them until it times out.
+/// Three answers in a row, since the proxy picks one endpoint at random per connection.
+fn settled(c: &SandboxCluster, url: &str, header: Option<&str>, who: &str) {
+    let mut in_a_row = 0;
+    wait_for(&format!("{url} to be answered by {who}"), RECOVERY, || {
+        let mut args = vec!["curl", "-sS", "--max-time", "1"];
+        if let Some(h) = header {
+            args.extend(["-H", h]);
+        }
+        args.push(url);
+        let answered = in_client(c, &args).is_some_and(|b| hostname(&b).starts_with(who));
+        in_a_row = if answered { in_a_row + 1 } else { 0 };
+        (in_a_row == 3).then_some(())
+    });
+}
+
 fn intercept_ok(c: &SandboxCluster, args: &[&str]) -> Value {
     let mut all = vec!["intercept"];
     all.extend_from_slice(args);
@@ -235,27 +253,7 @@ fn personal_intercepts_share_a_service_request_by_request_and_uninstall_restores
             "{out}"
         );
     }
-    // The intercept is active once the Service's endpoints are the new pods, but the node's
-    // proxy programs them a moment later (about 300 ms against the real control plane).
-    wait_for(
-        "web to be intercepted through its ClusterIP",
-        RECOVERY,
-        || {
-            in_client(
-                &c,
-                &[
-                    "curl",
-                    "-sS",
-                    "--max-time",
-                    "1",
-                    "-H",
-                    "x-dev: one",
-                    "http://web/",
-                ],
-            )
-            .filter(|b| hostname(b) == "laptop-one")
-        },
-    );
+    settled(&c, "http://web/", Some("x-dev: one"), "laptop-one");
     assert_eq!(
         answered_by(&c, "http://web/", Some("x-dev: one")),
         "laptop-one"
@@ -426,6 +424,7 @@ fn personal_intercepts_share_a_service_request_by_request_and_uninstall_restores
         args.push("http://grpc:9090/h2c");
         hostname(&in_client(&c, &args).expect("h2c curl")).to_owned()
     };
+    settled(&c, "http://grpc:9090/", Some("x-dev: one"), "laptop-one");
     assert_eq!(h2c(Some("x-dev: one")), "laptop-one");
     assert_eq!(h2c(None), "grpc-app");
     let testkit = bin("tether-testkit").to_string_lossy().into_owned();
@@ -542,6 +541,7 @@ fn personal_intercepts_share_a_service_request_by_request_and_uninstall_restores
         &["pods", "-l", "app=api"],
         "{.items[0].status.podIP}",
     );
+    settled(&c, "http://api:8080/", None, "laptop-api");
     assert_eq!(answered_by(&c, "http://api:8080/", None), "laptop-api");
     assert_eq!(
         answered_by(&c, &format!("http://{node_ip}:30080/"), None),
@@ -566,7 +566,7 @@ fn personal_intercepts_share_a_service_request_by_request_and_uninstall_restores
         "{.items[*].spec.containers[*].name}",
     );
     assert_eq!(containers.trim(), "http-echo", "api's container is back");
-    assert!(answered_by(&c, "http://api:8080/", None).starts_with("api-"));
+    settled(&c, "http://api:8080/", None, "api-");
 
     // A daemon killed while it holds a replaced workload: the next connect puts it back.
     intercept_ok(&c, &["api", "--port", "8094", "--replace"]);
@@ -589,7 +589,7 @@ fn personal_intercepts_share_a_service_request_by_request_and_uninstall_restores
         },
     );
     rolled_out(&c, "api");
-    assert!(answered_by(&c, "http://api:8080/", None).starts_with("api-"));
+    settled(&c, "http://api:8080/", None, "api-");
 
     // uninstall restores every spec exactly.
     let (code, _, out) = tether_json(&c, &["uninstall"]);
