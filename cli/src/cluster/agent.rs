@@ -809,7 +809,7 @@ pub async fn wait_rolled_out(
 /// How long the Service's endpoints may lag a finished rollout before tether goes on.
 const ENDPOINTS_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Waits until the endpoints of Service `service` are all pods that have the sidecar
+/// Waits until the ready endpoints of Service `service` are all pods that have the sidecar
 /// (`with_sidecar`) or all pods without it, and, given `port`, serve that port. A rollout is
 /// finished before the EndpointSlice controller and kube-proxy follow it; until they do,
 /// connections still go to the pods it replaced. Gives up quietly after a while, or when
@@ -843,10 +843,13 @@ pub async fn wait_endpoints(
                 continue;
             }
             let state = store.state();
-            // Terminating endpoints count too: a proxy may still send to them meanwhile.
+            // Terminating endpoints are not ready, and kube-proxy sends nothing to them
+            // while ready ones exist; waiting for them to go would wait out the old pods'
+            // grace period.
             let names: Vec<String> = state
                 .iter()
                 .flat_map(|s| s.endpoints.iter())
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
                 .filter_map(|e| e.target_ref.as_ref()?.name.clone())
                 .collect();
             let serves_port = port.is_none_or(|want| {
