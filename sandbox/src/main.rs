@@ -56,8 +56,7 @@
 //!   processes: no images, no filesystem or PID isolation, no resource limits or security
 //!   contexts; no init containers, startup probes, lifecycle hooks, or volumes besides the
 //!   service-account token, so CoreDNS upstream reads its Corefile from a file the sandbox
-//!   writes from the `coredns` ConfigMap; tokens are not refreshed, which the year-long
-//!   validity of a kubelet's token covers; IPv4 only; no NetworkPolicy, no LoadBalancer
+//!   writes from the `coredns` ConfigMap; IPv4 only; no NetworkPolicy, no LoadBalancer
 //!   addresses; no pods/attach), its network (bridge, namespaces), and the DNS server the
 //!   node's resolver is. The kubelet API lets in only the API server's client certificate
 //!   (and then asks with a SubjectAccessReview, as a kubelet does). `pods/exec` commands
