@@ -19,6 +19,12 @@ command -v zsh >/dev/null || need+=(zsh)
 command -v fish >/dev/null || need+=(fish)
 command -v python3 >/dev/null || need+=(python3)
 command -v pgrep >/dev/null || need+=(procps)
+# The rootless scenario drops to another uid (setpriv) inside a mount namespace (unshare),
+# and checks a statically linked client (busybox-static's wget).
+command -v setpriv >/dev/null || need+=(util-linux)
+command -v unshare >/dev/null || need+=(util-linux)
+command -v mknod >/dev/null || need+=(coreutils)
+[ -x /bin/busybox ] || need+=(busybox-static)
 
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"

@@ -104,6 +104,9 @@ pub enum Command {
     /// Runs a credential plugin as the user who started tether (used by the daemon).
     #[command(hide = true)]
     ExecAs(ExecAsArgs),
+    /// The first process of a rootless run's namespace (started by `tether run`).
+    #[command(hide = true)]
+    NamespaceHelper(crate::namespace::helper::HelperArgs),
 }
 
 #[derive(Subcommand)]
@@ -280,6 +283,13 @@ pub struct RunArgs {
     /// Print nothing but errors: CMD's output is all there is.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Run CMD in a user and network namespace of its own, with no root and no sudo
+    /// [default when not root and the kernel allows unprivileged user namespaces].
+    #[arg(long, conflicts_with = "no_rootless")]
+    pub rootless: bool,
+    /// Never run rootless: connect the whole machine, as root (through sudo if needed).
+    #[arg(long)]
+    pub no_rootless: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<std::ffi::OsString>,
@@ -335,6 +345,7 @@ pub enum Invocation {
     Uninstall(KubeTarget, AgentsToRemove),
     Daemon(PathBuf),
     ExecAs(ExecAsArgs),
+    NamespaceHelper(crate::namespace::helper::HelperArgs),
 }
 
 /// `tether run`, with the connection's defaults filled in.
@@ -342,6 +353,8 @@ pub struct RunConfig {
     pub connect: ConnectConfig,
     pub intercept: Option<InterceptArgs>,
     pub quiet: bool,
+    /// `--rootless` (Some(true)) or `--no-rootless` (Some(false)); None chooses.
+    pub rootless: Option<bool>,
     pub command: Vec<std::ffi::OsString>,
 }
 
@@ -385,6 +398,11 @@ impl Cli {
                     connect: a.connect.into_config(state_dir.clone()),
                     intercept,
                     quiet: a.quiet,
+                    rootless: match (a.rootless, a.no_rootless) {
+                        (true, _) => Some(true),
+                        (_, true) => Some(false),
+                        _ => None,
+                    },
                     command: a.command,
                 }))
             }
@@ -400,6 +418,7 @@ impl Cli {
             }
             Command::Daemon(a) => Invocation::Daemon(a.config),
             Command::ExecAs(a) => Invocation::ExecAs(a),
+            Command::NamespaceHelper(a) => Invocation::NamespaceHelper(a),
         };
         (invocation, state_dir)
     }
@@ -452,6 +471,7 @@ impl ConnectArgs {
             },
             state_dir,
             owner: None,
+            namespace: None,
         }
     }
 }
@@ -461,7 +481,10 @@ impl Cli {
     pub fn uses_config(&self) -> bool {
         !matches!(
             self.command,
-            Command::Daemon(_) | Command::ExecAs(_) | Command::Completion { .. }
+            Command::Daemon(_)
+                | Command::ExecAs(_)
+                | Command::NamespaceHelper(_)
+                | Command::Completion { .. }
         )
     }
 

@@ -20,6 +20,8 @@ pub struct ConnectConfig {
     /// A process whose end ends the session (`tether run`'s own pid), so that a crash of
     /// that process leaves nothing behind.
     pub owner: Option<u32>,
+    /// A rootless run's namespace, whose device the daemon serves instead of making one.
+    pub namespace: Option<crate::namespace::NamespaceLink>,
 }
 
 /// Where the manager is.

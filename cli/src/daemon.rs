@@ -57,6 +57,9 @@ pub struct DaemonConfig {
     /// The session ends when this process does (`tether run`).
     #[serde(default)]
     pub owner: Option<u32>,
+    /// A rootless run's namespace: the daemon runs as the user and serves its device.
+    #[serde(default)]
+    pub namespace: Option<crate::namespace::NamespaceLink>,
     /// The daemon's log filter (`TETHER_LOG` of the user who ran connect).
     pub log_filter: String,
 }
@@ -137,6 +140,8 @@ pub enum DaemonError {
     Dial(#[from] DialError),
     #[error(transparent)]
     Host(#[from] HostError),
+    #[error("cannot reach the rootless run's namespace helper: {0}")]
+    Namespace(#[source] std::io::Error),
 }
 
 /// Prefix of the daemon's last log line when it fails; `tether connect` quotes what follows
@@ -265,6 +270,11 @@ fn stop_on_signals(stop: &CancellationToken) -> Result<(), DaemonError> {
 async fn run(config: DaemonConfig, state: &StateDir) -> Result<(), DaemonError> {
     let stop = CancellationToken::new();
     stop_on_signals(&stop)?;
+    if let Some(link) = &config.namespace {
+        // SAFETY: `run` passed this descriptor to this process alone; it is taken once.
+        let fd = unsafe { std::os::fd::FromRawFd::from_raw_fd(link.dial_fd) };
+        crate::namespace::dialer::install(fd).map_err(DaemonError::Namespace)?;
+    }
     if let Some(owner) = config.owner {
         let on_gone = stop.clone();
         tokio::spawn(async move {

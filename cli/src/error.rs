@@ -37,6 +37,9 @@ pub enum CliError {
     Install(#[from] InstallError),
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// A rootless run could not make its namespace; the message names the fixes.
+    #[error(transparent)]
+    Namespace(#[from] crate::namespace::NamespaceError),
     #[error("tether is already connected here (daemon pid {pid}, manager {manager})")]
     AlreadyConnected { pid: u32, manager: String },
     #[error("the tether daemon (pid {0}) did not stop within 10 seconds")]

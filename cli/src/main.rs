@@ -15,6 +15,8 @@
 //!   port-forward, sidecar injection and restore, the container environment);
 //! - [`subnets`] decides what is routed, [`system`] owns every change to this machine
 //!   (resolver, routes, the session record), [`sudo`] gets root when the user is not;
+//! - [`namespace`] is the rootless `tether run`: CMD in a user and network namespace of its
+//!   own, served by a daemon that needs no root;
 //! - [`error`] turns every module's errors into messages that say what to do next.
 //!
 //! The data plane itself lives in the `tether-tunnel` crate.
@@ -28,6 +30,7 @@ mod control;
 mod daemon;
 mod error;
 mod ipc;
+mod namespace;
 mod output;
 mod subnets;
 mod sudo;
@@ -60,6 +63,8 @@ fn main() -> ExitCode {
         // The daemon logs to its own file and has no terminal.
         Invocation::Daemon(config) => return daemon::main(&config),
         Invocation::ExecAs(a) => return cluster::exec_as::run(a.uid, a.gid, &a.command),
+        // Before any thread: it makes a user namespace.
+        Invocation::NamespaceHelper(a) => return namespace::helper::main(a),
         Invocation::Completion(shell) => return commands::completion::run(&shell),
         _ => {}
     }
@@ -99,7 +104,10 @@ fn main() -> ExitCode {
                 commands::uninstall::run(&target, agents, &state_dir, &printer).await
             }
             // Returned above, before logging to stderr was set up.
-            Invocation::Daemon(_) | Invocation::ExecAs(_) | Invocation::Completion(_) => Ok(()),
+            Invocation::Daemon(_)
+            | Invocation::ExecAs(_)
+            | Invocation::NamespaceHelper(_)
+            | Invocation::Completion(_) => Ok(()),
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));

@@ -6,12 +6,16 @@
 //! - UDP to the DNS address is answered by [`dns`]; other UDP is relayed by [`udp`].
 //! - Everything else is dropped.
 //!
+//! When the stack is a whole network's only route (a rootless run's namespace), [`egress`]
+//! dials what is not the cluster's from this process's own network instead.
+//!
 //! [`device`] adapts smoltcp to packet queues, [`packet`] parses and builds raw packets and
 //! [`tun_device`] opens the TUN device. IPv4 is carried today; addresses are `SocketAddr`
 //! throughout so IPv6 fits without changing the types.
 
 pub mod device;
 pub mod dns;
+pub mod egress;
 pub mod packet;
 pub mod tcp;
 pub mod tun_device;
@@ -61,6 +65,9 @@ pub struct StackConfig {
     pub dns: DnsConfig,
     /// UDP flows without traffic for this long are closed.
     pub udp_idle_timeout: Duration,
+    /// Where destinations outside the cluster go; `None` when only the cluster's subnets
+    /// are routed here.
+    pub egress: Option<egress::Egress>,
 }
 
 /// A byte stream that carries one TCP connection's payload: a tunnel stream, or a local
@@ -120,6 +127,7 @@ pub async fn run(
         tcp: TcpFlows::new(
             session.clone(),
             dns.clone(),
+            config.egress.clone(),
             events_tx.clone(),
             wake.clone(),
         ),
@@ -128,6 +136,7 @@ pub async fn run(
             tun.clone(),
             events_tx,
             config.udp_idle_timeout,
+            config.egress,
         ),
         dns,
         device,

@@ -50,8 +50,9 @@ pub async fn connect(
     }
     // Obvious mistakes are refused before anything starts (the daemon checks again).
     host::tun_addresses(config.settings.tun_subnet)?;
+    let rootless = config.namespace.is_some();
     let source = tokio::select! {
-        source = resolve(config.target, printer) => source?,
+        source = resolve(config.target, rootless, printer) => source?,
         () = interrupts.recv() => return Err(CliError::Interrupted),
     };
     let daemon = DaemonConfig {
@@ -59,6 +60,7 @@ pub async fn connect(
         settings: config.settings,
         state_dir: config.state_dir,
         owner: config.owner,
+        namespace: config.namespace,
         log_filter: std::env::var("TETHER_LOG").unwrap_or_else(|_| "info".to_owned()),
     };
     let status = start::start(&daemon, &state, printer, &mut interrupts, on_cleanup).await?;
@@ -85,7 +87,7 @@ pub async fn run(config: ConnectConfig, printer: &Printer) -> Result<(), CliErro
 
 /// The source as the daemon gets it: in Kubernetes mode, the cluster answered and a Ready
 /// manager runs there.
-async fn resolve(target: Target, printer: &Printer) -> Result<Source, CliError> {
+async fn resolve(target: Target, rootless: bool, printer: &Printer) -> Result<Source, CliError> {
     let target = match target {
         Target::Direct(direct) => return Ok(Source::Direct(direct)),
         Target::Kubernetes(target) => target,
@@ -112,8 +114,9 @@ async fn resolve(target: Target, printer: &Printer) -> Result<Source, CliError> 
         server: cluster.server,
         namespace: cluster.namespace,
         manager_namespace: manager.namespace,
-        // The daemon runs as root through sudo; its credential plugins run as the user.
-        invoker: (!crate::system::is_root()).then(Invoker::current),
+        // The daemon runs as root through sudo; its credential plugins run as the user. A
+        // rootless daemon is the user already.
+        invoker: (!crate::system::is_root() && !rootless).then(Invoker::current),
     }))
 }
 

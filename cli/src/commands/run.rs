@@ -11,6 +11,8 @@
 //!   `--quiet` only its errors). SIGTERM and SIGHUP sent to `run` go to CMD. SIGINT too,
 //!   unless stdin is a terminal: Ctrl-C there reaches CMD from the terminal directly, and a
 //!   second copy would look like a second Ctrl-C.
+//! - Not root (or with `--rootless`), CMD runs in a user and network namespace of its own
+//!   (`crate::namespace`): no sudo, and nothing on the machine changes.
 //! - The exit code is CMD's, 128+N when signal N ended it. `run`'s own failures use the
 //!   codes CMD-running tools use: 125 when tether failed before CMD started, 126 when CMD
 //!   cannot be executed, 127 when it is not found.
@@ -26,7 +28,9 @@ use crate::commands::connect::{self, Connection};
 use crate::commands::{intercept, leave};
 use crate::control;
 use crate::error::CliError;
+use crate::namespace::{self, Namespace};
 use crate::output::{Event, Printer};
+use crate::system::state::StateDir;
 
 /// tether failed before CMD started.
 pub const EXIT_TETHER: u8 = 125;
@@ -64,6 +68,11 @@ async fn run_command(
 ) -> Result<u8, CliError> {
     let me = std::process::id();
     config.connect.owner = Some(me);
+    let namespace = match rootless(&config, state_dir).await? {
+        true => Some(namespace_for(&config, state_dir).await?),
+        false => None,
+    };
+    config.connect.namespace = namespace.as_ref().map(Namespace::link);
     let on_cleanup = &mut |cleanup| printer.event(&Event::CleanedUp(cleanup));
     let started_session = match connect::connect(config.connect, printer, on_cleanup).await? {
         Connection::Started(_) => true,
@@ -84,7 +93,18 @@ async fn run_command(
         },
         None => None,
     };
-    let code = spawn_and_wait(&config.command, intercepted.as_ref().map(|i| &i.env)).await;
+    let env = intercepted.as_ref().map(|i| &i.env);
+    let code = match namespace {
+        // The helper runs CMD in the namespace and exits with its code.
+        Some(namespace) => match namespace.start(env.cloned().unwrap_or_default()).await {
+            Ok(helper) => wait_forwarding(helper).await,
+            Err(e) => {
+                printer.error(&CliError::from(e).message(), EXIT_TETHER);
+                EXIT_TETHER
+            }
+        },
+        None => spawn_and_wait(&config.command, env).await,
+    };
     undo(
         started_session,
         intercepted.as_ref().map(|i| i.info.name.as_str()),
@@ -93,6 +113,34 @@ async fn run_command(
     )
     .await;
     Ok(code)
+}
+
+/// Whether CMD runs in a namespace of its own: as asked, else when tether is not root and
+/// the kernel allows it. A session that already runs here is used as it is.
+async fn rootless(config: &RunConfig, state_dir: &Path) -> Result<bool, CliError> {
+    let wanted = config
+        .rootless
+        .unwrap_or_else(|| !crate::system::is_root() && namespace::available());
+    if !wanted {
+        return Ok(false);
+    }
+    let state = StateDir::open(state_dir)?;
+    Ok(control::query(&state.socket_path()).await.is_none())
+}
+
+/// Starts the namespace's helper; it waits for [`Namespace::start`] to run CMD.
+async fn namespace_for(config: &RunConfig, state_dir: &Path) -> Result<Namespace, CliError> {
+    let settings = &config.connect.settings;
+    let (_, dns_ip) = crate::daemon::host::tun_addresses(settings.tun_subnet)?;
+    let namespace = Namespace::create(
+        &config.command,
+        &settings.tun_name,
+        settings.tun_subnet,
+        (dns_ip, &settings.resolv_conf),
+        state_dir,
+    )
+    .await?;
+    Ok(namespace)
 }
 
 /// Ends what `run` started; a failure is a warning, since CMD's exit code is the answer.
@@ -121,7 +169,7 @@ async fn undo(started_session: bool, intercept: Option<&str>, state_dir: &Path, 
 
 /// Runs CMD with its own stdio and the extra environment, forwarding signals, and returns
 /// its exit code (128+N for signal N).
-async fn spawn_and_wait(
+pub async fn spawn_and_wait(
     command: &[std::ffi::OsString],
     env: Option<&std::collections::BTreeMap<String, String>>,
 ) -> u8 {
@@ -145,7 +193,7 @@ async fn spawn_and_wait(
                 .map_err(std::io::Error::from)
         });
     }
-    let mut child = match cmd.spawn() {
+    let child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
             let name = program.to_string_lossy();
@@ -161,6 +209,11 @@ async fn spawn_and_wait(
             };
         }
     };
+    wait_forwarding(child).await
+}
+
+/// Waits for `child`, passing on the signals `run` receives, and returns its exit code.
+async fn wait_forwarding(mut child: tokio::process::Child) -> u8 {
     let pid = child.id();
     let forward_int = !std::io::stdin().is_terminal();
     let signals = [

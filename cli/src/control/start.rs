@@ -62,7 +62,7 @@ pub async fn start(
 
     let mut progress = printer.progress();
     progress.step("Starting the tether daemon");
-    let mut child = spawn(&config_path, state, printer)?;
+    let mut child = spawn(config, &config_path, state, printer)?;
     let socket = state.socket_path();
     let replies = tokio::select! {
         replies = wait_for_socket(&socket, &mut child, state) => replies?,
@@ -115,11 +115,27 @@ async fn follow(
     }
 }
 
-/// Starts `tether daemon`: directly as root, else through sudo. Its stderr goes to the log
-/// (panics and early errors land there); the daemon detaches itself from the terminal.
-fn spawn(config_path: &Path, state: &StateDir, printer: &Printer) -> Result<Child, CliError> {
+/// Starts `tether daemon`: directly as root or for a rootless run (which hands it the
+/// namespace's descriptors), else through sudo. Its stderr goes to the log (panics and
+/// early errors land there); the daemon detaches itself from the terminal.
+fn spawn(
+    config: &DaemonConfig,
+    config_path: &Path,
+    state: &StateDir,
+    printer: &Printer,
+) -> Result<Child, CliError> {
     let exe = std::env::current_exe().map_err(CliError::Spawn)?;
-    let mut cmd = if crate::system::is_root() {
+    let mut cmd = if let Some(link) = config.namespace.clone() {
+        let mut cmd = Command::new(&exe);
+        // SAFETY: the closure makes only system calls, on descriptors this process holds
+        // until the daemon runs.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                crate::namespace::keep_for_daemon(&link)
+            });
+        }
+        cmd
+    } else if crate::system::is_root() {
         Command::new(&exe)
     } else {
         crate::sudo::prepare(

@@ -5,7 +5,10 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
+use std::os::fd::OwnedFd;
+
 use ipnet::{IpNet, Ipv4Net};
+use tether_tunnel::stack::egress::Egress;
 use tether_tunnel::stack::{self, StackError};
 use tether_tunnel::wire::control::ClusterInfo;
 use thiserror::Error;
@@ -38,6 +41,15 @@ pub enum HostError {
 /// carries as much as possible through the userspace stack.
 pub const TUN_MTU: u16 = 65_000;
 
+/// Where the device comes from.
+pub enum Device {
+    /// Made here, with routes to the cluster's subnets on this machine.
+    Create,
+    /// A rootless run's device, made in its namespace, where it is the only route: what is
+    /// not the cluster's is dialled from here, and `host_address` stands for loopback.
+    Namespace { fd: OwnedFd, host_address: Ipv4Addr },
+}
+
 /// What the routes are made of, besides what the cluster reports.
 pub struct RouteFlags {
     pub also_proxy: Vec<IpNet>,
@@ -50,9 +62,12 @@ pub struct Host {
     pub tun_subnet: Ipv4Net,
     pub tun_ip: Ipv4Addr,
     pub dns_ip: Ipv4Addr,
-    routes: Routes,
-    /// Subnets routed into the TUN device right now.
+    /// This machine's routes; none for a namespace's device, whose one route its helper made.
+    routes: Option<Routes>,
+    /// Subnets routed into the TUN device right now (in a namespace: sent to the tunnel).
     pub routed: Vec<IpNet>,
+    /// In a namespace: where the rest goes.
+    pub egress: Option<Egress>,
     pub dns: HostDns,
     flags: RouteFlags,
     /// The namespace short names resolve in, if not the manager's own.
@@ -76,7 +91,9 @@ impl Host {
     /// Checks the routes, then creates the device, adds the routes and points DNS at it.
     /// On error, what was done goes with the device when it is dropped; DNS, applied last,
     /// is reverted here.
+    #[allow(clippy::too_many_arguments)]
     pub async fn up(
+        device: Device,
         tun_name: &str,
         tun_subnet: Ipv4Net,
         flags: RouteFlags,
@@ -87,20 +104,31 @@ impl Host {
     ) -> Result<Host, HostError> {
         let cluster = in_namespace(&reported, namespace.as_deref());
         let (tun_ip, dns_ip) = tun_addresses(tun_subnet)?;
-        let routes = Routes::new()?;
         let wanted = subnets::plan(&cluster.subnets, &flags.also_proxy, &flags.never_proxy);
-        let existing = routes.existing(tun_name).await?;
-        for subnet in &wanted {
-            subnets::check(*subnet, peer_ip, tun_subnet.trunc().into(), &existing)?;
-        }
-        let tun = stack::tun_device::open(tun_name, tun_ip, tun_subnet.prefix_len(), TUN_MTU)
-            .map_err(|e| match &e {
-                StackError::CreateTun { source, .. } if is_permission_error(source) => {
-                    HostError::Privileges(e)
+        let (tun, routes, egress) = match device {
+            Device::Namespace { fd, host_address } => {
+                // The namespace has nothing but this device: nothing to shadow.
+                let tun = stack::tun_device::adopt(fd, TUN_MTU).map_err(HostError::Stack)?;
+                (tun, None, Some(Egress::new(wanted.clone(), host_address)))
+            }
+            Device::Create => {
+                let routes = Routes::new()?;
+                let existing = routes.existing(tun_name).await?;
+                for subnet in &wanted {
+                    subnets::check(*subnet, peer_ip, tun_subnet.trunc().into(), &existing)?;
                 }
-                _ => HostError::Stack(e),
-            })?;
-        routes.add(tun_name, &wanted).await?;
+                let tun =
+                    stack::tun_device::open(tun_name, tun_ip, tun_subnet.prefix_len(), TUN_MTU)
+                        .map_err(|e| match &e {
+                            StackError::CreateTun { source, .. } if is_permission_error(source) => {
+                                HostError::Privileges(e)
+                            }
+                            _ => HostError::Stack(e),
+                        })?;
+                routes.add(tun_name, &wanted).await?;
+                (tun, Some(routes), None)
+            }
+        };
         if let Err(e) = dns.apply(&cluster.dns_domain, &cluster.search).await {
             // A half-written resolver file must not outlive this attempt.
             dns.revert().await;
@@ -114,6 +142,7 @@ impl Host {
             dns_ip,
             routes,
             routed: wanted,
+            egress,
             dns,
             flags,
             namespace,
@@ -136,7 +165,19 @@ impl Host {
             &self.flags.also_proxy,
             &self.flags.never_proxy,
         );
-        let existing = match self.routes.existing(&self.tun_name).await {
+        let Some(routes) = &self.routes else {
+            if let Some(egress) = &self.egress {
+                egress.set_cluster(wanted.clone());
+            }
+            self.routed = wanted;
+            tracing::info!(routes = ?self.routed, "cluster info updated");
+            if let Err(e) = self.dns.apply(&cluster.dns_domain, &cluster.search).await {
+                tracing::warn!("{e}");
+            }
+            self.cluster = cluster;
+            return;
+        };
+        let existing = match routes.existing(&self.tun_name).await {
             Ok(existing) => existing,
             Err(e) => {
                 tracing::warn!("cannot list this machine's routes, keeping the old ones: {e}");
@@ -155,12 +196,12 @@ impl Host {
                 }
             })
             .collect();
-        if let Err(e) = self.routes.delete(&self.tun_name, &removed).await {
+        if let Err(e) = routes.delete(&self.tun_name, &removed).await {
             tracing::warn!("{e}");
         }
         self.routed.retain(|s| !removed.contains(s));
         for subnet in added {
-            match self.routes.add(&self.tun_name, &[subnet]).await {
+            match routes.add(&self.tun_name, &[subnet]).await {
                 Ok(()) => self.routed.push(subnet),
                 Err(e) => tracing::warn!("{e}"),
             }
@@ -177,7 +218,9 @@ impl Host {
     /// so that the next run retries.
     pub async fn down(&mut self) -> bool {
         let dns_done = self.dns.revert().await;
-        if let Err(e) = self.routes.delete(&self.tun_name, &self.routed).await {
+        if let Some(routes) = &self.routes
+            && let Err(e) = routes.delete(&self.tun_name, &self.routed).await
+        {
             tracing::warn!("{e}");
         }
         self.routed.clear();

@@ -509,7 +509,7 @@ impl Intercepts {
             return Err(e);
         }
         let mut warnings = Vec::new();
-        if tokio::net::TcpStream::connect(local).await.is_err() {
+        if crate::namespace::dialer::connect(local).await.is_err() {
             warnings.push(format!(
                 "nothing listens on {local} yet: intercepted connections are reset until something does"
             ));
@@ -1105,7 +1105,7 @@ async fn serve_one(mut stream: FlowStream, local: SocketAddr, port: u16) {
     } else {
         SocketAddr::new(local.ip(), target.port())
     };
-    match tokio::net::TcpStream::connect(local).await {
+    match crate::namespace::dialer::connect(local).await {
         Ok(mut conn) => {
             let _ = conn.set_nodelay(true);
             if write_frame(&mut stream, &FlowReply::Ready.encode())

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use super::dial::{Dialer, Opened};
-use super::host::{self, Host, RouteFlags};
+use super::host::{self, Device, Host, RouteFlags};
 use super::server::Events;
 use super::tunnel::{self, Ended};
 use super::{DaemonConfig, DaemonError, Source};
@@ -63,15 +63,27 @@ impl Session<'_> {
     async fn set_up(&self, opened: &Opened) -> Result<(Host, SessionRecord), DaemonError> {
         let settings = &self.config.settings;
         let (_, dns_ip) = host::tun_addresses(settings.tun_subnet)?;
-        let dns_mode = detect(settings.dns, &settings.resolv_conf);
-        let dns = HostDns::new(
-            dns_mode,
-            &settings.tun_name,
-            dns_ip,
-            &settings.resolv_conf,
-            &self.state.backup_path(),
-        )
-        .map_err(host::HostError::from)?;
+        let (dns, device) = match &self.config.namespace {
+            Some(link) => (
+                HostDns::for_namespace(dns_ip, &settings.resolv_conf, &link.resolv_conf),
+                Device::Namespace {
+                    fd: take_inherited(link.tun_fd),
+                    host_address: link.host_address,
+                },
+            ),
+            None => (
+                HostDns::new(
+                    detect(settings.dns, &settings.resolv_conf),
+                    &settings.tun_name,
+                    dns_ip,
+                    &settings.resolv_conf,
+                    &self.state.backup_path(),
+                ),
+                Device::Create,
+            ),
+        };
+        let dns = dns.map_err(host::HostError::from)?;
+        let dns_mode = dns.mode;
         let record = SessionRecord {
             pid: std::process::id(),
             tun_name: settings.tun_name.clone(),
@@ -82,6 +94,7 @@ impl Session<'_> {
         };
         self.state.write(&record)?;
         let host = Host::up(
+            device,
             &settings.tun_name,
             settings.tun_subnet,
             RouteFlags {
@@ -159,6 +172,13 @@ impl Session<'_> {
         }
         fill_from_host(&mut s, host);
     }
+}
+
+/// The rootless run's device, which this process inherited under the number `fd`.
+fn take_inherited(fd: i32) -> std::os::fd::OwnedFd {
+    // SAFETY: `run` passed this descriptor to this process alone, and it is taken once: a
+    // session sets the machine up once.
+    unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }
 }
 
 /// The manager as the user knows it, for progress messages.

@@ -113,6 +113,7 @@ fn stack_config(host: &Host) -> StackConfig {
             upstream: host.dns.upstream(),
         },
         udp_idle_timeout: Duration::from_secs(60),
+        egress: host.egress.clone(),
     }
 }
 

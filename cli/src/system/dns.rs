@@ -86,6 +86,25 @@ impl HostDns {
         })
     }
 
+    /// DNS for a rootless run's namespace: `namespace_file` (bind-mounted over
+    /// /etc/resolv.conf there) is written; the machine's `resolv_conf` is only read, for its
+    /// resolvers, search path and options.
+    pub fn for_namespace(
+        server: Ipv4Addr,
+        resolv_conf: &Path,
+        namespace_file: &Path,
+    ) -> Result<Self, DnsError> {
+        Ok(HostDns {
+            mode: DnsMode::Namespace,
+            link: String::new(),
+            server,
+            resolv_conf: namespace_file.to_owned(),
+            backup: PathBuf::new(),
+            original: resolv::read(resolv_conf)?,
+            applied: None,
+        })
+    }
+
     /// The resolvers that answer names outside the cluster: those the machine used before.
     pub fn upstream(&self) -> Vec<SocketAddr> {
         resolv::nameservers(&self.original)
@@ -118,6 +137,10 @@ impl HostDns {
                 let new = resolv::render(&self.original, self.server, search, &self.backup);
                 resolv::rewrite(&self.resolv_conf, &self.backup, &self.original, &new)?;
             }
+            DnsMode::Namespace => {
+                let new = resolv::render_for_namespace(&self.original, self.server, search);
+                resolv::write_in_place(&self.resolv_conf, &new)?;
+            }
         }
         self.applied = Some(wanted);
         Ok(())
@@ -126,6 +149,11 @@ impl HostDns {
     /// Undoes [`apply`](Self::apply); errors are logged (the next run retries from the
     /// record). Returns false when the record must be kept for that retry.
     pub async fn revert(&mut self) -> bool {
+        if self.mode == DnsMode::Namespace {
+            // Nothing outside the namespace reads the file, and it goes with the namespace.
+            self.applied = None;
+            return true;
+        }
         if self.applied.is_none() && !self.backup.exists() {
             return true;
         }
@@ -137,6 +165,7 @@ impl HostDns {
                     tracing::warn!("{e}");
                 }
             }
+            DnsMode::Namespace => {}
             DnsMode::ResolvConf => match resolv::restore(&self.resolv_conf, &self.backup) {
                 Ok(true) => {}
                 Ok(false) => tracing::warn!(

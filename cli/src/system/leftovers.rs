@@ -23,7 +23,8 @@ pub struct Cleanup {
 pub fn undo(state: &StateDir, record: &SessionRecord) -> Result<Cleanup, ResolvError> {
     let restored = match record.dns_mode {
         DnsMode::ResolvConf => resolv::restore(&record.resolv_conf, &record.resolv_backup)?,
-        DnsMode::Resolved => true,
+        // The namespace, and the device and resolver file seen in it, went with its processes.
+        DnsMode::Resolved | DnsMode::Namespace => true,
     };
     let _ = std::fs::remove_file(state.socket_path());
     state.remove();

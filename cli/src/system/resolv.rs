@@ -46,6 +46,23 @@ pub fn nameservers(text: &str) -> Vec<SocketAddr> {
 /// The file tether writes: its DNS server only, the cluster's search path before the
 /// machine's own, and the machine's options.
 pub fn render(original: &str, dns: Ipv4Addr, cluster_search: &[String], backup: &Path) -> String {
+    format!(
+        "{MARKER}; the original is in {} and comes back when tether exits.\n{}",
+        backup.display(),
+        resolver_lines(original, dns, cluster_search)
+    )
+}
+
+/// The file a rootless run's namespace sees as /etc/resolv.conf: as [`render`] makes it, for
+/// a file that nothing outside the namespace reads.
+pub fn render_for_namespace(original: &str, dns: Ipv4Addr, cluster_search: &[String]) -> String {
+    format!(
+        "{MARKER} for this namespace; the machine's own file is unchanged.\n{}",
+        resolver_lines(original, dns, cluster_search)
+    )
+}
+
+fn resolver_lines(original: &str, dns: Ipv4Addr, cluster_search: &[String]) -> String {
     let original = ResolvConf::parse(original);
     let mut search: Vec<String> = cluster_search.to_vec();
     // The machine's own list is its last search or domain line, as glibc reads it.
@@ -54,10 +71,7 @@ pub fn render(original: &str, dns: Ipv4Addr, cluster_search: &[String], backup: 
             search.push(word);
         }
     }
-    let mut out = format!(
-        "{MARKER}; the original is in {} and comes back when tether exits.\nnameserver {dns}\n",
-        backup.display()
-    );
+    let mut out = format!("nameserver {dns}\n");
     if !search.is_empty() {
         out.push_str(&format!("search {}\n", search.join(" ")));
     }
@@ -93,6 +107,12 @@ pub fn restore(path: &Path, backup: &Path) -> Result<bool, ResolvError> {
     }
     let _ = std::fs::remove_file(backup);
     Ok(ours)
+}
+
+/// Replaces the contents of an existing file, keeping its inode: a bind mount of it shows
+/// the new text.
+pub fn write_in_place(path: &Path, text: &str) -> Result<(), ResolvError> {
+    write_durably(path, text, false)
 }
 
 fn write_durably(path: &Path, text: &str, create: bool) -> Result<(), ResolvError> {

@@ -74,6 +74,17 @@ impl Routes {
             .ok_or_else(|| RouteError::NoDevice(device.to_owned()))
     }
 
+    /// Brings `device` up (the loopback of a new network namespace starts down).
+    pub async fn link_up(&self, device: &str) -> Result<(), RouteError> {
+        let index = self.device_index(device).await?;
+        self.handle
+            .link()
+            .set(rtnetlink::LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(RouteError::Query)
+    }
+
     /// Adds a route to each subnet through `device`.
     pub async fn add(&self, device: &str, subnets: &[IpNet]) -> Result<(), RouteError> {
         let index = self.device_index(device).await?;

@@ -57,6 +57,9 @@ pub enum DnsMode {
     /// The resolver file rewritten, with a backup restored on exit.
     #[default]
     ResolvConf,
+    /// A resolver file of tether's own, bind-mounted over /etc/resolv.conf inside a rootless
+    /// run's namespace; the machine's file is not touched.
+    Namespace,
 }
 
 impl DnsMode {
@@ -64,6 +67,7 @@ impl DnsMode {
         match self {
             DnsMode::Resolved => "resolved",
             DnsMode::ResolvConf => "resolv-conf",
+            DnsMode::Namespace => "namespace",
         }
     }
 }

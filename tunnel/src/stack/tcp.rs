@@ -19,6 +19,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 use super::dns::DnsServer;
+use super::egress::{self, Egress};
 use super::packet;
 use super::{ByteStream, Event};
 use crate::session::{Session, SessionError};
@@ -70,6 +71,8 @@ pub struct TcpFlows {
     session: Session,
     /// Connections to the DNS server's address are served locally (DNS over TCP).
     dns: DnsServer,
+    /// Destinations outside the cluster, dialled from here (rootless runs).
+    egress: Option<Egress>,
     events_tx: mpsc::UnboundedSender<Event>,
     wake: Arc<Notify>,
     flows: HashMap<u64, TcpFlow>,
@@ -83,12 +86,14 @@ impl TcpFlows {
     pub fn new(
         session: Session,
         dns: DnsServer,
+        egress: Option<Egress>,
         events_tx: mpsc::UnboundedSender<Event>,
         wake: Arc<Notify>,
     ) -> Self {
         TcpFlows {
             session,
             dns,
+            egress,
             events_tx,
             wake,
             flows: HashMap::new(),
@@ -150,6 +155,13 @@ impl TcpFlows {
             tokio::spawn(self.dns.clone().serve_tcp(served));
             let result: Result<Box<dyn ByteStream>, SessionError> = Ok(Box::new(local));
             let _ = events_tx.send(Event::TcpDialed { id, result });
+            return true;
+        }
+        if let Some(target) = self.egress.as_ref().and_then(|e| e.local_target(dst)) {
+            tokio::spawn(async move {
+                let result = egress::dial_tcp(target).await;
+                let _ = events_tx.send(Event::TcpDialed { id, result });
+            });
             return true;
         }
         let session = self.session.clone();

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::Event;
+use super::egress::{self, Egress};
 use super::packet::udp_packet;
 use crate::session::Session;
 use crate::wire::datagram::{read_datagram, write_datagram};
@@ -25,6 +26,8 @@ pub struct UdpFlows {
     tun: Arc<tun::AsyncDevice>,
     events_tx: mpsc::UnboundedSender<Event>,
     idle_timeout: Duration,
+    /// Destinations outside the cluster, relayed from here (rootless runs).
+    egress: Option<Egress>,
     // Stack -> flow task, per flow: datagrams from the laptop.
     flows: HashMap<FlowKey, mpsc::Sender<Bytes>>,
 }
@@ -35,12 +38,14 @@ impl UdpFlows {
         tun: Arc<tun::AsyncDevice>,
         events_tx: mpsc::UnboundedSender<Event>,
         idle_timeout: Duration,
+        egress: Option<Egress>,
     ) -> Self {
         UdpFlows {
             session,
             tun,
             events_tx,
             idle_timeout,
+            egress,
             flows: HashMap::new(),
         }
     }
@@ -79,8 +84,15 @@ impl UdpFlows {
         let tun = self.tun.clone();
         let events_tx = self.events_tx.clone();
         let idle = self.idle_timeout;
+        let local = self.egress.as_ref().and_then(|e| e.local_target(key.1));
         tokio::spawn(async move {
-            if let Err(e) = relay(session, tun, key, rx, idle).await {
+            let ended = match local {
+                Some(target) => egress::relay_udp(tun, key, target, rx, idle)
+                    .await
+                    .map_err(Into::into),
+                None => relay(session, tun, key, rx, idle).await,
+            };
+            if let Err(e) = ended {
                 tracing::debug!(src = %key.0, dst = %key.1, "UDP flow ended: {e}");
             }
             let _ = events_tx.send(Event::UdpClosed { key });
