@@ -117,14 +117,21 @@ fn resolv_conf_path(state_dir: &Path) -> PathBuf {
     state_dir.join("namespace-resolv.conf")
 }
 
-/// A namespace whose helper waits to run CMD.
+/// A namespace whose helper waits to run CMD. Dropping it ends the helper (if CMD has not
+/// been started) and removes the resolver file.
 pub struct Namespace {
-    child: tokio::process::Child,
+    child: Option<tokio::process::Child>,
     control: Channel,
     link: NamespaceLink,
     // Kept open until the daemon inherited them.
-    tun: OwnedFd,
-    dial: OwnedFd,
+    inherited: Option<(OwnedFd, OwnedFd)>,
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        // The namespace's mount holds the file as long as anything runs there.
+        let _ = std::fs::remove_file(&self.link.resolv_conf);
+    }
 }
 
 impl Namespace {
@@ -206,11 +213,10 @@ impl Namespace {
             helper_pid: child.id().unwrap_or_default(),
         };
         Ok(Namespace {
-            child,
+            child: Some(child),
             control,
             link,
-            tun,
-            dial,
+            inherited: Some((tun, dial)),
         })
     }
 
@@ -221,17 +227,19 @@ impl Namespace {
     }
 
     /// Lets the helper run CMD with `env` added; returns the helper, whose exit code is
-    /// CMD's.
+    /// CMD's. Once only.
     pub async fn start(
-        self,
+        &mut self,
         env: BTreeMap<String, String>,
     ) -> Result<tokio::process::Child, NamespaceError> {
-        drop((self.tun, self.dial));
+        self.inherited = None;
         self.control
             .send(&Start { env }, None)
             .await
             .map_err(NamespaceError::Helper)?;
-        Ok(self.child)
+        self.child.take().ok_or_else(|| {
+            NamespaceError::Setup("the namespace's command was started already".to_owned())
+        })
     }
 }
 

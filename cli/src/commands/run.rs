@@ -68,7 +68,7 @@ async fn run_command(
 ) -> Result<u8, CliError> {
     let me = std::process::id();
     config.connect.owner = Some(me);
-    let namespace = match rootless(&config, state_dir).await? {
+    let mut namespace = match rootless(&config, state_dir).await? {
         true => Some(namespace_for(&config, state_dir).await?),
         false => None,
     };
@@ -94,7 +94,7 @@ async fn run_command(
         None => None,
     };
     let env = intercepted.as_ref().map(|i| &i.env);
-    let code = match namespace {
+    let code = match namespace.as_mut() {
         // The helper runs CMD in the namespace and exits with its code.
         Some(namespace) => match namespace.start(env.cloned().unwrap_or_default()).await {
             Ok(helper) => wait_forwarding(helper).await,

@@ -150,7 +150,9 @@ impl HostDns {
     /// record). Returns false when the record must be kept for that retry.
     pub async fn revert(&mut self) -> bool {
         if self.mode == DnsMode::Namespace {
-            // Nothing outside the namespace reads the file, and it goes with the namespace.
+            // Nothing outside the namespace reads the file; its mount there keeps it as long
+            // as anything inside still runs.
+            let _ = std::fs::remove_file(&self.resolv_conf);
             self.applied = None;
             return true;
         }
