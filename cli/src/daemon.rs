@@ -359,7 +359,10 @@ fn connecting_status(config: &DaemonConfig, state: &StateDir) -> Status {
             .expect("a valid prefix length"),
         routes: Vec::new(),
         dns: crate::ipc::DnsStatus {
-            mode: crate::system::dns::detect(s.dns, &s.resolv_conf),
+            mode: match config.namespace {
+                Some(_) => crate::system::state::DnsMode::Namespace,
+                None => crate::system::dns::detect(s.dns, &s.resolv_conf),
+            },
             server: dns_ip,
             domain: String::new(),
             search: Vec::new(),
@@ -369,6 +372,13 @@ fn connecting_status(config: &DaemonConfig, state: &StateDir) -> Status {
         open_flows: 0,
         log: state.log_path(),
         intercepts: Vec::new(),
+        rootless: config
+            .namespace
+            .as_ref()
+            .map(|link| crate::ipc::RootlessStatus {
+                helper_pid: link.helper_pid,
+                host_address: link.host_address,
+            }),
     }
 }
 

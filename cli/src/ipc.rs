@@ -174,6 +174,17 @@ pub struct Status {
     /// Active intercepts (none from daemons built before intercepts).
     #[serde(default)]
     pub intercepts: Vec<InterceptInfo>,
+    /// A rootless run's session: the device is in its namespace, not on this machine.
+    #[serde(default)]
+    pub rootless: Option<RootlessStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RootlessStatus {
+    /// The namespace's first process (it runs CMD).
+    pub helper_pid: u32,
+    /// The address that stands for this machine's loopback inside the namespace.
+    pub host_address: Ipv4Addr,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
@@ -284,6 +295,7 @@ pub mod tests {
             open_flows: 1,
             log: "/run/tether/daemon.log".into(),
             intercepts: vec![intercept_example()],
+            rootless: None,
         }
     }
 

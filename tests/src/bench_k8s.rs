@@ -15,7 +15,10 @@
 //! connect time, DNS latency and daemon memory again with 5,000 more Services in 200
 //! namespaces. For intercepts it compares, from the node to one `web` pod, the app with no
 //! sidecar, the app through the dormant sidecar and the workstation through the intercept,
-//! and times `tether intercept` to the first intercepted answer, cold and warm. Build with `cargo build --release --workspace`, run
+//! and times `tether intercept` to the first intercepted answer, cold and warm. Rootless,
+//! as uid 65534, it measures the same download and requests from inside `tether run` beside
+//! root `tether connect`, and both kinds of `tether run` to CMD's first answer. Build with
+//! `cargo build --release --workspace`, run
 //! `target/release/tether-bench-k8s` as root (it needs `kubectl`).
 
 use std::io::{BufRead, BufReader};
@@ -27,6 +30,7 @@ use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::PostParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
+use tether_tests::rootless::Home;
 use tether_tests::sandbox::SandboxCluster;
 use tether_tests::{bin, check, have_root};
 
@@ -127,6 +131,7 @@ fn main() {
     eprintln!("warm connect to first answer: {warm:.0} ms");
     check(c.tether().arg("quit"));
     c.wait_daemon_gone(daemon, Duration::from_secs(10));
+    let rootless = rootless_figures(&c, &pod_url, service_url);
 
     let created = Instant::now();
     create_services(&c);
@@ -185,6 +190,109 @@ fn main() {
     println!("| tether daemon RSS with the extra Services | {many_rss:.1} MiB |");
     println!("| manager (tether-agent) RSS after the transfers | {manager_rss:.1} MiB |");
     intercepts.print();
+    rootless.print(&tether);
+}
+
+/// Rootless `tether run` as uid 65534 (a namespace and device of its own, no root): the
+/// downloads and requests of [`measure`] from inside one run, to the same pod; and the time
+/// from `tether run` to CMD's first answer from `web.demo`, rootless and as root (warm).
+struct RootlessFigures {
+    inside: Figures,
+    startup_ms: f64,
+    root_startup_ms: f64,
+}
+
+fn rootless_figures(c: &SandboxCluster, pod_url: &str, service_url: &str) -> RootlessFigures {
+    let home = Home::new(c);
+    let kit = bin("tether-testkit");
+    let kit = kit.display();
+    let script = format!(
+        "for i in $(seq {BULK_RUNS}); do {kit} http-download --url '{pod_url}/bytes?n={BULK_BYTES}'; done; {kit} http-latency --requests {REQUESTS} --url {pod_url}/"
+    );
+    let rootless_run = |script: &str| {
+        let mut cmd = home.command(c, "0666", bin("tether"));
+        cmd.args(["run", "-n", "demo", "--quiet", "--", "sh", "-c", script]);
+        cmd
+    };
+    let out = check(&mut rootless_run(&script));
+    let lines: Vec<&str> = out.lines().collect();
+    let (downloads, latency) = lines.split_at(lines.len() - 1);
+    let inside = Figures {
+        mib_s: median(
+            downloads
+                .iter()
+                .map(|l| l.trim().parse().expect("http-download prints MiB/s"))
+                .collect(),
+        ),
+        latency: percentiles(latency[0]),
+    };
+    eprintln!(
+        "rootless run: {:.0} MiB/s, latency p50/p90/p99 {:?} µs",
+        inside.mib_s, inside.latency
+    );
+    // CMD prints the time of its first answer; the start is taken just before `run`.
+    let first = format!(
+        "{kit} http-latency --requests 1 --retry-for 10 --url {service_url}/ >/dev/null; date +%s%N"
+    );
+    let time_to_answer = |mut cmd: Command| {
+        let start = std::time::SystemTime::now();
+        let out = check(&mut cmd);
+        let answered: u128 = out.trim().parse().expect("date +%s%N");
+        let start = start
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_nanos();
+        answered.saturating_sub(start) as f64 / 1e6
+    };
+    let startup_ms = median(
+        (0..3)
+            .map(|_| time_to_answer(rootless_run(&first)))
+            .collect(),
+    );
+    let root_startup_ms = median(
+        (0..3)
+            .map(|_| {
+                let mut cmd = c.tether();
+                cmd.args(["run", "-n", "demo", "--dns-mode", "resolv-conf"])
+                    .arg("--resolv-conf")
+                    .arg(&c.resolv_conf)
+                    .args(["--quiet", "--", "sh", "-c", &first]);
+                time_to_answer(cmd)
+            })
+            .collect(),
+    );
+    eprintln!(
+        "tether run to first answer: rootless {startup_ms:.0} ms, root {root_startup_ms:.0} ms"
+    );
+    RootlessFigures {
+        inside,
+        startup_ms,
+        root_startup_ms,
+    }
+}
+
+impl RootlessFigures {
+    fn print(&self, root: &Figures) {
+        println!();
+        println!("| measure | root `tether connect` | rootless `tether run` (uid 65534) |");
+        println!("|---|---|---|");
+        println!(
+            "| 1 GiB download from the pod (MiB/s, median of {BULK_RUNS}) | {:.0} | {:.0} ({:.2}× root) |",
+            root.mib_s,
+            self.inside.mib_s,
+            self.inside.mib_s / root.mib_s
+        );
+        for (i, name) in ["p50", "p90", "p99"].iter().enumerate() {
+            println!(
+                "| request latency {name} (µs) | {} | {} |",
+                root.latency[i], self.inside.latency[i]
+            );
+        }
+        println!(
+            "| `tether run` → CMD's first answer from web.demo, warm (median of 3) | {:.0} ms (as root) | {:.0} ms |",
+            self.root_startup_ms, self.startup_ms
+        );
+    }
 }
 
 /// An intercept of `web` to a local http-echo in the workstation: the same client (in the node's

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 pub mod direct;
 pub mod events;
 pub mod intercepting;
+pub mod rootless;
 pub mod sandbox;
 
 /// Prefix of every namespace the tests create; leftovers of dead runs are found by it.

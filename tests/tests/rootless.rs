@@ -10,77 +10,21 @@
 //! test's own (`tether-sandbox shell` makes one per command); the host's node is never
 //! changed. Needs root (network namespaces, TUN) and the workspace built.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use tether_tests::rootless::{Home, USER};
 use tether_tests::sandbox::{OUTSIDE_IP, OUTSIDE_NAME, SandboxCluster, alive};
 use tether_tests::{Proc, bin, check, run, text, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(30);
-/// The unprivileged user tether runs as.
-const USER: &str = "65534";
 /// A server of the workstation's own, outside the cluster: on OUTSIDE_IP and on loopback.
 const OUTSIDE_PORT: u16 = 8081;
 
-/// In the shell's private mount namespace: a device node of the given mode over
-/// /dev/net/tun, then the rest of the arguments as uid 65534 with no capabilities.
-const AS_USER: &str = r#"set -e
-mode="$1"; shift
-node="$(mktemp -d)"
-mount -t tmpfs -o mode=0755 tmpfs "$node"
-mknod -m "$mode" "$node/tun" c 10 200
-mount --bind "$node/tun" /dev/net/tun
-exec setpriv --reuid "$USER_ID" --regid "$USER_ID" --clear-groups --inh-caps=-all --bounding-set=-all "$@"
-"#;
-
-/// The unprivileged user's home: their kubeconfig and tether's state directory.
-struct Home {
-    dir: tempfile::TempDir,
-}
-
-impl Home {
-    fn new(c: &SandboxCluster) -> Home {
-        let dir = tempfile::Builder::new()
-            .prefix("tether-rootless-")
-            .tempdir()
-            .expect("create the user's home");
-        std::fs::copy(&c.kubeconfig, dir.path().join("kubeconfig")).expect("copy the kubeconfig");
-        std::fs::create_dir(dir.path().join("state")).expect("create the state directory");
-        check(
-            Command::new("chown")
-                .args(["-R", &format!("{USER}:{USER}")])
-                .arg(dir.path()),
-        );
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("let the user in");
-        Home { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn state(&self) -> PathBuf {
-        self.path().join("state")
-    }
-}
-
 /// `tether ARGS` as the unprivileged user, with a `/dev/net/tun` of `mode`.
 fn tether_as_user(c: &SandboxCluster, home: &Home, mode: &str, args: &[&str]) -> Command {
-    let mut cmd = c.shell("sh");
-    cmd.args(["-c", AS_USER, "as-user", mode, "env"])
-        .arg(format!("HOME={}", home.path().display()))
-        .arg(format!(
-            "KUBECONFIG={}",
-            home.path().join("kubeconfig").display()
-        ))
-        .arg(format!("TETHER_STATE_DIR={}", home.state().display()))
-        .arg(bin("tether"))
-        .args(args)
-        .env("USER_ID", USER)
-        .current_dir(home.path());
+    let mut cmd = home.command(c, mode, bin("tether"));
+    cmd.args(args);
     cmd
 }
 

@@ -229,9 +229,16 @@ fn status_block(s: &Status) -> String {
             or_dash(&s.namespace)
         ),
     };
+    let device_place = match &s.rootless {
+        Some(r) => format!(
+            " in the rootless namespace of pid {} (this machine's loopback there: {})",
+            r.helper_pid, r.host_address
+        ),
+        None => String::new(),
+    };
     format!(
         "{state} ({mode}) to the manager at {addr}, tether-agent {version}{context}\n  \
-         Device:      {device} {device_address}\n  \
+         Device:      {device} {device_address}{device_place}\n  \
          Routes:      {routes}\n  \
          DNS:         {dns_mode}, server {server}, domain {domain}, search {search}\n  \
          Since:       {since}, reconnects {reconnects}\n  \
