@@ -143,6 +143,11 @@ exit 7
     );
     no_session_left(&home);
 
+    let out = run(&mut rootless_run(&c, &home, &[], &["no-such-command-here"]));
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out));
+    no_session_left(&home);
+    assert_eq!(c.snapshot(), before);
+
     a_device_the_user_may_not_open_is_one_clear_error(&c, &home);
     assert_eq!(c.snapshot(), before);
     an_intercept_reaches_a_server_inside_the_namespace(&c, &home);

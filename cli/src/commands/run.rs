@@ -68,7 +68,7 @@ async fn run_command(
 ) -> Result<u8, CliError> {
     let me = std::process::id();
     config.connect.owner = Some(me);
-    let mut namespace = match rootless(&config, state_dir).await? {
+    let mut namespace = match rootless(&config, state_dir, printer).await? {
         true => Some(namespace_for(&config, state_dir).await?),
         false => None,
     };
@@ -117,7 +117,11 @@ async fn run_command(
 
 /// Whether CMD runs in a namespace of its own: as asked, else when tether is not root and
 /// the kernel allows it. A session that already runs here is used as it is.
-async fn rootless(config: &RunConfig, state_dir: &Path) -> Result<bool, CliError> {
+async fn rootless(
+    config: &RunConfig,
+    state_dir: &Path,
+    printer: &Printer,
+) -> Result<bool, CliError> {
     let wanted = config
         .rootless
         .unwrap_or_else(|| !crate::system::is_root() && namespace::available());
@@ -125,7 +129,16 @@ async fn rootless(config: &RunConfig, state_dir: &Path) -> Result<bool, CliError
         return Ok(false);
     }
     let state = StateDir::open(state_dir)?;
-    Ok(control::query(&state.socket_path()).await.is_none())
+    if control::query(&state.socket_path()).await.is_none() {
+        return Ok(true);
+    }
+    if config.rootless == Some(true) {
+        printer.notice(&format!(
+            "a tether session already runs for {}; the command uses it instead of a namespace of its own",
+            state_dir.display()
+        ));
+    }
+    Ok(false)
 }
 
 /// Starts the namespace's helper; it waits for [`Namespace::start`] to run CMD.
@@ -197,7 +210,16 @@ pub async fn spawn_and_wait(
         Ok(child) => child,
         Err(e) => {
             let name = program.to_string_lossy();
+            // execvp reports EACCES when a PATH directory may not be searched and no other
+            // directory has the program: that is still "not found" to the user.
+            let unsearchable = e.kind() == std::io::ErrorKind::PermissionDenied
+                && !name.contains('/')
+                && crate::system::find_program(&name).is_none();
             return match e.kind() {
+                _ if unsearchable => {
+                    eprintln!("tether run: {name}: command not found");
+                    EXIT_NOT_FOUND
+                }
                 std::io::ErrorKind::NotFound => {
                     eprintln!("tether run: {name}: command not found");
                     EXIT_NOT_FOUND

@@ -37,10 +37,10 @@ impl Session<'_> {
             opened = tunnel::first(&mut dialer) => opened?,
             _ = self.stop.cancelled() => return Ok(()),
         };
-        self.events.progress(format!(
-            "Setting up {} with routes and DNS",
-            settings.tun_name
-        ));
+        self.events.progress(match self.config.namespace {
+            Some(_) => format!("Serving {} in the rootless namespace", settings.tun_name),
+            None => format!("Setting up {} with routes and DNS", settings.tun_name),
+        });
         let (mut host, mut record) = self.set_up(&opened).await?;
         self.set_connected(&host, &opened, false);
         if let Ok(s) = self.status.lock() {

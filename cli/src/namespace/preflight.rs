@@ -9,28 +9,36 @@ use super::NamespaceError;
 /// The TUN device node; a rootless run opens it inside its own namespace.
 pub const TUN_NODE: &str = "/dev/net/tun";
 
-/// Sysctls that turn unprivileged user namespaces off, and the value that allows them.
-/// Each is absent on kernels without that knob.
-const SWITCHES: [(&str, &str, fn(&str) -> bool, &str); 3] = [
-    (
-        "/proc/sys/kernel/unprivileged_userns_clone",
-        "kernel.unprivileged_userns_clone",
-        |v| v == "0",
-        "1",
-    ),
-    (
-        "/proc/sys/user/max_user_namespaces",
-        "user.max_user_namespaces",
-        |v| v == "0",
-        "15000",
-    ),
+/// A sysctl that can turn unprivileged user namespaces off; absent on kernels without it.
+struct Switch {
+    path: &'static str,
+    setting: &'static str,
+    /// The value that forbids them.
+    forbids: &'static str,
+    /// The value that allows them.
+    allow: &'static str,
+}
+
+const SWITCHES: [Switch; 3] = [
+    Switch {
+        path: "/proc/sys/kernel/unprivileged_userns_clone",
+        setting: "kernel.unprivileged_userns_clone",
+        forbids: "0",
+        allow: "1",
+    },
+    Switch {
+        path: "/proc/sys/user/max_user_namespaces",
+        setting: "user.max_user_namespaces",
+        forbids: "0",
+        allow: "15000",
+    },
     // Ubuntu 24.04: a namespace may be made, but it has no capabilities in it.
-    (
-        "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
-        "kernel.apparmor_restrict_unprivileged_userns",
-        |v| v == "1",
-        "0",
-    ),
+    Switch {
+        path: "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
+        setting: "kernel.apparmor_restrict_unprivileged_userns",
+        forbids: "1",
+        allow: "0",
+    },
 ];
 
 /// Whether a rootless run can make its namespaces here (the device is checked by
@@ -46,16 +54,16 @@ pub fn check() -> Result<(), NamespaceError> {
 }
 
 fn user_namespaces() -> Result<(), NamespaceError> {
-    for (path, setting, forbids, allow) in SWITCHES {
-        let Ok(value) = std::fs::read_to_string(path) else {
+    for switch in SWITCHES {
+        let Ok(value) = std::fs::read_to_string(switch.path) else {
             continue;
         };
         let value = value.trim();
-        if forbids(value) {
+        if value == switch.forbids {
             return Err(NamespaceError::UserNamespacesOff {
-                setting,
+                setting: switch.setting,
                 value: value.to_owned(),
-                allow,
+                allow: switch.allow,
             });
         }
     }
