@@ -131,7 +131,7 @@ fn main() {
     eprintln!("warm connect to first answer: {warm:.0} ms");
     check(c.tether().arg("quit"));
     c.wait_daemon_gone(daemon, Duration::from_secs(10));
-    let rootless = rootless_figures(&c, &pod_url, service_url);
+    let rootless = rootless_figures(&c, &in_workstation, service_url);
 
     let created = Instant::now();
     create_services(&c);
@@ -190,19 +190,36 @@ fn main() {
     println!("| tether daemon RSS with the extra Services | {many_rss:.1} MiB |");
     println!("| manager (tether-agent) RSS after the transfers | {manager_rss:.1} MiB |");
     intercepts.print();
-    rootless.print(&tether);
+    rootless.print();
 }
 
 /// Rootless `tether run` as uid 65534 (a namespace and device of its own, no root): the
-/// downloads and requests of [`measure`] from inside one run, to the same pod; and the time
+/// downloads and requests of [`measure`] from inside one run, beside root `tether connect`
+/// to the same pod (looked up again: the intercepts before replaced the pods); and the time
 /// from `tether run` to CMD's first answer from `web.demo`, rootless and as root (warm).
 struct RootlessFigures {
+    root: Figures,
     inside: Figures,
     startup_ms: f64,
     root_startup_ms: f64,
 }
 
-fn rootless_figures(c: &SandboxCluster, pod_url: &str, service_url: &str) -> RootlessFigures {
+fn rootless_figures(
+    c: &SandboxCluster,
+    in_workstation: &dyn Fn() -> Command,
+    service_url: &str,
+) -> RootlessFigures {
+    let pod = first_word(&c.jsonpath(
+        "demo",
+        &["pods", "-l", "app=web,track=stable"],
+        "{.items[*].metadata.name}",
+    ));
+    let pod_ip = c.jsonpath("demo", &["pod", &pod], "{.status.podIP}");
+    let pod_url = format!("http://{pod_ip}:{WEB_PORT}");
+    let (_, daemon) = connect_to_first_answer(c, service_url);
+    let root = measure("tether connect (root)", in_workstation, &pod_url);
+    check(c.tether().arg("quit"));
+    c.wait_daemon_gone(daemon, Duration::from_secs(10));
     let home = Home::new(c);
     let kit = bin("tether-testkit");
     let kit = kit.display();
@@ -265,6 +282,7 @@ fn rootless_figures(c: &SandboxCluster, pod_url: &str, service_url: &str) -> Roo
         "tether run to first answer: rootless {startup_ms:.0} ms, root {root_startup_ms:.0} ms"
     );
     RootlessFigures {
+        root,
         inside,
         startup_ms,
         root_startup_ms,
@@ -272,7 +290,8 @@ fn rootless_figures(c: &SandboxCluster, pod_url: &str, service_url: &str) -> Roo
 }
 
 impl RootlessFigures {
-    fn print(&self, root: &Figures) {
+    fn print(&self) {
+        let root = &self.root;
         println!();
         println!("| measure | root `tether connect` | rootless `tether run` (uid 65534) |");
         println!("|---|---|---|");
