@@ -40,12 +40,17 @@ pub fn curl_from_pod(c: &SandboxCluster, url: &str) -> Option<String> {
     in_client(c, &["curl", "-sS", "--max-time", "5", url])
 }
 
-/// `kubectl exec` of `command` in the demo's client pod: its stdout, or None.
-pub fn in_client(c: &SandboxCluster, command: &[&str]) -> Option<String> {
-    let out = run(c
+/// `kubectl exec` of `command` in the demo's client pod.
+fn exec_in_client(c: &SandboxCluster, command: &[&str]) -> std::process::Output {
+    run(c
         .kubectl()
         .args(["-n", "demo", "exec", "deploy/client", "--"])
-        .args(command));
+        .args(command))
+}
+
+/// `kubectl exec` of `command` in the demo's client pod: its stdout, or None.
+pub fn in_client(c: &SandboxCluster, command: &[&str]) -> Option<String> {
+    let out = exec_in_client(c, command);
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
@@ -66,10 +71,21 @@ pub fn wait_answered_by(c: &SandboxCluster, url: &str, who: &str) {
     });
 }
 
-/// Every one of `n` requests to `url` from the client pod is answered by `who`.
+/// Once `url`, asked from the client pod, is answered by `who`, every one of `n` further
+/// requests is too. The first answer is waited for because kube-proxy follows the
+/// EndpointSlices `tether intercept` waited on only at its next sync (on the real one, up to
+/// its `minSyncPeriod` later): until then a connection may still go to a pod the rollout
+/// replaced, which may be gone already.
 pub fn all_answered_by(c: &SandboxCluster, url: &str, who: &str, n: usize) {
-    for _ in 0..n {
-        let body = curl_from_pod(c, url).unwrap_or_else(|| panic!("curl {url} failed"));
+    wait_answered_by(c, url, who);
+    for i in 0..n {
+        let out = exec_in_client(c, &["curl", "-sS", "--max-time", "5", url]);
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "request {i} of {n} to {url} failed after it was answered by {who}: {}",
+            text(&out)
+        );
         assert_eq!(hostname(&body), who, "{url}: {body}");
     }
 }
