@@ -84,6 +84,11 @@ pub enum Command {
     },
     /// Workloads of a namespace, their Services and ports, their agents and intercepts.
     List(ListArgs),
+    /// Why a Service does not answer: walks its selector, the pods' readiness, the
+    /// EndpointSlices, the target ports, the pods and the Service's addresses from inside the
+    /// cluster, and (when connected) from here; stops at the first step that fails and says
+    /// what to do. Changes nothing. Exit code 0 when no step fails, 1 when one does.
+    Doctor(DoctorArgs),
     /// Print the shell script that makes Tab complete tether's commands, flags, and values
     /// from the cluster (namespaces, workloads, ports, intercepts). Bash:
     /// `source <(tether completion bash)` in ~/.bashrc.
@@ -189,6 +194,15 @@ pub struct UninstallArgs {
 
 #[derive(clap::Args)]
 pub struct ListArgs {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+#[derive(clap::Args)]
+pub struct DoctorArgs {
+    /// svc/NAME, or deploy/NAME for every Service that selects that Deployment.
+    #[arg(value_name = "svc/NAME|deploy/NAME", add = ArgValueCompleter::new(completion::doctor_targets))]
+    pub target: String,
     #[command(flatten)]
     pub kube: KubeArgs,
 }
@@ -342,6 +356,7 @@ pub enum Invocation {
     Run(Box<RunConfig>),
     Leave(String),
     List(KubeTarget),
+    Doctor(String, KubeTarget),
     Uninstall(KubeTarget, AgentsToRemove),
     Daemon(PathBuf),
     ExecAs(ExecAsArgs),
@@ -408,6 +423,7 @@ impl Cli {
             }
             Command::Leave { name } => Invocation::Leave(name),
             Command::List(a) => Invocation::List(a.kube.into_target(None)),
+            Command::Doctor(a) => Invocation::Doctor(a.target, a.kube.into_target(None)),
             Command::Uninstall(a) => {
                 let agents = match (a.agent, a.all_agents) {
                     (Some(w), _) => AgentsToRemove::One(w),
@@ -506,6 +522,7 @@ impl Cli {
                 a.namespace = layer("namespace", a.namespace.take(), None)?.0;
             }
             Command::List(a) => a.kube.layer(file)?,
+            Command::Doctor(a) => a.kube.layer(file)?,
             Command::Uninstall(a) => a.kube.layer(file)?,
             _ => {}
         }

@@ -7,6 +7,7 @@
 pub mod completion;
 pub mod config;
 pub mod connect;
+pub mod doctor;
 pub mod intercept;
 pub mod leave;
 pub mod list;

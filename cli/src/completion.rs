@@ -190,6 +190,29 @@ pub fn workloads(current: &OsStr) -> Vec<CompletionCandidate> {
     matching(current, names)
 }
 
+/// `svc/NAME` and `deploy/NAME` for `tether doctor`: Services, and Deployments once
+/// `deploy/` is typed.
+pub fn doctor_targets(current: &OsStr) -> Vec<CompletionCandidate> {
+    let prefix = current.to_string_lossy();
+    if prefix.starts_with("deploy/") {
+        return workloads(current);
+    }
+    let names = with_client(|client, namespace| async move {
+        names(Api::<k8s_openapi::api::core::v1::Service>::namespaced(
+            client,
+            &namespace?,
+        ))
+        .await
+    });
+    let names: Vec<String> = names
+        .unwrap_or_default()
+        .into_iter()
+        .map(|n| format!("svc/{n}"))
+        .chain(["deploy/".to_owned()])
+        .collect();
+    matching(current, names)
+}
+
 /// `LOCAL:SERVICE_PORT` for the ports of the Services that select the typed workload.
 pub fn ports(current: &OsStr) -> Vec<CompletionCandidate> {
     let typed_now = current.to_string_lossy().into_owned();

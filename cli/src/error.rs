@@ -85,6 +85,11 @@ pub enum CliError {
     Config(Box<crate::config::file::FileError>),
     #[error("{0:?} is not a Deployment: give NAME or deploy/NAME")]
     NotADeployment(String),
+    /// `tether doctor`'s argument names no Service or Deployment.
+    #[error("{0}")]
+    BadTarget(String),
+    #[error(transparent)]
+    Doctor(#[from] crate::doctor::DoctorError),
     #[error("--port {0:?} is not LOCAL[:SERVICE_PORT] with LOCAL a port number")]
     BadPort(String),
     #[error("{0}")]
@@ -131,11 +136,15 @@ impl CliError {
         match self {
             CliError::Daemon(e) => daemon_exit_code(e),
             CliError::AlreadyConnected { .. } => 3,
-            CliError::Cluster(_) | CliError::Transport(_) | CliError::Agent(_) => 4,
+            CliError::Cluster(_)
+            | CliError::Transport(_)
+            | CliError::Agent(_)
+            | CliError::Doctor(_) => 4,
             // The cluster could not run the manager: a cluster problem, like the others.
             CliError::Install(crate::cluster::InstallError::Rollout { .. }) => 4,
             CliError::NotConnected(_) => 6,
             CliError::NotADeployment(_)
+            | CliError::BadTarget(_)
             | CliError::BadPort(_)
             | CliError::BadFilter(_)
             | CliError::Config(_) => 2,

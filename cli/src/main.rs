@@ -17,6 +17,7 @@
 //!   (resolver, routes, the session record), [`sudo`] gets root when the user is not;
 //! - [`namespace`] is the rootless `tether run`: CMD in a user and network namespace of its
 //!   own, served by a daemon that needs no root;
+//! - [`doctor`] walks the steps of "why does this Service not answer";
 //! - [`error`] turns every module's errors into messages that say what to do next.
 //!
 //! The data plane itself lives in the `tether-tunnel` crate.
@@ -28,6 +29,7 @@ mod completion;
 mod config;
 mod control;
 mod daemon;
+mod doctor;
 mod error;
 mod ipc;
 mod namespace;
@@ -100,6 +102,9 @@ fn main() -> ExitCode {
             Invocation::Run(config) => commands::run::run(*config, &state_dir, &printer).await,
             Invocation::Leave(name) => commands::leave::run(&name, &state_dir, &printer).await,
             Invocation::List(target) => commands::list::run(&target, &printer).await,
+            Invocation::Doctor(what, target) => {
+                commands::doctor::run(&what, &target, &state_dir, &printer).await
+            }
             Invocation::Uninstall(target, agents) => {
                 commands::uninstall::run(&target, agents, &state_dir, &printer).await
             }

@@ -57,6 +57,8 @@ pub enum Event {
         manager: Option<String>,
         problems: Vec<String>,
     },
+    /// `tether doctor`: the walk of each Service, up to its first failed step.
+    Doctor(Box<crate::doctor::Diagnosis>),
     /// A command failed (printed on stderr).
     Error { error: String, exit_code: u8 },
 }
@@ -136,6 +138,7 @@ mod tests {
                 manager: Some("0.1.0".into()),
                 problems: vec!["the daemon runs tether 0.1.0 and this is tether 0.2.0: run `tether quit` and connect again to use this build".into()],
             },
+            Event::Doctor(Box::new(crate::doctor::tests::example())),
             Event::Error {
                 error: "not connected".into(),
                 exit_code: 1,

@@ -128,8 +128,39 @@ pub fn render(event: &Event) -> String {
             }
             out
         }
+        Event::Doctor(d) => doctor(d),
         Event::Error { error, .. } => format!("tether: {error}"),
     }
+}
+
+fn doctor(d: &crate::doctor::Diagnosis) -> String {
+    use crate::doctor::Outcome;
+    let mut out = format!("{} in namespace {}", d.target, d.namespace);
+    for walk in &d.services {
+        if !walk.service.is_empty() && d.target != format!("svc/{}", walk.service) {
+            out.push_str(&format!("\nsvc/{}", walk.service));
+        }
+        for s in &walk.steps {
+            let mark = match s.outcome {
+                Outcome::Passed => "ok  ",
+                Outcome::Warned => "warn",
+                Outcome::Failed => "FAIL",
+                Outcome::Skipped => "skip",
+            };
+            out.push_str(&format!("\n  {mark} {}. {}", s.step, s.check));
+            for line in &s.details {
+                out.push_str(&format!("\n         {line}"));
+            }
+            if let Some(fix) = &s.fix {
+                out.push_str(&format!("\n       → {fix}"));
+            }
+        }
+    }
+    out.push_str(match d.healthy {
+        true => "\nno step failed",
+        false => "\na step failed: the first FAIL above is where to look",
+    });
+    out
 }
 
 fn port_name(i: &crate::ipc::InterceptInfo) -> String {
