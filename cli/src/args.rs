@@ -89,6 +89,10 @@ pub enum Command {
     /// cluster, and (when connected) from here; stops at the first step that fails and says
     /// what to do. Changes nothing. Exit code 0 when no step fails, 1 when one does.
     Doctor(DoctorArgs),
+    /// Print the RBAC a developer needs to use tether in one namespace (a Role there, and
+    /// read access to the manager an admin installed), with bindings for --user, --group or
+    /// --service-account: `tether rbac -n dev --user alice | kubectl apply -f -`.
+    Rbac(RbacArgs),
     /// Print the shell script that makes Tab complete tether's commands, flags, and values
     /// from the cluster (namespaces, workloads, ports, intercepts). Bash:
     /// `source <(tether completion bash)` in ~/.bashrc.
@@ -196,6 +200,22 @@ pub struct UninstallArgs {
 pub struct ListArgs {
     #[command(flatten)]
     pub kube: KubeArgs,
+}
+
+#[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("subject").multiple(false))]
+pub struct RbacArgs {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// Bind the Roles to this user (as the API server authenticates them).
+    #[arg(long, group = "subject")]
+    pub user: Option<String>,
+    /// Bind the Roles to this group.
+    #[arg(long, group = "subject")]
+    pub group: Option<String>,
+    /// Bind the Roles to this ServiceAccount.
+    #[arg(long, value_name = "NAMESPACE:NAME", group = "subject")]
+    pub service_account: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -357,7 +377,10 @@ pub enum Invocation {
     Leave(String),
     List(KubeTarget),
     Doctor(String, KubeTarget),
+    Rbac(KubeTarget, Option<crate::cluster::roles::Who>),
     Uninstall(KubeTarget, AgentsToRemove),
+    /// What was typed cannot be run; the message says why.
+    BadUsage(String),
     Daemon(PathBuf),
     ExecAs(ExecAsArgs),
     NamespaceHelper(crate::namespace::helper::HelperArgs),
@@ -424,6 +447,21 @@ impl Cli {
             Command::Leave { name } => Invocation::Leave(name),
             Command::List(a) => Invocation::List(a.kube.into_target(None)),
             Command::Doctor(a) => Invocation::Doctor(a.target, a.kube.into_target(None)),
+            Command::Rbac(a) => {
+                use crate::cluster::roles::Who;
+                let who = match (a.user, a.group, a.service_account) {
+                    (Some(u), _, _) => Some(Ok(Who::User(u))),
+                    (_, Some(g), _) => Some(Ok(Who::Group(g))),
+                    (_, _, Some(sa)) => Some(Who::service_account(&sa).ok_or(sa)),
+                    _ => None,
+                };
+                match who.transpose() {
+                    Ok(who) => Invocation::Rbac(a.kube.into_target(None), who),
+                    Err(bad) => Invocation::BadUsage(format!(
+                        "--service-account {bad:?} is not NAMESPACE:NAME"
+                    )),
+                }
+            }
             Command::Uninstall(a) => {
                 let agents = match (a.agent, a.all_agents) {
                     (Some(w), _) => AgentsToRemove::One(w),
@@ -523,6 +561,7 @@ impl Cli {
             }
             Command::List(a) => a.kube.layer(file)?,
             Command::Doctor(a) => a.kube.layer(file)?,
+            Command::Rbac(a) => a.kube.layer(file)?,
             Command::Uninstall(a) => a.kube.layer(file)?,
             _ => {}
         }

@@ -22,6 +22,7 @@
 //! - [`access`] asks SelfSubjectAccessReview for every permission before anything changes;
 //! - [`env`] computes the intercepted container's environment as the kubelet does, and
 //!   writes env files.
+//! - [`roles`]: the RBAC a developer needs, which `tether rbac` prints.
 //! - [`exec_as`]: credential plugins run as the user who ran tether, not as root.
 //!
 //! No module here prints: they return values and errors, and report progress through a
@@ -35,6 +36,7 @@ pub mod exec_as;
 pub mod install;
 pub mod manifests;
 pub mod progress;
+pub mod roles;
 pub mod rollout;
 pub mod sidecars;
 pub mod transport;

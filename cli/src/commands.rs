@@ -12,6 +12,7 @@ pub mod intercept;
 pub mod leave;
 pub mod list;
 pub mod quit;
+pub mod rbac;
 pub mod run;
 pub mod status;
 pub mod uninstall;

@@ -85,6 +85,9 @@ pub enum CliError {
     Config(Box<crate::config::file::FileError>),
     #[error("{0:?} is not a Deployment: give NAME or deploy/NAME")]
     NotADeployment(String),
+    /// Arguments clap accepts but that cannot be run.
+    #[error("{0}")]
+    BadUsage(String),
     /// `tether doctor`'s argument names no Service or Deployment.
     #[error("{0}")]
     BadTarget(String),
@@ -145,6 +148,7 @@ impl CliError {
             CliError::NotConnected(_) => 6,
             CliError::NotADeployment(_)
             | CliError::BadTarget(_)
+            | CliError::BadUsage(_)
             | CliError::BadPort(_)
             | CliError::BadFilter(_)
             | CliError::Config(_) => 2,

@@ -102,6 +102,8 @@ fn main() -> ExitCode {
             Invocation::Run(config) => commands::run::run(*config, &state_dir, &printer).await,
             Invocation::Leave(name) => commands::leave::run(&name, &state_dir, &printer).await,
             Invocation::List(target) => commands::list::run(&target, &printer).await,
+            Invocation::Rbac(target, who) => commands::rbac::run(&target, who, &printer),
+            Invocation::BadUsage(message) => Err(error::CliError::BadUsage(message)),
             Invocation::Doctor(what, target) => {
                 commands::doctor::run(&what, &target, &state_dir, &printer).await
             }

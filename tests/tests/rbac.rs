@@ -14,10 +14,10 @@ mod upstream_only {
     use tether_tests::sandbox::SandboxCluster;
     use tether_tests::{check, run, text};
 
-    /// The developer `alice` (a ServiceAccount in `dev`): a Role with a developer's verbs in
-    /// `dev`, and what an admin grants so that developers can use the manager installed in
-    /// `tether` (read what `connect` checks, reach the manager's pod). Nothing in `demo`.
-    const RBAC: &str = r#"
+    /// The developer `alice`, a ServiceAccount in `dev`. Her rights are what `tether rbac`
+    /// prints for her: a developer's Role in `dev`, and the use of the manager an admin
+    /// installed in `tether`. Nothing in `demo`.
+    const ALICE: &str = r#"
 apiVersion: v1
 kind: Namespace
 metadata: {name: dev}
@@ -25,76 +25,6 @@ metadata: {name: dev}
 apiVersion: v1
 kind: ServiceAccount
 metadata: {name: alice, namespace: dev}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: developer, namespace: dev}
-rules:
-  - apiGroups: [apps]
-    resources: [deployments, replicasets]
-    verbs: [get, list, watch, patch, update]
-  - apiGroups: [""]
-    resources: [pods, services, configmaps, events]
-    verbs: [get, list, watch, patch, update]
-  - apiGroups: [""]
-    resources: [pods/portforward, pods/exec]
-    verbs: [get, create]
-  - apiGroups: [""]
-    resources: [pods/log]
-    verbs: [get]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: developer, namespace: dev}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: developer}
-subjects: [{kind: ServiceAccount, name: alice, namespace: dev}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: tether-user}
-rules:
-  - apiGroups: [""]
-    resources: [namespaces]
-    resourceNames: [tether]
-    verbs: [get]
-  - apiGroups: [rbac.authorization.k8s.io]
-    resources: [clusterroles, clusterrolebindings]
-    resourceNames: [tether-manager]
-    verbs: [get]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: tether-user}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: tether-user}
-subjects: [{kind: ServiceAccount, name: alice, namespace: dev}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: tether-user, namespace: tether}
-rules:
-  - apiGroups: [""]
-    resources: [serviceaccounts]
-    resourceNames: [tether-manager]
-    verbs: [get]
-  - apiGroups: [""]
-    resources: [secrets]
-    resourceNames: [tether-manager-token]
-    verbs: [get]
-  - apiGroups: [apps]
-    resources: [deployments, replicasets]
-    verbs: [get, list, watch]
-  - apiGroups: [""]
-    resources: [pods, events]
-    verbs: [get, list, watch]
-  - apiGroups: [""]
-    resources: [pods/portforward]
-    verbs: [get, create]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: tether-user, namespace: tether}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: tether-user}
-subjects: [{kind: ServiceAccount, name: alice, namespace: dev}]
 "#;
 
     /// A workload of alice's own, like demo's web.
@@ -147,7 +77,13 @@ spec:
         c.connect();
         check(c.tether().arg("quit"));
 
-        c.sandbox.apply(RBAC);
+        c.sandbox.apply(ALICE);
+        let roles = check(
+            c.tether()
+                .args(["rbac", "-n", "dev", "--service-account", "dev:alice"]),
+        );
+        assert!(roles.contains("kind: ClusterRoleBinding"), "{roles}");
+        c.sandbox.apply(&roles);
         c.sandbox.apply(DEV_WEB);
         c.sandbox.ok(&[
             "-n",
@@ -190,6 +126,24 @@ spec:
         assert_eq!(String::from_utf8_lossy(&can_i.stdout).trim(), "no");
         let before = demo_web(&c);
 
+        // Installing a manager takes more than her rights: the refusal says who can.
+        let (code, out) = tether(
+            &c,
+            &[
+                "connect",
+                "--kubeconfig",
+                path,
+                "--manager-namespace",
+                "tether2",
+            ],
+        );
+        assert_eq!(code, Some(4), "{out}");
+        assert!(
+            out.contains("ask a cluster admin to install it once"),
+            "{out}"
+        );
+        assert!(out.contains("tether rbac"), "{out}");
+
         // alice connects with her own credentials; demo is her default namespace.
         let (connected, _) = c.connect_with(&["--kubeconfig", path]);
         assert_eq!(connected["event"], "connected", "{connected}");
@@ -211,6 +165,30 @@ spec:
         assert_eq!(code, Some(0), "{out}\n{}", c.daemon_log());
         let (code, out) = tether(&c, &["leave", "web"]);
         assert_eq!(code, Some(0), "{out}");
+        // `run` there too, with an intercept of its own, on her session.
+        let (code, out) = tether(
+            &c,
+            &[
+                "run",
+                "-n",
+                "dev",
+                "--intercept",
+                "web",
+                "--port",
+                "8090",
+                "--",
+                "true",
+            ],
+        );
+        assert_eq!(code, Some(0), "{out}\n{}", c.daemon_log());
+        // doctor needs no more than her Role: every step passes in dev (the node port
+        // check, which needs Nodes, does not apply to a ClusterIP Service).
+        let (code, out) = tether(
+            &c,
+            &["doctor", "svc/web", "-n", "dev", "--kubeconfig", path],
+        );
+        assert_eq!(code, Some(0), "{out}");
+        assert!(!out.contains("\"failed\""), "{out}");
         let (code, out) = tether(
             &c,
             &[

@@ -58,7 +58,7 @@ impl std::fmt::Display for Permission {
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum AccessError {
-    #[error("your credentials may not {} in namespace {namespace}. Ask a cluster admin for a Role granting it (see `kubectl auth can-i --list -n {namespace}`); nothing was changed.", join(.missing))]
+    #[error("your credentials may not {} in namespace {namespace}. Ask a cluster admin for a Role granting it (`tether rbac -n {namespace}` prints the one tether needs; `kubectl auth can-i --list -n {namespace}` shows what you have); nothing was changed.", join(.missing))]
     Denied {
         namespace: String,
         missing: Vec<String>,

@@ -200,6 +200,26 @@ pub async fn connect(opts: &KubeOptions) -> Result<Cluster, ClusterError> {
     })
 }
 
+/// `--namespace`, else the context's namespace, else `default`, read from the kubeconfig
+/// alone (for commands that print and need no API server).
+pub fn namespace_of(opts: &KubeOptions) -> Result<String, ClusterError> {
+    if let Some(ns) = &opts.namespace {
+        return Ok(ns.clone());
+    }
+    let kubeconfig = match &opts.kubeconfig {
+        Some(path) => Kubeconfig::read_from(path),
+        None => Kubeconfig::read(),
+    }
+    .map_err(ClusterError::Kubeconfig)?;
+    let (context, _) = pick_context(&kubeconfig, opts.context.as_deref())?;
+    Ok(kubeconfig
+        .contexts
+        .iter()
+        .find(|c| c.name == context)
+        .and_then(|c| c.context.as_ref()?.namespace.clone())
+        .unwrap_or_else(|| "default".to_owned()))
+}
+
 /// The context to use (`wanted`, else the current one) and its server's URL, for messages
 /// (kube-rs resolves the same cluster itself).
 fn pick_context(

@@ -89,7 +89,7 @@ pub struct Removed {
 #[derive(Debug, Error)]
 pub enum InstallError {
     #[error(
-        "your credentials may not {action}: {message}. Installing the manager needs rights to create namespaces, RBAC and Deployments; ask a cluster admin to install it once with `tether connect`."
+        "your credentials may not {action}: {message}. Installing the manager needs rights to create namespaces, RBAC and Deployments; ask a cluster admin to install it once with `tether connect`, and to grant you what `tether rbac` prints."
     )]
     Forbidden { action: String, message: String },
     #[error("cannot {action}: {reason}")]

@@ -59,6 +59,15 @@ pub enum Event {
     },
     /// `tether doctor`: the walk of each Service, up to its first failed step.
     Doctor(Box<crate::doctor::Diagnosis>),
+    /// `tether rbac`: the Roles (and bindings) for a developer; `yaml` is what text output
+    /// prints, for `kubectl apply -f -`.
+    Rbac {
+        namespace: String,
+        manager_namespace: String,
+        objects: Vec<crate::cluster::roles::RbacObject>,
+        #[serde(skip)]
+        yaml: String,
+    },
     /// A command failed (printed on stderr).
     Error { error: String, exit_code: u8 },
 }
@@ -139,6 +148,16 @@ mod tests {
                 problems: vec!["the daemon runs tether 0.1.0 and this is tether 0.2.0: run `tether quit` and connect again to use this build".into()],
             },
             Event::Doctor(Box::new(crate::doctor::tests::example())),
+            {
+                let objects = crate::cluster::roles::objects("dev", "tether", None);
+                let yaml = crate::cluster::roles::to_yaml(&objects).unwrap();
+                Event::Rbac {
+                    namespace: "dev".into(),
+                    manager_namespace: "tether".into(),
+                    objects,
+                    yaml,
+                }
+            },
             Event::Error {
                 error: "not connected".into(),
                 exit_code: 1,

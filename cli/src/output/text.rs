@@ -129,6 +129,7 @@ pub fn render(event: &Event) -> String {
             out
         }
         Event::Doctor(d) => doctor(d),
+        Event::Rbac { yaml, .. } => yaml.trim_end().to_owned(),
         Event::Error { error, .. } => format!("tether: {error}"),
     }
 }
