@@ -31,7 +31,7 @@ use crate::persist::{self, PersistError};
 use crate::pki::{Pki, PkiError};
 use crate::server::{self, Server};
 use crate::store::Store;
-use crate::{api, bootstrap, client, controllers, demo, dns, kubelet};
+use crate::{api, bootstrap, client, controllers, demo, dns, kubelet, loadbalancer};
 
 /// Where `up` records the kubeconfig it wrote (for `shell`).
 pub fn kubeconfig_record(state_dir: &Path) -> PathBuf {
@@ -93,6 +93,8 @@ pub enum DaemonError {
     },
     #[error("the node's API client: {0}")]
     NodeClient(crate::client::ClientError),
+    #[error("the load-balancer allocator's API client: {0}")]
+    LoadBalancerClient(crate::client::ClientError),
     #[error("the node did not register within {0:?}; see the server's log")]
     NodeNotRegistered(Duration),
     #[error("upstream control plane: {0}")]
@@ -521,6 +523,15 @@ pub fn serve(cfg: &Config) -> Result<(), DaemonError> {
             exec_targets,
         });
         tasks.extend(node_tasks);
+        // An API client like any other controller outside the API server, as upstream.
+        let lb_client = client::with_token(
+            &format!("https://127.0.0.1:{port}"),
+            &pki.ca_pem,
+            &pki.admin_token,
+        )
+        .await
+        .map_err(DaemonError::LoadBalancerClient)?;
+        tasks.push(tokio::spawn(loadbalancer::run(lb_client)));
         tokio::select! {
             registered = wait_node(&store, NODE_TIMEOUT) => registered?,
             () = wait_for_signal() => return Ok(()),

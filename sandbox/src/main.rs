@@ -26,7 +26,10 @@
 //!   names forwarded to the host's resolver); [`workload`] holds the demo servers pods run
 //!   (`tether-sandbox workload http-echo|tcp-echo|udp-echo`).
 //! - [`node`] is the node's network: namespaces for the node, the workstation and each pod on
-//!   a bridge, with kube-proxy's Service rules in nftables; [`kubelet`] is the node's agent,
+//!   a bridge, with kube-proxy's Service rules in nftables, and the link that lets the
+//!   workstation reach load-balancer addresses; [`loadbalancer`] hands those addresses to
+//!   Services of type LoadBalancer, as an API client of either control plane; [`kubelet`] is
+//!   the node's agent,
 //!   an API client ([`client`]) of whichever control plane serves the API: it registers the
 //!   Node (with a Lease), keeps a local copy of its pods and what their environment names,
 //!   runs their containers as processes in the pods' network namespaces (images map to host
@@ -56,9 +59,9 @@
 //!   processes: no images, no filesystem or PID isolation, no resource limits or security
 //!   contexts; no init containers, startup probes, lifecycle hooks, or volumes besides the
 //!   service-account token, so CoreDNS upstream reads its Corefile from a file the sandbox
-//!   writes from the `coredns` ConfigMap; IPv4 only; no NetworkPolicy, no LoadBalancer
-//!   addresses; no pods/attach), its network (bridge, namespaces), and the DNS server the
-//!   node's resolver is. The kubelet API lets in only the API server's client certificate
+//!   writes from the `coredns` ConfigMap; IPv4 only; no NetworkPolicy; no pods/attach), its
+//!   network (bridge, namespaces, the load-balancer link), the load-balancer allocator (one
+//!   fixed pool, no per-Service pools or BGP), and the DNS server the node's resolver is. The kubelet API lets in only the API server's client certificate
 //!   (and then asks with a SubjectAccessReview, as a kubelet does). `pods/exec` commands
 //!   join the container's network, UTS and mount namespaces but not a PID namespace.
 //!   Upstream, control-plane processes that exit after the start are not restarted.
@@ -102,6 +105,7 @@ mod error;
 mod kubeconfig;
 mod kubelet;
 mod lifecycle;
+mod loadbalancer;
 mod node;
 mod patch;
 mod persist;

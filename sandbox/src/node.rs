@@ -4,6 +4,8 @@
 //! - [`netns`]: named namespaces and acting inside them.
 //! - [`network`]: the [`Node`](network::Node): node namespace with the bridge `cbr0`, workstation namespace,
 //!   and one namespace per pod with a veth to the bridge; [`ipam`] hands out pod addresses.
+//! - [`lb_link`]: the one link from the workstation to the node, for load-balancer addresses
+//!   and externalIPs only.
 //! - [`proxy`]: kube-proxy, nftables rules in the node namespace for Services.
 //!
 //! Every namespace of one sandbox starts with the prefix [`Names`] derives from its state
@@ -11,6 +13,7 @@
 //! name.
 
 pub mod ipam;
+pub mod lb_link;
 pub mod netns;
 pub mod network;
 pub mod proxy;
@@ -57,8 +60,9 @@ impl Names {
         format!("{}-node", self.prefix)
     }
 
-    /// The workstation namespace `tether-sandbox shell` opens: loopback only, with the API
-    /// server listening on its 127.0.0.1 at the same port as on the host.
+    /// The workstation namespace `tether-sandbox shell` opens: loopback, with the API server
+    /// listening on its 127.0.0.1 at the same port as on the host, and the load-balancer link
+    /// ([`lb_link`]).
     pub fn workstation(&self) -> String {
         format!("{}-ws", self.prefix)
     }

@@ -21,7 +21,9 @@
 //! - runs the real kube-proxy in nftables mode in the node namespace (instead of the
 //!   sandbox's own), with masquerading for all Service traffic since the node does not rely
 //!   on `br_netfilter` (see [`crate::node::network`]);
-//! - deploys CoreDNS in kube-system behind `kube-dns` at 10.96.0.10 ([`coredns`]).
+//! - deploys CoreDNS in kube-system behind `kube-dns` at 10.96.0.10 ([`coredns`]);
+//! - runs the sandbox's load-balancer allocator ([`crate::loadbalancer`]) with the admin's
+//!   client; the real kube-proxy forwards the addresses it writes.
 
 pub mod binaries;
 pub mod certs;
@@ -490,6 +492,9 @@ async fn run(
         authorizer,
     )));
 
+    // No cloud provider runs: the sandbox's allocator gives LoadBalancer Services their
+    // addresses, as MetalLB would on a bare-metal cluster.
+    tasks.push(tokio::spawn(crate::loadbalancer::run(admin.clone())));
     wait_kube_proxy(&node_ns).await.map_err(upstream)?;
     coredns::apply(&admin, dir).await.map_err(upstream)?;
     if cfg.demo {

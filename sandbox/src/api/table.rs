@@ -146,6 +146,39 @@ fn service_ports(spec: &Value) -> String {
     ports.join(",")
 }
 
+/// EXTERNAL-IP as kubectl prints it: load-balancer ingress, then externalIPs, with
+/// `<pending>` for a LoadBalancer that has neither yet.
+fn service_external(spec: &Value, status: &Value) -> String {
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect()
+    };
+    let external_ips = strings(&spec["externalIPs"]);
+    match str_of(&spec["type"]).as_str() {
+        "ExternalName" => str_of(&spec["externalName"]),
+        "LoadBalancer" => {
+            let mut shown: Vec<String> = status["loadBalancer"]["ingress"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i["ip"].as_str().or_else(|| i["hostname"].as_str()))
+                .map(str::to_owned)
+                .collect();
+            shown.extend(external_ips);
+            if shown.is_empty() {
+                "<pending>".into()
+            } else {
+                shown.join(",")
+            }
+        }
+        _ => external_ips.join(","),
+    }
+}
+
 fn selector(v: &Value) -> String {
     let items: Vec<String> = v
         .as_object()
@@ -218,16 +251,11 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
             ]
         }
         Shape::Service => {
-            let external = match str_of(&spec["type"]).as_str() {
-                "ExternalName" => str_of(&spec["externalName"]),
-                "LoadBalancer" => "<pending>".into(),
-                _ => String::new(),
-            };
             vec![
                 name,
                 json!(spec["type"]),
                 or_none(str_of(&spec["clusterIP"])),
-                or_none(external),
+                or_none(service_external(spec, status)),
                 or_none(service_ports(spec)),
                 age_cell,
                 or_none(selector(&spec["selector"])),
@@ -381,6 +409,27 @@ mod tests {
             column_definitions(svc).as_array().unwrap().len(),
             row["cells"].as_array().unwrap().len()
         );
+    }
+
+    #[test]
+    fn external_ip_shows_load_balancer_addresses_and_external_ips() {
+        let external = |obj: Value| service_external(&obj["spec"], &obj["status"]);
+        assert_eq!(
+            external(json!({"spec": {"type": "LoadBalancer"}, "status": {"loadBalancer": {}}})),
+            "<pending>"
+        );
+        assert_eq!(
+            external(
+                json!({"spec": {"type": "LoadBalancer", "externalIPs": ["198.51.100.7"]},
+                "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.128"}]}}})
+            ),
+            "198.51.100.128,198.51.100.7"
+        );
+        assert_eq!(
+            external(json!({"spec": {"type": "ClusterIP", "externalIPs": ["198.51.100.7"]}})),
+            "198.51.100.7"
+        );
+        assert_eq!(external(json!({"spec": {"type": "NodePort"}})), "");
     }
 
     #[test]

@@ -32,7 +32,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::ipam::{Exhausted, Ipam};
 use super::netns::{self, Netns, NetnsError};
-use super::{Layout, NODE_IP};
+use super::{Layout, NODE_IP, lb_link};
 use crate::alloc::SERVICE_CIDR;
 
 /// The bridge in the node namespace.
@@ -79,15 +79,19 @@ struct Pods {
 impl Node {
     /// Removes leftovers of this sandbox (every namespace with its prefix: members SIGKILLed,
     /// then deleted), then creates the node namespace (bridge `cbr0` with 10.244.0.1/24 up, IP
-    /// forwarding on) and the workstation namespace (loopback only).
+    /// forwarding on) and the workstation namespace (loopback, and the load-balancer link to
+    /// the node: [`lb_link`]).
     pub fn start(layout: &Layout) -> Result<Node, NodeError> {
         let removed = cleanup(layout);
         if removed > 0 {
             tracing::info!("removed {removed} network namespaces left by an earlier run");
         }
         let node = Netns::create(layout.names.node())?;
-        let built = build_node(&node)
-            .and_then(|()| Netns::create(layout.names.workstation()).map_err(NodeError::from));
+        let built = build_node(&node).and_then(|()| {
+            let ws = Netns::create(layout.names.workstation())?;
+            lb_link::build(&node, &ws)?;
+            Ok(ws)
+        });
         let workstation = match built {
             Ok(ws) => ws,
             Err(e) => {

@@ -377,6 +377,26 @@ mod tests {
     }
 
     #[test]
+    fn load_balancer_addresses_are_frontends_with_the_service_port() {
+        let lb = svc(
+            json!({"metadata": {"name": "web-lb", "namespace": "demo"}, "spec": {
+            "type": "LoadBalancer", "clusterIP": "10.96.0.30", "externalIPs": ["198.51.100.64"],
+            "ports": [{"port": 8080, "protocol": "TCP", "targetPort": 8080, "nodePort": 31000}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.128", "ipMode": "VIP"}]}}}),
+        );
+        let plan = plan(&[lb], &[]);
+        assert_eq!(
+            plan[0].frontends,
+            vec![
+                (Ipv4Addr::new(10, 96, 0, 30), 8080),
+                (Ipv4Addr::new(198, 51, 100, 64), 8080),
+                (Ipv4Addr::new(198, 51, 100, 128), 8080)
+            ]
+        );
+        assert_eq!(plan[0].node_port, Some(31000));
+    }
+
+    #[test]
     fn node_ports_only_for_node_port_and_load_balancer_services() {
         let mut s = web();
         s.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
