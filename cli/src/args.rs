@@ -181,6 +181,25 @@ pub struct ConnectArgs {
     /// a rewrite of the resolver file, or whichever this machine uses [default: auto].
     #[arg(long, value_enum)]
     pub dns_mode: Option<DnsModeArg>,
+    /// The hosts named in the cluster's Ingress rules resolve here to the ingress
+    /// controller, through the tunnel: unless public DNS resolves them (auto), or always
+    /// (override) [default: auto].
+    #[arg(
+        long,
+        value_enum,
+        value_name = "auto|override",
+        conflicts_with = "no_ingress_hosts"
+    )]
+    pub ingress_hosts: Option<IngressHostsArg>,
+    /// Leave the hosts of Ingress rules to public DNS.
+    #[arg(long)]
+    pub no_ingress_hosts: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+pub enum IngressHostsArg {
+    Auto,
+    Override,
 }
 
 #[derive(clap::Args)]
@@ -522,6 +541,11 @@ impl ConnectArgs {
                 tun_subnet: self.tun_subnet.unwrap_or(defaults.tun_subnet),
                 resolv_conf: self.resolv_conf.map_or(defaults.resolv_conf, absolute),
                 dns: self.dns_mode.map_or(defaults.dns, DnsPreference::from),
+                ingress_hosts: match (self.no_ingress_hosts, self.ingress_hosts) {
+                    (true, _) => config::IngressHosts::Off,
+                    (false, Some(IngressHostsArg::Override)) => config::IngressHosts::Override,
+                    (false, _) => config::IngressHosts::Auto,
+                },
             },
             state_dir,
             owner: None,

@@ -64,6 +64,22 @@ pub struct SessionSettings {
     pub tun_subnet: Ipv4Net,
     pub resolv_conf: PathBuf,
     pub dns: DnsPreference,
+    /// Whether the hosts of Ingress rules resolve here, and against public DNS.
+    #[serde(default)]
+    pub ingress_hosts: IngressHosts,
+}
+
+/// What the hosts named in the cluster's Ingress rules resolve to on this machine.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IngressHosts {
+    /// To the ingress controller's address, unless public DNS resolves the host.
+    #[default]
+    Auto,
+    /// To the ingress controller's address, whatever public DNS says.
+    Override,
+    /// Not at all (`--no-ingress-hosts`).
+    Off,
 }
 
 impl Default for SessionSettings {
@@ -77,6 +93,7 @@ impl Default for SessionSettings {
                 .expect("a /30"),
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
             dns: DnsPreference::Auto,
+            ingress_hosts: IngressHosts::Auto,
         }
     }
 }

@@ -19,6 +19,7 @@
 
 pub mod dial;
 pub mod host;
+pub mod ingress_hosts;
 pub mod intercepts;
 pub mod server;
 pub mod session;
@@ -29,13 +30,14 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use tether_tunnel::stack::dns::hosts::{LocalHosts, Precedence};
 use thiserror::Error;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::exec_as::{ExecAs, Invoker};
 use crate::cluster::{self, ClusterError, KubeOptions};
-use crate::config::{DirectTarget, SessionSettings};
+use crate::config::{DirectTarget, IngressHosts, SessionSettings};
 use crate::error::{self, CliError};
 use crate::ipc::{Mode, Reply, SessionState, Status};
 use crate::system::leftovers;
@@ -379,6 +381,7 @@ fn connecting_status(config: &DaemonConfig, state: &StateDir) -> Status {
                 helper_pid: link.helper_pid,
                 host_address: link.host_address,
             }),
+        ingress_hosts: Vec::new(),
     }
 }
 
@@ -392,12 +395,17 @@ async fn serve_source(
     intercepts: &intercepts::Intercepts,
     stop: &CancellationToken,
 ) -> Result<(), DaemonError> {
+    let precedence = match config.settings.ingress_hosts {
+        IngressHosts::Override => Precedence::Override,
+        IngressHosts::Auto | IngressHosts::Off => Precedence::PublicFirst,
+    };
     let session = session::Session {
         config,
         state,
         events,
         status,
         stop,
+        hosts: LocalHosts::new(precedence),
     };
     match &config.source {
         Source::Direct(target) => {
@@ -417,8 +425,21 @@ async fn serve_source(
                 _ = stop.cancelled() => return Ok(()),
             };
             intercepts.set_cluster(cluster.clone());
+            // Stopped with the session: a child of `stop` also ends when this returns.
+            let hosts_done = stop.child_token();
+            if config.settings.ingress_hosts != IngressHosts::Off {
+                tokio::spawn(ingress_hosts::keep(
+                    cluster.clone(),
+                    source.namespace.clone(),
+                    session.hosts.clone(),
+                    status.clone(),
+                    hosts_done.clone(),
+                ));
+            }
             let dialer = KubeDialer::new(cluster, source.manager_namespace.clone()).await;
-            session.run(dialer).await
+            let result = session.run(dialer).await;
+            hosts_done.cancel();
+            result
         }
     }
 }

@@ -144,7 +144,10 @@ impl CliError {
             | CliError::Agent(_)
             | CliError::Doctor(_) => 4,
             // The cluster could not run the manager: a cluster problem, like the others.
-            CliError::Install(crate::cluster::InstallError::Rollout { .. }) => 4,
+            CliError::Install(
+                crate::cluster::InstallError::Rollout { .. }
+                | crate::cluster::InstallError::Forbidden { .. },
+            ) => 4,
             CliError::NotConnected(_) => 6,
             CliError::NotADeployment(_)
             | CliError::BadTarget(_)

@@ -177,6 +177,22 @@ pub struct Status {
     /// A rootless run's session: the device is in its namespace, not on this machine.
     #[serde(default)]
     pub rootless: Option<RootlessStatus>,
+    /// The hosts of Ingress rules this machine resolves, and to what.
+    #[serde(default)]
+    pub ingress_hosts: Vec<IngressHost>,
+}
+
+/// A host named in an Ingress rule, as this machine resolves it while connected.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct IngressHost {
+    pub host: String,
+    /// Where it resolves: the ingress controller's ClusterIP (through the tunnel), else its
+    /// load-balancer address.
+    pub address: Ipv4Addr,
+    /// The Ingress that names it, `namespace/name`.
+    pub ingress: String,
+    /// `auto` (public DNS first) or `override`.
+    pub precedence: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -296,6 +312,12 @@ pub mod tests {
             log: "/run/tether/daemon.log".into(),
             intercepts: vec![intercept_example()],
             rootless: None,
+            ingress_hosts: vec![IngressHost {
+                host: "shop.example.test".into(),
+                address: Ipv4Addr::new(10, 96, 0, 40),
+                ingress: "demo/shop".into(),
+                precedence: "auto".into(),
+            }],
         }
     }
 

@@ -136,7 +136,7 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "your credentials may not patch deployments or create pods/portforward in namespace demo. Ask a cluster admin for a Role granting it (see `kubectl auth can-i --list -n demo`); nothing was changed."
+            "your credentials may not patch deployments or create pods/portforward in namespace demo. Ask a cluster admin for a Role granting it (`tether rbac -n demo` prints the one tether needs; `kubectl auth can-i --list -n demo` shows what you have); nothing was changed."
         );
     }
 }

@@ -62,6 +62,47 @@ pub struct ListedIntercept {
     pub dropped: u64,
 }
 
+/// An Ingress of the namespace: its hosts, and the address its status shows.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ListedIngress {
+    pub name: String,
+    pub hosts: Vec<String>,
+    /// Empty until the controller has given it one.
+    pub address: String,
+}
+
+/// The Ingresses of `namespace`; none where Ingresses cannot be read (no rights, or a
+/// cluster that does not serve them).
+pub async fn ingresses(cluster: &Cluster, namespace: &str) -> Vec<ListedIngress> {
+    use k8s_openapi::api::networking::v1::Ingress;
+    let Ok(list) = Api::<Ingress>::namespaced(cluster.client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+    else {
+        return Vec::new();
+    };
+    list.items
+        .iter()
+        .map(|i| ListedIngress {
+            name: i.metadata.name.clone().unwrap_or_default(),
+            hosts: i
+                .spec
+                .iter()
+                .flat_map(|s| s.rules.iter().flatten())
+                .filter_map(|r| r.host.clone())
+                .collect(),
+            address: i
+                .status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|lb| lb.ingress.as_ref())
+                .and_then(|x| x.first())
+                .and_then(|x| x.ip.clone().or_else(|| x.hostname.clone()))
+                .unwrap_or_default(),
+        })
+        .collect()
+}
+
 pub async fn list(cluster: &Cluster, namespace: &str) -> Result<Vec<Listed>, CliError> {
     let read = |what: String| {
         move |e: kube::Error| CliError::DaemonFailed {
@@ -218,9 +259,11 @@ pub async fn run(target: &KubeTarget, printer: &Printer) -> Result<(), CliError>
         .clone()
         .unwrap_or_else(|| cluster.namespace.clone());
     let workloads = list(&cluster, &namespace).await?;
+    let ingresses = ingresses(&cluster, &namespace).await;
     printer.event(&Event::List {
         namespace,
         workloads,
+        ingresses,
     });
     Ok(())
 }

@@ -5,6 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
+use tether_tunnel::stack::dns::hosts::LocalHosts;
+
 use std::os::fd::OwnedFd;
 
 use ipnet::{IpNet, Ipv4Net};
@@ -76,6 +78,8 @@ pub struct Host {
     reported: ClusterInfo,
     /// `reported` with the search path of `namespace`.
     pub cluster: ClusterInfo,
+    /// Names the DNS server answers itself (Ingress hosts), kept by the daemon.
+    pub local_hosts: LocalHosts,
 }
 
 /// The device's address and the DNS server's: the first two hosts of the TUN subnet.
@@ -148,6 +152,7 @@ impl Host {
             namespace,
             reported,
             cluster,
+            local_hosts: LocalHosts::default(),
         })
     }
 

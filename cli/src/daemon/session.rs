@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use tether_tunnel::stack::dns::hosts::LocalHosts;
 use tokio_util::sync::CancellationToken;
 
 use super::dial::{Dialer, Opened};
@@ -22,6 +23,8 @@ pub struct Session<'a> {
     pub events: &'a Events,
     pub status: &'a Arc<Mutex<Status>>,
     pub stop: &'a CancellationToken,
+    /// The names the DNS server answers itself (Ingress hosts).
+    pub hosts: LocalHosts,
 }
 
 impl Session<'_> {
@@ -108,7 +111,10 @@ impl Session<'_> {
         )
         .await;
         match host {
-            Ok(host) => Ok((host, record)),
+            Ok(mut host) => {
+                host.local_hosts = self.hosts.clone();
+                Ok((host, record))
+            }
             Err(e) => {
                 self.state.remove();
                 Err(e.into())

@@ -111,6 +111,7 @@ fn stack_config(host: &Host) -> StackConfig {
             listen: SocketAddr::new(host.dns_ip.into(), 53),
             domain: host.cluster.dns_domain.clone(),
             upstream: host.dns.upstream(),
+            hosts: host.local_hosts.clone(),
         },
         udp_idle_timeout: Duration::from_secs(60),
         egress: host.egress.clone(),

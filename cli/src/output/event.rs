@@ -44,6 +44,8 @@ pub enum Event {
     List {
         namespace: String,
         workloads: Vec<Listed>,
+        /// The namespace's Ingresses: their hosts and address.
+        ingresses: Vec<crate::commands::list::ListedIngress>,
     },
     /// `tether config view`: the config file (null when there is none) and every setting.
     Config {
@@ -131,6 +133,11 @@ mod tests {
                         dropped: 0,
                     }],
                     not_http: 0,
+                }],
+                ingresses: vec![crate::commands::list::ListedIngress {
+                    name: "shop".into(),
+                    hosts: vec!["shop.example.test".into()],
+                    address: "198.51.100.128".into(),
                 }],
             },
             Event::Config {

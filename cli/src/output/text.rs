@@ -88,7 +88,8 @@ pub fn render(event: &Event) -> String {
         Event::List {
             namespace,
             workloads,
-        } => list_table(namespace, workloads),
+            ingresses,
+        } => list_table(namespace, workloads, ingresses),
         Event::Config { file, settings } => {
             let mut out = match file {
                 Some(f) => format!("config file: {}", f.display()),
@@ -171,7 +172,32 @@ fn port_name(i: &crate::ipc::InterceptInfo) -> String {
     }
 }
 
-fn list_table(namespace: &str, workloads: &[crate::commands::list::Listed]) -> String {
+fn list_table(
+    namespace: &str,
+    workloads: &[crate::commands::list::Listed],
+    ingresses: &[crate::commands::list::ListedIngress],
+) -> String {
+    let mut out = workloads_table(namespace, workloads);
+    for i in ingresses {
+        out.push_str(&format!(
+            "\ningress/{} {} -> {}",
+            i.name,
+            if i.hosts.is_empty() {
+                "(any host)".to_owned()
+            } else {
+                i.hosts.join(",")
+            },
+            if i.address.is_empty() {
+                "(no address yet)"
+            } else {
+                &i.address
+            }
+        ));
+    }
+    out
+}
+
+fn workloads_table(namespace: &str, workloads: &[crate::commands::list::Listed]) -> String {
     if workloads.is_empty() {
         return format!("No Deployments in namespace {namespace}.");
     }
@@ -275,7 +301,7 @@ fn status_block(s: &Status) -> String {
          DNS:         {dns_mode}, server {server}, domain {domain}, search {search}\n  \
          Since:       {since}, reconnects {reconnects}\n  \
          Open flows:  {flows}\n  \
-         Daemon:      pid {pid}, log {log}",
+         Daemon:      pid {pid}, log {log}{ingress}",
         state = match s.state {
             SessionState::Connecting => "Connecting",
             SessionState::Connected => "Connected",
@@ -298,7 +324,30 @@ fn status_block(s: &Status) -> String {
         flows = s.open_flows,
         pid = s.pid,
         log = s.log.display(),
+        ingress = ingress_hosts(s),
     )
+}
+
+/// `Ingress:     shop.example.test -> 10.96.0.40 (demo/shop)`, one host a line.
+fn ingress_hosts(s: &Status) -> String {
+    s.ingress_hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            format!(
+                "\n  {:<12} {} -> {} ({}{})",
+                if i == 0 { "Ingress:" } else { "" },
+                h.host,
+                h.address,
+                h.ingress,
+                if h.precedence == "override" {
+                    ", over public DNS"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect()
 }
 
 fn dns_mode(s: &Status) -> &'static str {

@@ -4,14 +4,18 @@
 //! A two-label name such as `web.shop` is first tried as the Service `web.shop.svc.<domain>`,
 //! which is what a pod's search path would find; every other name goes to the resolvers the
 //! machine had before tether, so nothing outside the cluster changes. Short names are
-//! completed by the system resolver with the search path tether writes.
+//! completed by the system resolver with the search path tether writes. Names in
+//! [`hosts::LocalHosts`] (Ingress hosts) are answered here, before or after public DNS.
+
+pub mod hosts;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::Name;
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::packet::udp_packet;
 use crate::dns_client;
@@ -31,6 +35,8 @@ pub struct DnsConfig {
     pub domain: String,
     /// The resolvers the machine used before tether; they answer non-cluster names.
     pub upstream: Vec<SocketAddr>,
+    /// Names answered here (outside the cluster domain).
+    pub hosts: hosts::LocalHosts,
 }
 
 /// Where a query goes.
@@ -119,21 +125,46 @@ impl DnsServer {
             Err(Some(message)) => return reply_code(&message, ResponseCode::FormErr),
             Err(None) => return None,
         };
-        let answer = match route(&name, &self.config.domain) {
-            Route::Cluster => self.via_tunnel(query).await,
-            Route::ClusterFirst(cluster_name) => {
+        let route = route(&name, &self.config.domain);
+        let local = match route {
+            Route::Cluster => None,
+            _ => self.config.hosts.lookup(&name),
+        };
+        let answer = match (local, route) {
+            (Some(ip), _) => self.local_or_public(&message, query, ip, transport).await,
+            (None, Route::Cluster) => self.via_tunnel(query).await,
+            (None, Route::ClusterFirst(cluster_name)) => {
                 match self.as_cluster_name(&message, &cluster_name).await {
                     Some(found) => Some(found),
                     None => self.upstream(query, transport).await,
                 }
             }
-            Route::Upstream => self.upstream(query, transport).await,
+            (None, Route::Upstream) => self.upstream(query, transport).await,
         };
         let answer = answer.or_else(|| reply_code(&message, ResponseCode::ServFail))?;
         match transport {
             Transport::Udp => Some(fit_for_udp(&message, answer)),
             Transport::Tcp => Some(answer),
         }
+    }
+
+    /// A local host's answer, unless public DNS knows the name and takes precedence.
+    async fn local_or_public(
+        &self,
+        message: &Message,
+        query: &[u8],
+        ip: std::net::Ipv4Addr,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
+        if self.config.hosts.precedence() == hosts::Precedence::PublicFirst
+            && let Some(public) = self.upstream(query, transport).await
+            && Message::from_vec(&public).is_ok_and(|m| {
+                m.metadata.response_code == ResponseCode::NoError && !m.answers.is_empty()
+            })
+        {
+            return Some(public);
+        }
+        local_answer(message, ip)
     }
 
     /// Asks the cluster for `cluster_name`; returns an answer under the original name when
@@ -225,6 +256,26 @@ pub fn parse_query(query: &[u8]) -> Result<(Message, String), Option<Box<Message
     };
     let name = question.name().to_ascii().to_ascii_lowercase();
     Ok((message, name))
+}
+
+/// An authoritative answer with `ip` for an A query; no records (NODATA) for any other
+/// type, so that a client asking AAAA first falls back to A.
+fn local_answer(request: &Message, ip: std::net::Ipv4Addr) -> Option<Vec<u8>> {
+    let mut reply = Message::response(request.metadata.id, request.metadata.op_code);
+    reply.metadata.authoritative = true;
+    reply.metadata.recursion_desired = request.metadata.recursion_desired;
+    reply.metadata.recursion_available = true;
+    reply.queries = request.queries.clone();
+    let question = request.queries.first()?;
+    if question.query_type() == RecordType::A {
+        // A short TTL: the Ingress may change while connected.
+        reply.answers.push(Record::from_rdata(
+            question.name().clone(),
+            5,
+            RData::A(A(ip)),
+        ));
+    }
+    reply.to_vec().ok()
 }
 
 fn reply_code(request: &Message, code: ResponseCode) -> Option<Vec<u8>> {
