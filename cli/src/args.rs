@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use clap_complete::engine::ArgValueCompleter;
 
 use crate::completion;
-use crate::config::file::{DnsModeKey, FileConfig, FileError, layer};
+use crate::config::file::{DnsModeKey, FileConfig, FileError, IngressHostsKey, layer};
 use ipnet::IpNet;
 
 use crate::config::{
@@ -191,7 +191,7 @@ pub struct ConnectArgs {
         conflicts_with = "no_ingress_hosts"
     )]
     pub ingress_hosts: Option<IngressHostsArg>,
-    /// Leave the hosts of Ingress rules to public DNS.
+    /// Leave the hosts of Ingress rules to public DNS (`--ingress-hosts=off`).
     #[arg(long)]
     pub no_ingress_hosts: bool,
 }
@@ -200,6 +200,7 @@ pub struct ConnectArgs {
 pub enum IngressHostsArg {
     Auto,
     Override,
+    Off,
 }
 
 #[derive(clap::Args)]
@@ -542,9 +543,9 @@ impl ConnectArgs {
                 resolv_conf: self.resolv_conf.map_or(defaults.resolv_conf, absolute),
                 dns: self.dns_mode.map_or(defaults.dns, DnsPreference::from),
                 ingress_hosts: match (self.no_ingress_hosts, self.ingress_hosts) {
-                    (true, _) => config::IngressHosts::Off,
+                    (true, _) | (false, Some(IngressHostsArg::Off)) => config::IngressHosts::Off,
                     (false, Some(IngressHostsArg::Override)) => config::IngressHosts::Override,
-                    (false, _) => config::IngressHosts::Auto,
+                    (false, Some(IngressHostsArg::Auto) | None) => config::IngressHosts::Auto,
                 },
             },
             state_dir,
@@ -649,6 +650,15 @@ impl ConnectArgs {
             DnsModeKey::ResolvConf => DnsModeArg::ResolvConf,
         });
         self.dns_mode = layer_enum("dns-mode", self.dns_mode.take(), file_dns)?;
+        if self.no_ingress_hosts {
+            self.ingress_hosts = Some(IngressHostsArg::Off);
+        }
+        let file_ingress = f.ingress_hosts.map(|m| match m {
+            IngressHostsKey::Auto => IngressHostsArg::Auto,
+            IngressHostsKey::Override => IngressHostsArg::Override,
+            IngressHostsKey::Off => IngressHostsArg::Off,
+        });
+        self.ingress_hosts = layer_enum("ingress-hosts", self.ingress_hosts.take(), file_ingress)?;
         Ok(())
     }
 }

@@ -36,6 +36,8 @@ pub struct FileConfig {
     pub tun_subnet: Option<Ipv4Net>,
     pub resolv_conf: Option<PathBuf>,
     pub dns_mode: Option<DnsModeKey>,
+    /// `auto`, `override` or `off`.
+    pub ingress_hosts: Option<IngressHostsKey>,
     /// `intercept` and `run --intercept`.
     pub address: Option<IpAddr>,
     pub env_syntax: Option<crate::cluster::env::EnvSyntax>,
@@ -51,6 +53,14 @@ pub enum DnsModeKey {
     Auto,
     Resolved,
     ResolvConf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IngressHostsKey {
+    Auto,
+    Override,
+    Off,
 }
 
 #[derive(Debug, Error)]
@@ -225,7 +235,7 @@ fn default_of(key: &str) -> serde_json::Value {
         "tun-name" => defaults.tun_name,
         "tun-subnet" => defaults.tun_subnet.to_string(),
         "resolv-conf" => defaults.resolv_conf.display().to_string(),
-        "dns-mode" => "auto".to_owned(),
+        "dns-mode" | "ingress-hosts" => "auto".to_owned(),
         "address" => "127.0.0.1".to_owned(),
         "env-syntax" => "docker".to_owned(),
         "quiet" => return serde_json::Value::Bool(false),
