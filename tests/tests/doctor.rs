@@ -147,6 +147,42 @@ fn doctor_walks_a_service_to_its_first_broken_step() {
     let (got, text) = steps(&event, "badport");
     assert_eq!(got.last(), Some(&(5, "failed".to_owned())), "{text}");
 
+    // A LoadBalancer Service: its address is dialled from inside too.
+    c.sandbox.ok(&[
+        "-n",
+        "demo",
+        "expose",
+        "deploy/web",
+        "--type=LoadBalancer",
+        "--name=web-lb",
+        "--port=80",
+        "--target-port=http",
+    ]);
+    let lb = tether_tests::wait_for(
+        "an address for web-lb",
+        std::time::Duration::from_secs(30),
+        || {
+            let ip = c.jsonpath(
+                "demo",
+                &["svc", "web-lb"],
+                "{.status.loadBalancer.ingress[0].ip}",
+            );
+            (!ip.trim().is_empty()).then(|| ip.trim().to_owned())
+        },
+    );
+    let (code, event, out) = doctor(&c, &["svc/web-lb"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (got, text) = steps(&event, "web-lb");
+    assert!(
+        got.len() == 8 && got.iter().all(|(_, o)| o == "passed"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("LoadBalancer {lb}:80: GET / answers 200")),
+        "{text}"
+    );
+    c.sandbox.ok(&["-n", "demo", "delete", "svc", "web-lb"]);
+
     // Never ready: step 3 fails with the probe and the log.
     let (code, event, out) = doctor(&c, &["svc/flaky"]);
     assert_eq!(code, Some(1), "{out}");
