@@ -127,13 +127,21 @@ use args::Command;
 
 fn main() -> ExitCode {
     let command = args::parse();
-    if let Command::Serve(_) = command {
+    // The server logs, and so does the ingress controller (to its container's stderr, as
+    // plain text for `kubectl logs`); the other workloads print their own lines.
+    let logs = match &command {
+        Command::Serve(_) => Some(true),
+        Command::Workload(w) if w.kind == workload::Kind::IngressNginx => Some(false),
+        _ => None,
+    };
+    if let Some(ansi) = logs {
         tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_env("TETHER_SANDBOX_LOG")
                     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
             )
             .with_writer(std::io::stderr)
+            .with_ansi(ansi)
             .init();
     }
     let result = match &command {

@@ -211,6 +211,18 @@ spec:
     });
     assert_eq!(status.trim(), address);
 
+    // `kubectl create ingress` (a protobuf body) works as well; `/*` is Prefix `/`.
+    kubectl(&[
+        "-n",
+        "demo",
+        "create",
+        "ingress",
+        "quick",
+        "--rule=quick.example.test/*=web:80",
+    ]);
+    wait_routed(&c, &address, "quick.example.test", "/any/where", "web");
+    kubectl(&["-n", "demo", "delete", "ingress", "quick"]);
+
     // Editing the Ingress changes the routing: /foo moves to api.
     kubectl(&[
         "-n",

@@ -148,6 +148,7 @@ http {{
     proxy_set_header X-Forwarded-Port $server_port;
     server {{
         listen {health};
+        access_log off;
         location = /healthz {{
             return 200 \"ok\\n\";
         }}
