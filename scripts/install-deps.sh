@@ -25,6 +25,8 @@ command -v setpriv >/dev/null || need+=(util-linux)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v mknod >/dev/null || need+=(coreutils)
 [ -x /bin/busybox ] || need+=(busybox-static)
+# The sandbox's ingress controller (`--demo`) runs nginx; /usr/sbin may not be on a user's PATH.
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"

@@ -58,7 +58,7 @@ report_skipped "builtin control plane: it does not enforce RBAC (see tests/tests
 # (`tether-sandbox up --control-plane upstream`, built by scripts/build-upstream.sh). Where it
 # cannot run (not root, no Go, modules not fetchable) each scenario is reported as skipped
 # with the reason, in cargo's words so the summary below counts it.
-upstream_scenarios=(kubernetes kubectl intercept personal run rootless doctor loadbalancer "${upstream_only[@]}")
+upstream_scenarios=(kubernetes kubectl intercept personal run rootless doctor loadbalancer ingress ingress_hosts "${upstream_only[@]}")
 skip_upstream() { # <reason>
     report_skipped "upstream control plane: $1" "" "${upstream_scenarios[@]}"
 }

@@ -1,11 +1,13 @@
 //! What happens to an object between the request body and the store: typed decoding
 //! ([`typed`]), server-managed metadata (uid, creationTimestamp, generation), defaults
-//! ([`defaults`]), validation ([`validate`]) and Service allocation ([`services`]).
+//! ([`defaults`]), validation ([`validate`]), Service allocation ([`services`]) and the
+//! Ingress checks and default IngressClass ([`ingress`]).
 //!
 //! Everything here runs under the store lock, before the store is changed, so a rejected
 //! request changes nothing.
 
 pub mod defaults;
+pub mod ingress;
 pub mod services;
 pub mod typed;
 pub mod validate;
@@ -97,6 +99,8 @@ fn admit_shape(
             &mut state.alloc,
             &(namespace, name.clone()),
         )),
+        Shape::Ingress => causes.extend(ingress::validate_ingress(&obj["spec"])),
+        Shape::IngressClass => causes.extend(ingress::validate_class(obj, old)),
         _ => {}
     }
     if causes.is_empty() {
@@ -240,7 +244,7 @@ pub fn admit_create(
         obj["status"] = match rt.shape {
             Shape::Pod => json!({"phase": "Pending", "qosClass": qos_class(&obj["spec"])}),
             Shape::Namespace => json!({"phase": "Active"}),
-            Shape::Service => json!({"loadBalancer": {}}),
+            Shape::Service | Shape::Ingress => json!({"loadBalancer": {}}),
             // Nodes and ServiceCIDRs are written whole by the sandbox itself.
             Shape::Node | Shape::ServiceCidr => obj["status"].clone(),
             _ => json!({}),
@@ -250,6 +254,9 @@ pub fn admit_create(
         {
             o.remove("status");
         }
+    }
+    if rt.shape == Shape::Ingress {
+        ingress::default_class(state, &mut obj);
     }
     admit_shape(state, rt, &mut obj, None)?;
     Ok((obj, warnings))

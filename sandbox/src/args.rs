@@ -57,6 +57,8 @@ enum WorkloadKind {
     TcpEcho,
     /// UDP echo (default port 9001).
     UdpEcho,
+    /// An ingress controller: serves the cluster's Ingresses with nginx (default port 80).
+    IngressNginx,
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +70,19 @@ struct WorkloadArgs {
     /// Answer /healthz with 503, to make a pod that fails readiness (http-echo).
     #[arg(long, env = "UNREADY", value_parser = clap::builder::BoolishValueParser::new())]
     unready: bool,
+    /// ingress-nginx: the IngressClass whose Ingresses it serves (and those naming none).
+    #[arg(long, env = "INGRESS_CLASS", default_value = "nginx")]
+    ingress_class: String,
+    /// ingress-nginx: NAMESPACE/NAME of its own Service, whose load-balancer address the
+    /// Ingresses get (default: ingress-nginx-controller in $POD_NAMESPACE).
+    #[arg(long, env = "PUBLISH_SERVICE")]
+    publish_service: Option<String>,
+    /// ingress-nginx: nginx's private directory (configuration, pid, temporary files).
+    #[arg(long, env = "NGINX_DIR", default_value = "/run/ingress-nginx")]
+    nginx_dir: PathBuf,
+    /// ingress-nginx: the nginx executable.
+    #[arg(long, env = "NGINX_BIN", default_value = "nginx")]
+    nginx: String,
 }
 
 #[derive(Debug, Args)]
@@ -179,9 +194,17 @@ pub fn parse() -> Command {
                 WorkloadKind::HttpEcho => workload::Kind::HttpEcho,
                 WorkloadKind::TcpEcho => workload::Kind::TcpEcho,
                 WorkloadKind::UdpEcho => workload::Kind::UdpEcho,
+                WorkloadKind::IngressNginx => workload::Kind::IngressNginx,
             },
             port: w.port,
             unready: w.unready,
+            ingress: workload::ingress::Config {
+                class: w.ingress_class,
+                publish_service: w.publish_service,
+                dir: absolute(w.nginx_dir),
+                nginx: w.nginx,
+                port: 0,
+            },
         }),
     }
 }

@@ -224,7 +224,7 @@ pub(crate) fn probe_ready(pki: &Pki, port: u16) -> bool {
 
 /// `tether-sandbox up`: starts a detached server unless one runs, and waits until it is ready.
 pub fn up(cfg: &Config) -> Result<(), DaemonError> {
-    crate::preflight::check()?;
+    crate::preflight::check(cfg.demo)?;
     ensure_dir(&cfg.state_dir)?;
     if cfg.control_plane == ControlPlane::Upstream {
         // Said before anything starts: the one thing a machine without Go lacks.

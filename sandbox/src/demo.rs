@@ -1,6 +1,7 @@
-//! `tether-sandbox up --demo`: the `demo` namespace (see `demo/demo.yaml`), created when
-//! missing at each start, and the wait until its workloads can take traffic, so `up --demo`
-//! returns a cluster a newcomer can use at once.
+//! `tether-sandbox up --demo`: the `demo` namespace (see `demo/demo.yaml`) and the ingress
+//! controller it uses (`demo/ingress-nginx.yaml`), created when missing at each start, and the
+//! wait until their workloads can take traffic, so `up --demo` returns a cluster a newcomer
+//! can use at once.
 
 use std::time::{Duration, Instant};
 
@@ -12,12 +13,20 @@ use crate::resources::{self, Shape};
 use crate::store::Store;
 
 const MANIFEST: &str = include_str!("demo/demo.yaml");
+const INGRESS_MANIFEST: &str = include_str!("demo/ingress-nginx.yaml");
 pub const NAMESPACE: &str = "demo";
+/// The ingress controller's namespace and Deployment.
+pub const INGRESS_NAMESPACE: &str = "ingress-nginx";
+const INGRESS_CONTROLLER: &str = "ingress-nginx-controller";
 
-/// The objects of the demo, in creation order.
+/// The objects of the demo, in creation order: the ingress controller (and its default
+/// IngressClass) first, so the demo's Ingress finds its class.
 pub(crate) fn objects() -> Vec<Value> {
-    // The manifest is part of the binary and parsed by a unit test.
-    serde_saphyr::from_multiple::<Value>(MANIFEST).expect("demo.yaml parses")
+    // The manifests are part of the binary and parsed by a unit test.
+    let mut out =
+        serde_saphyr::from_multiple::<Value>(INGRESS_MANIFEST).expect("ingress-nginx.yaml parses");
+    out.extend(serde_saphyr::from_multiple::<Value>(MANIFEST).expect("demo.yaml parses"));
+    out
 }
 
 /// Creates the demo objects that are missing (edits a user made to existing ones are kept).
@@ -51,8 +60,8 @@ pub fn apply(store: &Store) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// What is not ready yet, or `None` when every demo workload is (except `flaky`, which is
-/// meant never to be ready).
+/// What is not ready yet, or `None` when every demo workload and the ingress controller are
+/// (except `flaky`, which is meant never to be ready).
 fn pending(store: &Store) -> Option<String> {
     store.read(|s| {
         let deployments = resources::by_shape(Shape::Deployment);
@@ -68,6 +77,14 @@ fn pending(store: &Store) -> Option<String> {
                     d.name()
                 ));
             }
+        }
+        let controller = s.get(deployments, INGRESS_NAMESPACE, INGRESS_CONTROLLER);
+        let available = controller
+            .is_some_and(|d| d.value["status"]["availableReplicas"].as_i64().unwrap_or(0) >= 1);
+        if !available {
+            return Some(format!(
+                "deployment {INGRESS_NAMESPACE}/{INGRESS_CONTROLLER} (the ingress controller) is not available"
+            ));
         }
         let pods = resources::by_shape(Shape::Pod);
         for name in ["db-0", "db-1"] {
@@ -124,6 +141,15 @@ mod tests {
         for want in ["web", "flaky", "api", "db", "legacy", "udp"] {
             assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
         }
+        let ing = resources::by_shape(Shape::Ingress);
+        let shop = store.read(|s| s.get(ing, NAMESPACE, "shop").map(|o| o.value.clone()));
+        assert_eq!(shop.unwrap()["spec"]["ingressClassName"], "nginx");
+        let svc_rt = resources::by_shape(Shape::Service);
+        let lb = store.read(|s| {
+            s.get(svc_rt, INGRESS_NAMESPACE, INGRESS_CONTROLLER)
+                .map(|o| o.value.clone())
+        });
+        assert_eq!(lb.unwrap()["spec"]["type"], "LoadBalancer");
         assert!(pending(&store).is_some());
     }
 }

@@ -24,7 +24,8 @@
 //!   with.
 //! - [`dns`] is cluster DNS (the `cluster.local` zone from Services and EndpointSlices, other
 //!   names forwarded to the host's resolver); [`workload`] holds the demo servers pods run
-//!   (`tether-sandbox workload http-echo|tcp-echo|udp-echo`).
+//!   (`tether-sandbox workload http-echo|tcp-echo|udp-echo`) and the ingress controller
+//!   (`ingress-nginx`: an API client in a pod that configures and runs nginx).
 //! - [`node`] is the node's network: namespaces for the node, the workstation and each pod on
 //!   a bridge, with kube-proxy's Service rules in nftables, and the link that lets the
 //!   workstation reach load-balancer addresses; [`loadbalancer`] hands those addresses to
@@ -61,7 +62,9 @@
 //!   service-account token, so CoreDNS upstream reads its Corefile from a file the sandbox
 //!   writes from the `coredns` ConfigMap; IPv4 only; no NetworkPolicy; no pods/attach), its
 //!   network (bridge, namespaces, the load-balancer link), the load-balancer allocator (one
-//!   fixed pool, no per-Service pools or BGP), and the DNS server the node's resolver is. The kubelet API lets in only the API server's client certificate
+//!   fixed pool, no per-Service pools or BGP), the ingress controller (HTTP only: no TLS
+//!   section, no annotations, no `resource` backends; a headless or ExternalName backend
+//!   answers 503), and the DNS server the node's resolver is. The kubelet API lets in only the API server's client certificate
 //!   (and then asks with a SubjectAccessReview, as a kubelet does). `pods/exec` commands
 //!   join the container's network, UTS and mount namespaces but not a PID namespace.
 //!   Upstream, control-plane processes that exit after the start are not restarted.
@@ -124,13 +127,21 @@ use args::Command;
 
 fn main() -> ExitCode {
     let command = args::parse();
-    if let Command::Serve(_) = command {
+    // The server logs, and so does the ingress controller (to its container's stderr, as
+    // plain text for `kubectl logs`); the other workloads print their own lines.
+    let logs = match &command {
+        Command::Serve(_) => Some(true),
+        Command::Workload(w) if w.kind == workload::Kind::IngressNginx => Some(false),
+        _ => None,
+    };
+    if let Some(ansi) = logs {
         tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_env("TETHER_SANDBOX_LOG")
                     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
             )
             .with_writer(std::io::stderr)
+            .with_ansi(ansi)
             .init();
     }
     let result = match &command {

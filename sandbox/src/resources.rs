@@ -25,6 +25,8 @@ pub enum Shape {
     ClusterRoleBinding,
     ServiceCidr,
     Lease,
+    Ingress,
+    IngressClass,
 }
 
 /// One served resource type.
@@ -105,7 +107,7 @@ const fn rt(
 const ALL: &[&str] = &["all"];
 
 /// Every served resource type. Order matters only for discovery output.
-pub static RESOURCES: [ResourceType; 18] = [
+pub static RESOURCES: [ResourceType; 20] = [
     ResourceType {
         has_status: true,
         fields: &["status.phase"],
@@ -353,6 +355,31 @@ pub static RESOURCES: [ResourceType; 18] = [
         &[],
         Shape::Lease,
     ),
+    ResourceType {
+        has_status: true,
+        ..rt(
+            18,
+            "networking.k8s.io",
+            "v1",
+            "ingresses",
+            "ingress",
+            "Ingress",
+            true,
+            &["ing"],
+            Shape::Ingress,
+        )
+    },
+    rt(
+        19,
+        "networking.k8s.io",
+        "v1",
+        "ingressclasses",
+        "ingressclass",
+        "IngressClass",
+        false,
+        &[],
+        Shape::IngressClass,
+    ),
 ];
 
 /// The served resource types.
@@ -416,6 +443,8 @@ mod tests {
             Shape::ClusterRoleBinding,
             Shape::ServiceCidr,
             Shape::Lease,
+            Shape::Ingress,
+            Shape::IngressClass,
         ] {
             assert_eq!(by_shape(shape).shape, shape);
         }

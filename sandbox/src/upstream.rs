@@ -448,10 +448,11 @@ async fn run(
         exec_targets: exec_targets.clone(),
     });
     tasks.extend(node_tasks);
-    // Only for `--demo`'s wait (the node itself never reads Deployments).
+    // Only for `--demo`'s wait, which covers the demo and the ingress controller (the node
+    // itself never reads Deployments).
     tasks.push(tokio::spawn(mirror::reflect(
         mirror.clone(),
-        Api::<Deployment>::namespaced(admin.clone(), demo::NAMESPACE),
+        Api::<Deployment>::all(admin.clone()),
         watcher::Config::default(),
         Shape::Deployment,
     )));

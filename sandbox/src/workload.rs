@@ -4,12 +4,14 @@
 //! - [`http`]: `http-echo`, an HTTP/1.1 server (identity text, `/healthz`, `/bytes?n=N`,
 //!   `POST /echo`), logging one line per request to stdout (what `kubectl logs` shows).
 //! - [`echo`]: `tcp-echo` and `udp-echo`, plain echo servers.
+//! - [`ingress`]: `ingress-nginx`, an ingress controller that configures and runs nginx.
 //!
 //! Each listens on 0.0.0.0 (the pod's own network namespace) and exits with success on
 //! SIGTERM or SIGINT, as a well-behaved container does when the kubelet stops it.
 
 pub mod echo;
 pub mod http;
+pub mod ingress;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -24,6 +26,7 @@ pub enum Kind {
     HttpEcho,
     TcpEcho,
     UdpEcho,
+    IngressNginx,
 }
 
 impl Kind {
@@ -32,6 +35,7 @@ impl Kind {
             Kind::HttpEcho => 8080,
             Kind::TcpEcho => 9000,
             Kind::UdpEcho => 9001,
+            Kind::IngressNginx => 80,
         }
     }
 }
@@ -44,6 +48,8 @@ pub struct Config {
     pub port: Option<u16>,
     /// `--unready` or `$UNREADY`: `/healthz` answers 503 (a pod that fails readiness).
     pub unready: bool,
+    /// What `ingress-nginx` serves (its port is `port`).
+    pub ingress: ingress::Config,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +63,8 @@ pub enum WorkloadError {
     },
     #[error("cannot watch for termination signals: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    Ingress(#[from] ingress::IngressError),
 }
 
 /// Who is answering: the pod's name and address as the kubelet passes them.
@@ -123,6 +131,13 @@ pub fn run(cfg: &Config) -> Result<(), WorkloadError> {
                     _ = echo::serve_tcp(listener) => {}
                     _ = stopped => {}
                 }
+            }
+            Kind::IngressNginx => {
+                let ingress = ingress::Config {
+                    port: addr.port(),
+                    ..cfg.ingress.clone()
+                };
+                ingress::serve(&ingress, stopped).await?;
             }
             Kind::UdpEcho => {
                 let socket = tokio::net::UdpSocket::bind(addr).await.map_err(listen)?;

@@ -59,6 +59,8 @@ fn round_trip_shape(shape: Shape, value: Value) -> Result<Value, serde_json::Err
         Shape::ClusterRoleBinding => round_trip::<rbac::v1::ClusterRoleBinding>(value),
         Shape::ServiceCidr => round_trip::<networking::v1::ServiceCIDR>(value),
         Shape::Lease => round_trip::<coordination::v1::Lease>(value),
+        Shape::Ingress => round_trip::<networking::v1::Ingress>(value),
+        Shape::IngressClass => round_trip::<networking::v1::IngressClass>(value),
     }
 }
 

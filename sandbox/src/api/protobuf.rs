@@ -4,9 +4,9 @@
 //! A body is the magic `k8s\0` and a `runtime.Unknown` message wrapping the object's own
 //! protobuf. The object is decoded into JSON by walking the wire format with a table of the
 //! messages' field numbers and JSON names (from `generated.proto` of the Kubernetes API); the
-//! table covers the kinds kubectl creates that tether uses, and `kubectl create token`'s
-//! TokenRequest. A field the table does not know is
-//! an error (415) naming it, never silently dropped.
+//! table covers the kinds kubectl creates that tether uses (Ingress included), and
+//! `kubectl create token`'s TokenRequest. A field the table does not know is an error (415)
+//! naming it, never silently dropped.
 //!
 //! As in Go, a scalar that is not a pointer is always on the wire, so zero values (`""`, `0`,
 //! `false`) are dropped unless the field is a pointer (marked `IntOpt`/`BoolOpt`).
@@ -213,6 +213,7 @@ fn message(buf: &[u8], msg: &'static Msg) -> Result<Map<String, Value>, ProtoErr
             F::Msg(inner) => {
                 out.insert(name, Value::Object(message(payload.bytes()?, inner)?));
             }
+            F::Inline(inner) => out.extend(message(payload.bytes()?, inner)?),
             F::MsgList(inner) => push(
                 &mut out,
                 name,
@@ -263,6 +264,7 @@ pub fn decode(rt: &ResourceType, body: &[u8]) -> Result<Value, ApiError> {
         Shape::Secret => &SECRET,
         Shape::ServiceAccount => &SERVICE_ACCOUNT,
         Shape::Deployment => &DEPLOYMENT,
+        Shape::Ingress => &INGRESS,
         _ => return Err(ProtoError::UnsupportedKind(rt.kind.to_string()).into()),
     };
     decode_as(body, schema, &rt.api_version(), rt.kind)

@@ -82,6 +82,20 @@ fn columns(shape: Shape) -> &'static [Column] {
             ("CIDRs", "string", 0),
             ("Age", "string", 0),
         ],
+        Shape::Ingress => &[
+            ("Name", "string", 0),
+            ("Class", "string", 0),
+            ("Hosts", "string", 0),
+            ("Address", "string", 0),
+            ("Ports", "string", 0),
+            ("Age", "string", 0),
+        ],
+        Shape::IngressClass => &[
+            ("Name", "string", 0),
+            ("Controller", "string", 0),
+            ("Parameters", "string", 0),
+            ("Age", "string", 0),
+        ],
         Shape::Event => &[
             ("Last Seen", "string", 0),
             ("Type", "string", 0),
@@ -316,6 +330,38 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
                 .unwrap_or_default();
             vec![name, json!(cidrs.join(",")), age_cell]
         }
+        Shape::Ingress => vec![
+            name,
+            or_none(str_of(&spec["ingressClassName"])),
+            json!(ingress_hosts(spec)),
+            json!(ingress_addresses(status)),
+            json!(if spec["tls"].as_array().is_some_and(|t| !t.is_empty()) {
+                "80, 443"
+            } else {
+                "80"
+            }),
+            age_cell,
+        ],
+        Shape::IngressClass => {
+            let p = &spec["parameters"];
+            let parameters = if p.is_object() {
+                let group = str_of(&p["apiGroup"]);
+                let kind = if group.is_empty() {
+                    str_of(&p["kind"])
+                } else {
+                    format!("{}.{group}", str_of(&p["kind"]))
+                };
+                format!("{kind}/{}", str_of(&p["name"]))
+            } else {
+                String::new()
+            };
+            vec![
+                name,
+                json!(spec["controller"]),
+                or_none(parameters),
+                age_cell,
+            ]
+        }
         Shape::Event => {
             let last = if o["lastTimestamp"].is_null() {
                 &o["eventTime"]
@@ -337,6 +383,40 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
         }
         _ => vec![name, age_cell],
     }
+}
+
+/// The HOSTS column: each rule's host, `*` for a rule without one (as kubectl prints).
+fn ingress_hosts(spec: &Value) -> String {
+    let hosts: Vec<String> = spec["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| str_of(&r["host"]))
+        .map(|h| if h.is_empty() { "*".to_string() } else { h })
+        .collect();
+    if hosts.is_empty() {
+        "*".into()
+    } else {
+        hosts.join(",")
+    }
+}
+
+/// The ADDRESS column: the load balancer's addresses (ip, else hostname), joined.
+fn ingress_addresses(status: &Value) -> String {
+    status["loadBalancer"]["ingress"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            let ip = str_of(&i["ip"]);
+            if ip.is_empty() {
+                str_of(&i["hostname"])
+            } else {
+                ip
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The row's `object`: as `includeObject` asks (default: PartialObjectMetadata).
@@ -430,6 +510,29 @@ mod tests {
             "198.51.100.7"
         );
         assert_eq!(external(json!({"spec": {"type": "NodePort"}})), "");
+    }
+
+    #[test]
+    fn ingress_rows_show_class_hosts_and_address() {
+        let ing = resources::find("networking.k8s.io", "v1", "ingresses").unwrap();
+        let obj = json!({"metadata": {"name": "shop"},
+            "spec": {"ingressClassName": "nginx", "rules": [{"host": "shop.example.test"}, {}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.128"}]}}});
+        let cells = row(ing, &obj, &Query::default())["cells"].clone();
+        assert_eq!(
+            cells.as_array().unwrap()[..5],
+            [
+                json!("shop"),
+                json!("nginx"),
+                json!("shop.example.test,*"),
+                json!("198.51.100.128"),
+                json!("80")
+            ]
+        );
+        let bare = row(ing, &json!({"spec": {}}), &Query::default())["cells"].clone();
+        assert_eq!(bare[1], "<none>");
+        assert_eq!(bare[2], "*");
+        assert_eq!(bare[3], "");
     }
 
     #[test]

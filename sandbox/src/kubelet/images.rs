@@ -1,8 +1,8 @@
 //! Images → executables. The sandbox has no image store: a container's image names a program
 //! on the host, through this mapping (first match wins):
 //!
-//! - `tether-sandbox/http-echo`, `tether-sandbox/tcp-echo`, `tether-sandbox/udp-echo` (any
-//!   tag): this executable with `workload http-echo|tcp-echo|udp-echo`;
+//! - `tether-sandbox/http-echo`, `tether-sandbox/tcp-echo`, `tether-sandbox/udp-echo`,
+//!   `tether-sandbox/ingress-nginx` (any tag): this executable with `workload KIND`;
 //! - any image whose repository ends in `/tether-agent` (any tag, any registry): the
 //!   `tether-agent` binary, from `$TETHER_AGENT_BIN`, else next to this executable, else `PATH`;
 //! - any image whose repository ends in `/coredns`: the CoreDNS built by
@@ -27,7 +27,7 @@ pub const IMAGES_FILE: &str = "images.json";
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ImageError {
     #[error(
-        "image {image:?} is not known to the sandbox: use a built-in image (tether-sandbox/http-echo, tether-sandbox/tcp-echo, tether-sandbox/udp-echo, tether-sandbox/host, .../tether-agent) or map it to an executable in {mapping}"
+        "image {image:?} is not known to the sandbox: use a built-in image (tether-sandbox/http-echo, tether-sandbox/tcp-echo, tether-sandbox/udp-echo, tether-sandbox/ingress-nginx, tether-sandbox/host, .../tether-agent) or map it to an executable in {mapping}"
     )]
     Unknown { image: String, mapping: String },
     #[error("{0}")]
@@ -74,6 +74,7 @@ pub fn entrypoint(image: &str, state_dir: &Path) -> Result<Entrypoint, ImageErro
         "tether-sandbox/http-echo" => return builtin("http-echo"),
         "tether-sandbox/tcp-echo" => return builtin("tcp-echo"),
         "tether-sandbox/udp-echo" => return builtin("udp-echo"),
+        "tether-sandbox/ingress-nginx" => return builtin("ingress-nginx"),
         "tether-sandbox/host" => {
             return Ok(Entrypoint {
                 exe: None,

@@ -77,6 +77,8 @@ fn plural(kind: &str) -> String {
         "ClusterRole" => "clusterroles".into(),
         "ClusterRoleBinding" => "clusterrolebindings".into(),
         "Endpoints" => "endpoints".into(),
+        "Ingress" => "ingresses".into(),
+        "IngressClass" => "ingressclasses".into(),
         other => format!("{}s", other.to_lowercase()),
     }
 }

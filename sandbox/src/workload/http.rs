@@ -1,6 +1,7 @@
 //! `http-echo`: an HTTP/1.1 server that names the pod that answered.
 //!
-//! - any path: a few `key: value` lines (hostname, pod IP, method, path, client address);
+//! - any path: a few `key: value` lines (hostname, pod IP, method, path, client address, and
+//!   the Host and X-Forwarded-* headers it got);
 //! - `GET /healthz`: 200, or 503 when started unready (a pod that fails readiness);
 //! - `GET /bytes?n=N`: N bytes of `x`, streamed without buffering (for benchmarks);
 //! - `POST /echo`: the request body, streamed back.
@@ -81,6 +82,23 @@ pub fn describe(identity: &Identity, method: &Method, path: &str, client: Socket
     out
 }
 
+/// The headers a proxy in front sets or keeps (`host`, `x-forwarded-*`), one line each, so
+/// a test can see what the ingress controller passed on.
+fn forwarding(headers: &http::HeaderMap) -> String {
+    let mut out = String::new();
+    for name in [
+        "host",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+    ] {
+        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
+            out.push_str(&format!("{name}: {v}\n"));
+        }
+    }
+    out
+}
+
 /// The `n` of a `/bytes` query string.
 fn bytes_wanted(query: Option<&str>) -> Option<u64> {
     form_urlencoded::parse(query?.as_bytes())
@@ -126,7 +144,11 @@ fn handle(
             }
             resp
         }
-        _ => text(StatusCode::OK, describe(identity, &method, &path, client)),
+        _ => {
+            let mut body = describe(identity, &method, &path, client);
+            body.push_str(&forwarding(req.headers()));
+            text(StatusCode::OK, body)
+        }
     };
     println!("{client} {method} {path} {}", resp.status().as_u16());
     resp

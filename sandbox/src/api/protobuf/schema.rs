@@ -13,6 +13,8 @@ pub enum F {
     StrList,
     Msg(&'static Msg),
     MsgList(&'static Msg),
+    /// An embedded message whose fields JSON has in the parent (Go's `json:",inline"`).
+    Inline(&'static Msg),
     StrMap,
     BytesMap,
     QuantityMap,
@@ -312,6 +314,76 @@ pub static TOKEN_REQUEST: Msg = Msg {
     fields: &[
         (1, "metadata", F::Msg(&OBJECT_META)),
         (2, "spec", F::Msg(&TOKEN_REQUEST_SPEC)),
+        (3, "status", F::Skip),
+    ],
+};
+pub static TYPED_LOCAL_REF: Msg = Msg {
+    name: "TypedLocalObjectReference",
+    fields: &[
+        (1, "apiGroup", F::Str),
+        (2, "kind", F::Str),
+        (3, "name", F::Str),
+    ],
+};
+pub static SERVICE_BACKEND_PORT: Msg = Msg {
+    name: "ServiceBackendPort",
+    fields: &[(1, "name", F::Str), (2, "number", F::Int)],
+};
+pub static INGRESS_SERVICE_BACKEND: Msg = Msg {
+    name: "IngressServiceBackend",
+    fields: &[
+        (1, "name", F::Str),
+        (2, "port", F::Msg(&SERVICE_BACKEND_PORT)),
+    ],
+};
+pub static INGRESS_BACKEND: Msg = Msg {
+    name: "IngressBackend",
+    fields: &[
+        (4, "service", F::Msg(&INGRESS_SERVICE_BACKEND)),
+        (3, "resource", F::Msg(&TYPED_LOCAL_REF)),
+    ],
+};
+pub static HTTP_INGRESS_PATH: Msg = Msg {
+    name: "HTTPIngressPath",
+    fields: &[
+        (1, "path", F::Str),
+        (3, "pathType", F::Str),
+        (2, "backend", F::Msg(&INGRESS_BACKEND)),
+    ],
+};
+pub static HTTP_INGRESS_RULE_VALUE: Msg = Msg {
+    name: "HTTPIngressRuleValue",
+    fields: &[(1, "paths", F::MsgList(&HTTP_INGRESS_PATH))],
+};
+pub static INGRESS_RULE_VALUE: Msg = Msg {
+    name: "IngressRuleValue",
+    fields: &[(1, "http", F::Msg(&HTTP_INGRESS_RULE_VALUE))],
+};
+pub static INGRESS_RULE: Msg = Msg {
+    name: "IngressRule",
+    fields: &[
+        (1, "host", F::Str),
+        (2, "ingressRuleValue", F::Inline(&INGRESS_RULE_VALUE)),
+    ],
+};
+pub static INGRESS_TLS: Msg = Msg {
+    name: "IngressTLS",
+    fields: &[(1, "hosts", F::StrList), (2, "secretName", F::Str)],
+};
+pub static INGRESS_SPEC: Msg = Msg {
+    name: "IngressSpec",
+    fields: &[
+        (4, "ingressClassName", F::Str),
+        (1, "defaultBackend", F::Msg(&INGRESS_BACKEND)),
+        (2, "tls", F::MsgList(&INGRESS_TLS)),
+        (3, "rules", F::MsgList(&INGRESS_RULE)),
+    ],
+};
+pub static INGRESS: Msg = Msg {
+    name: "Ingress",
+    fields: &[
+        (1, "metadata", F::Msg(&OBJECT_META)),
+        (2, "spec", F::Msg(&INGRESS_SPEC)),
         (3, "status", F::Skip),
     ],
 };
