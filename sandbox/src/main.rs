@@ -80,10 +80,11 @@
 //!   anonymous access except /healthz, /livez and /readyz.
 //! - Builtin only: no server-side apply (415). Responses are JSON only; request bodies are
 //!   JSON, YAML, or protobuf for the kinds kubectl's typed clients create (Service,
-//!   Namespace, ConfigMap, Secret, ServiceAccount, Deployment; other kinds and unknown fields
-//!   get 415). No OpenAPI v2 (404); the OpenAPI v3 documents carry paths and PATCH
-//!   parameters but no schemas, so `kubectl explain` does not work. Aggregated discovery is
-//!   answered with the legacy documents (clients fall back). No `/api/v1/watch/...` paths.
+//!   Namespace, ConfigMap, Secret, ServiceAccount, Deployment, Ingress; other kinds and
+//!   unknown fields get 415). No OpenAPI v2 (404); the OpenAPI v3 documents carry paths and
+//!   PATCH parameters but no schemas, so `kubectl explain` does not work. Aggregated
+//!   discovery is answered with the legacy documents (clients fall back). No
+//!   `/api/v1/watch/...` paths.
 //! - Builtin only: lists are not snapshots: `continue` pages show objects as they are when
 //!   the page is read. A watch older than the last 50,000 events, or from before a restart,
 //!   gets 410 Expired.
@@ -91,7 +92,8 @@
 //!   only; `generation` is kept for every type and bumps on any change outside metadata and
 //!   status; graceful deletion applies to pods on the node only (other objects go at once
 //!   unless finalizers hold them); validation covers names, labels and the fields tether
-//!   relies on (pods, workloads, Services), not everything kube-apiserver checks.
+//!   relies on (pods, workloads, Services, Ingresses), not everything kube-apiserver
+//!   checks.
 
 mod admission;
 mod alloc;
