@@ -90,8 +90,15 @@ fn ingress_hosts_resolve_to_the_controller_while_connected() {
     let body = c
         .curl("http://shop.example.test/")
         .unwrap_or_else(|| panic!("curl shop.example.test\n{}", c.daemon_log()));
-    // web answers only through the rule for shop.example.test: the Host header arrived.
     assert!(hostname(&body).starts_with("web-"), "{body}");
+    assert!(
+        body.contains("host: shop.example.test\n"),
+        "the Host header arrives: {body}"
+    );
+    assert!(
+        body.contains("x-forwarded-host: shop.example.test"),
+        "through the controller: {body}"
+    );
     // Public DNS knows this one: it stays public.
     assert_eq!(c.dig(&[OUTSIDE_NAME]), [OUTSIDE_IP]);
 
