@@ -170,8 +170,19 @@ fn doctor_walks_a_service_to_its_first_broken_step() {
             (!ip.trim().is_empty()).then(|| ip.trim().to_owned())
         },
     );
-    let (code, event, out) = doctor(&c, &["svc/web-lb"]);
-    assert_eq!(code, Some(0), "{out}");
+    // A new Service answers once kube-proxy has synced it: until then doctor rightly
+    // fails step 7, so it is asked again until it passes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let event = loop {
+        let (code, event, out) = doctor(&c, &["svc/web-lb"]);
+        if code == Some(0) {
+            break event;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "doctor svc/web-lb kept failing: {out}"
+        );
+    };
     let (got, text) = steps(&event, "web-lb");
     assert!(
         got.len() == 8 && got.iter().all(|(_, o)| o == "passed"),

@@ -10,6 +10,8 @@
 //! workspace built and scripts/build-upstream.sh's binaries.
 
 mod upstream_only {
+    use std::time::{Duration, Instant};
+
     use serde_json::Value;
     use tether_tests::sandbox::SandboxCluster;
     use tether_tests::{check, run, text};
@@ -182,13 +184,24 @@ spec:
         );
         assert_eq!(code, Some(0), "{out}\n{}", c.daemon_log());
         // doctor needs no more than her Role: every step passes in dev (the node port
-        // check, which needs Nodes, does not apply to a ClusterIP Service).
-        let (code, out) = tether(
-            &c,
-            &["doctor", "svc/web", "-n", "dev", "--kubeconfig", path],
-        );
-        assert_eq!(code, Some(0), "{out}");
-        assert!(!out.contains("\"failed\""), "{out}");
+        // check, which needs Nodes, does not apply to a ClusterIP Service). Waited for:
+        // until kube-proxy follows the rollouts `run` made, the ClusterIP may still point
+        // at a pod that is gone, which doctor rightly reports at step 7.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (code, out) = tether(
+                &c,
+                &["doctor", "svc/web", "-n", "dev", "--kubeconfig", path],
+            );
+            if code == Some(0) {
+                assert!(!out.contains("\"failed\""), "{out}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "doctor kept failing for 30 s: {out}"
+            );
+        }
         let (code, out) = tether(
             &c,
             &[
