@@ -57,6 +57,15 @@ fn steps(event: &Value, service: &str) -> (Vec<(u64, String)>, String) {
     (outcomes, walk.to_string())
 }
 
+/// `doctor svc/SERVICE` exits 1, its walk ends failed at `step`, and says `needle`.
+fn fails_at(c: &SandboxCluster, service: &str, step: u64, needle: &str) {
+    let (code, event, out) = doctor(c, &[&format!("svc/{service}")]);
+    assert_eq!(code, Some(1), "{out}");
+    let (got, text) = steps(&event, service);
+    assert_eq!(got.last(), Some(&(step, "failed".to_owned())), "{text}");
+    assert!(text.contains(needle), "{needle:?} in {text}");
+}
+
 fn outcomes(list: &[(&str, u64)]) -> Vec<(u64, String)> {
     list.iter().map(|(o, n)| (*n, (*o).to_owned())).collect()
 }
@@ -195,34 +204,28 @@ fn doctor_walks_a_service_to_its_first_broken_step() {
     c.sandbox.ok(&["-n", "demo", "delete", "svc", "web-lb"]);
 
     // Never ready: step 3 fails with the probe and the log.
-    let (code, event, out) = doctor(&c, &["svc/flaky"]);
-    assert_eq!(code, Some(1), "{out}");
-    let (got, text) = steps(&event, "flaky");
-    assert_eq!(got.last(), Some(&(3, "failed".to_owned())), "{text}");
-    assert!(
-        text.contains("readiness probe http-get :8080 (http)/healthz"),
-        "{text}"
+    fails_at(
+        &c,
+        "flaky",
+        3,
+        "readiness probe http-get :8080 (http)/healthz",
     );
-    assert!(text.contains("0 of 1 matching pods are ready"), "{text}");
+    fails_at(&c, "flaky", 3, "0 of 1 matching pods are ready");
 
     // A selector typo: the near label named.
-    let (code, event, out) = doctor(&c, &["svc/typo"]);
-    assert_eq!(code, Some(1), "{out}");
-    let (got, text) = steps(&event, "typo");
-    assert_eq!(got.last(), Some(&(2, "failed".to_owned())), "{text}");
-    assert!(
-        text.contains("selector app=wbe matches no pod; 3 pods have app=web"),
-        "{text}"
+    fails_at(
+        &c,
+        "typo",
+        2,
+        "selector app=wbe matches no pod; 3 pods have app=web",
     );
 
     // A targetPort no container declares: the port, and what they do declare.
-    let (code, event, out) = doctor(&c, &["svc/badport"]);
-    assert_eq!(code, Some(1), "{out}");
-    let (got, text) = steps(&event, "badport");
-    assert_eq!(got.last(), Some(&(5, "failed".to_owned())), "{text}");
-    assert!(
-        text.contains("declares targetPort 9999; they declare: 9090/TCP"),
-        "{text}"
+    fails_at(
+        &c,
+        "badport",
+        5,
+        "declares targetPort 9999; they declare: 9090/TCP",
     );
 
     // No such Service: the near name.
