@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 use tether_tests::intercepting::{
@@ -397,12 +398,19 @@ fn intercepts_send_a_services_traffic_to_the_workstation_and_uninstall_restores_
         expected,
         "uninstall restores the objects exactly"
     );
-    let containers = check(c.kubectl().args([
-        "get",
-        "pods",
-        "-A",
-        "-o=jsonpath={.items[*].spec.containers[*].name}",
-    ]));
-    assert!(!containers.contains("tether-agent"), "{containers}");
+    // The old ReplicaSets' pods may still be terminating when uninstall returns.
+    wait_for(
+        "no pod to run tether-agent",
+        Duration::from_secs(60),
+        || {
+            let containers = check(c.kubectl().args([
+                "get",
+                "pods",
+                "-A",
+                "-o=jsonpath={.items[*].spec.containers[*].name}",
+            ]));
+            (!containers.contains("tether-agent")).then_some(())
+        },
+    );
     wait_answered_by(&c, "http://web/", "web-");
 }

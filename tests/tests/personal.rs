@@ -167,6 +167,20 @@ fn rolled_out(c: &SandboxCluster, deploy: &str) {
     ]));
 }
 
+/// Waits until every pod of `app` runs exactly `containers`. A rollout counts
+/// as complete while the old ReplicaSet's pods are still terminating, so they
+/// may be listed for a moment after `leave` or `rollout status` returns.
+fn pods_run(c: &SandboxCluster, app: &str, containers: &str, what: &str) {
+    wait_for(what, Duration::from_secs(60), || {
+        let running = c.jsonpath(
+            "demo",
+            &["pods", "-l", &format!("app={app}")],
+            "{.items[*].spec.containers[*].name}",
+        );
+        (running.trim() == containers).then_some(())
+    });
+}
+
 #[test]
 #[ignore = "needs root (network namespaces, TUN); as root: cargo test -- --include-ignored"]
 fn personal_intercepts_share_a_service_request_by_request_and_uninstall_restores_it() {
@@ -525,15 +539,11 @@ fn personal_intercepts_share_a_service_request_by_request_and_uninstall_restores
     let replaced = intercept_ok(&c, &["api", "--port", "8094", "--replace"]);
     assert_eq!(replaced["intercept"]["replace"], true, "{replaced}");
     rolled_out(&c, "api");
-    let containers = c.jsonpath(
-        "demo",
-        &["pods", "-l", "app=api"],
-        "{.items[*].spec.containers[*].name}",
-    );
-    assert_eq!(
-        containers.trim(),
+    pods_run(
+        &c,
+        "api",
         "tether-agent",
-        "api's pods run no app container"
+        "api's pods to run no app container",
     );
     let node_ip = c.jsonpath("", &["nodes"], "{.items[0].status.addresses[0].address}");
     let pod_ip = c.jsonpath(
@@ -560,12 +570,7 @@ fn personal_intercepts_share_a_service_request_by_request_and_uninstall_restores
     assert!(out.contains("--replace"), "{out}");
     // leave puts the container back, serving.
     leave(&c, "api");
-    let containers = c.jsonpath(
-        "demo",
-        &["pods", "-l", "app=api"],
-        "{.items[*].spec.containers[*].name}",
-    );
-    assert_eq!(containers.trim(), "http-echo", "api's container is back");
+    pods_run(&c, "api", "http-echo", "api's container to be back");
     settled(&c, "http://api:8080/", None, "api-");
 
     // A daemon killed while it holds a replaced workload: the next connect puts it back.
