@@ -912,15 +912,7 @@ impl Doctor<'_> {
             }
         }
         if spec.type_.as_deref() == Some("LoadBalancer") {
-            let ingress: Vec<IpAddr> = svc
-                .status
-                .as_ref()
-                .and_then(|s| s.load_balancer.as_ref())
-                .and_then(|lb| lb.ingress.as_ref())
-                .into_iter()
-                .flatten()
-                .filter_map(|i| i.ip.as_deref()?.parse().ok())
-                .collect();
+            let ingress = workload::load_balancer_ips(svc);
             if ingress.is_empty() {
                 bad.push("LoadBalancer: no address assigned (pending): the cluster has no load-balancer controller, or its pool is exhausted".into());
             }

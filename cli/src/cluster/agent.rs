@@ -20,7 +20,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, ContainerPort, Probe, ResourceRequirements, Service};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, PodSpec, Probe, ResourceRequirements, Service,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
@@ -253,9 +255,9 @@ fn test_version(ops: &mut Vec<Value>, resource_version: Option<&String>) {
     }
 }
 
-/// Plans the injection into `deploy` (which has no sidecar yet) for `target`, with the
-/// sidecar running `image`.
-pub fn plan(deploy: &Deployment, target: &Target, image: &str) -> Plan {
+/// The pod template of `deploy`, and the index of the target's container in it (the
+/// target was resolved from this Deployment, so the container is there).
+fn pod_and_app(deploy: &Deployment, target: &Target) -> (PodSpec, usize) {
     let pod = deploy
         .spec
         .as_ref()
@@ -267,12 +269,36 @@ pub fn plan(deploy: &Deployment, target: &Target, image: &str) -> Plan {
         .iter()
         .position(|c| c.name == target.container)
         .unwrap_or_default();
-    let app = &pod.containers[index];
-    let used: BTreeSet<u16> = pod
-        .containers
+    (pod, index)
+}
+
+/// Every port a container of `pod` declares: the sidecar must not listen on one.
+fn declared_ports(pod: &PodSpec) -> impl Iterator<Item = u16> + '_ {
+    pod.containers
         .iter()
         .flat_map(|c| c.ports.iter().flatten())
         .map(|p| p.container_port as u16)
+}
+
+/// The patch's first operations: guard on the Deployment's version, then write `record`.
+fn record_ops(deploy: &Deployment, record: &Record) -> Vec<Value> {
+    let mut ops = Vec::new();
+    test_version(&mut ops, deploy.metadata.resource_version.as_ref());
+    add_annotation(
+        &mut ops,
+        deploy.metadata.annotations.is_some(),
+        ANNOTATION,
+        serde_json::to_string(record).expect("a record serializes"),
+    );
+    ops
+}
+
+/// Plans the injection into `deploy` (which has no sidecar yet) for `target`, with the
+/// sidecar running `image`.
+pub fn plan(deploy: &Deployment, target: &Target, image: &str) -> Plan {
+    let (pod, index) = pod_and_app(deploy, target);
+    let app = &pod.containers[index];
+    let used: BTreeSet<u16> = declared_ports(&pod)
         .chain(target.all.iter().map(|m| m.app_port))
         .collect();
     let mut free = (CONTROL_PORT..).filter(|p| !used.contains(p));
@@ -308,14 +334,7 @@ pub fn plan(deploy: &Deployment, target: &Target, image: &str) -> Plan {
     };
 
     let names: BTreeSet<&str> = forwards.iter().filter_map(|f| f.name.as_deref()).collect();
-    let mut ops = Vec::new();
-    test_version(&mut ops, deploy.metadata.resource_version.as_ref());
-    add_annotation(
-        &mut ops,
-        deploy.metadata.annotations.is_some(),
-        ANNOTATION,
-        serde_json::to_string(&record).expect("a record serializes"),
-    );
+    let mut ops = record_ops(deploy, &record);
     let base = format!("/spec/template/spec/containers/{index}");
     if !names.is_empty() {
         let ports: Vec<ContainerPort> = app
@@ -398,17 +417,7 @@ pub fn plan(deploy: &Deployment, target: &Target, image: &str) -> Plan {
 /// port the app declared or a Service targets, by the same numbers and names, so no Service
 /// changes. The app's probes go with it.
 pub fn plan_replace(deploy: &Deployment, target: &Target, image: &str, holder: &str) -> Plan {
-    let pod = deploy
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .cloned()
-        .unwrap_or_default();
-    let index = pod
-        .containers
-        .iter()
-        .position(|c| c.name == target.container)
-        .unwrap_or_default();
+    let (pod, index) = pod_and_app(deploy, target);
     let app = &pod.containers[index];
     let mut forwards: Vec<Forward> = Vec::new();
     let declared = app
@@ -427,11 +436,7 @@ pub fn plan_replace(deploy: &Deployment, target: &Target, image: &str, holder: &
             });
         }
     }
-    let used: BTreeSet<u16> = pod
-        .containers
-        .iter()
-        .flat_map(|c| c.ports.iter().flatten())
-        .map(|p| p.container_port as u16)
+    let used: BTreeSet<u16> = declared_ports(&pod)
         .chain(forwards.iter().map(|f| f.listen))
         .collect();
     let control = (CONTROL_PORT..)
@@ -451,14 +456,7 @@ pub fn plan_replace(deploy: &Deployment, target: &Target, image: &str, holder: &
         replace: true,
         holder: Some(holder.to_owned()),
     };
-    let mut ops = Vec::new();
-    test_version(&mut ops, deploy.metadata.resource_version.as_ref());
-    add_annotation(
-        &mut ops,
-        deploy.metadata.annotations.is_some(),
-        ANNOTATION,
-        serde_json::to_string(&record).expect("a record serializes"),
-    );
+    let mut ops = record_ops(deploy, &record);
     ops.push(json!({"op": "remove", "path": format!("/spec/template/spec/containers/{index}")}));
     let mut container = sidecar(image, control, &forwards);
     if let Some(args) = container.args.as_mut() {

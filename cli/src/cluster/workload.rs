@@ -137,6 +137,20 @@ pub fn name_of(service: &Service) -> String {
     service.metadata.name.clone().unwrap_or_default()
 }
 
+/// The IP addresses a load-balancer controller wrote to the Service's status (hostname-only
+/// entries, as some clouds give, have no address to dial).
+pub fn load_balancer_ips(service: &Service) -> Vec<std::net::IpAddr> {
+    service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.as_deref()?.parse().ok())
+        .collect()
+}
+
 /// How a Service port reads in messages: `http (80)` or `80`.
 pub fn describe_port(p: &ServicePort) -> String {
     match &p.name {

@@ -9,7 +9,7 @@
 //! or in the connection's namespace only when the user may not list them cluster-wide.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
@@ -21,7 +21,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tether_tunnel::stack::dns::hosts::{LocalHost, LocalHosts, Precedence};
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, workload};
 use crate::ipc::{IngressHost, Status};
 
 /// Keeps `hosts` (and the status's list) equal to what the Ingresses name, until `stop`.
@@ -158,31 +158,23 @@ pub fn resolve<'a>(
         else {
             continue;
         };
-        for ip in lb_addresses(
-            s.status
-                .as_ref()
-                .and_then(|st| st.load_balancer.as_ref())
-                .and_then(|lb| {
-                    lb.ingress.as_ref().map(|i| {
-                        i.iter()
-                            .filter_map(|x| x.ip.clone())
-                            .collect::<Vec<String>>()
-                    })
-                }),
-        ) {
-            cluster_ip_of.entry(ip).or_insert(cluster_ip);
+        for ip in workload::load_balancer_ips(s) {
+            if let IpAddr::V4(ip) = ip {
+                cluster_ip_of.entry(ip).or_insert(cluster_ip);
+            }
         }
     }
     let mut out = Vec::new();
     for ing in ingresses {
-        let addresses = lb_addresses(
-            ing.status
-                .as_ref()
-                .and_then(|st| st.load_balancer.as_ref())
-                .and_then(|lb| lb.ingress.as_ref())
-                .map(|i| i.iter().filter_map(|x| x.ip.clone()).collect()),
-        );
-        let Some(lb) = addresses.first().copied() else {
+        let Some(lb) = ing
+            .status
+            .as_ref()
+            .and_then(|st| st.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .into_iter()
+            .flatten()
+            .find_map(|x| x.ip.as_deref()?.parse::<Ipv4Addr>().ok())
+        else {
             continue;
         };
         let address = cluster_ip_of.get(&lb).copied().unwrap_or(lb);
@@ -203,13 +195,6 @@ pub fn resolve<'a>(
     }
     out.sort_by(|a, b| a.name.cmp(&b.name).then(a.source.cmp(&b.source)));
     out
-}
-
-fn lb_addresses(ips: Option<Vec<String>>) -> Vec<Ipv4Addr> {
-    ips.into_iter()
-        .flatten()
-        .filter_map(|ip| ip.parse().ok())
-        .collect()
 }
 
 #[cfg(test)]
