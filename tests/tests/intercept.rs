@@ -224,16 +224,22 @@ fn intercepts_send_a_services_traffic_to_the_workstation_and_uninstall_restores_
         .expect("curl web from the workstation");
     assert_eq!(hostname(&from_laptop), "laptop-web", "{from_laptop}");
 
-    // The env file is the container's environment, key by key.
-    let pod = check(c.kubectl().args([
+    // The env file is the container's environment, key by key, in a pod the rollout made
+    // (the old ones may still be terminating).
+    let pods = check(c.kubectl().args([
         "-n",
         "demo",
         "get",
         "pods",
         "-l",
         "app=web,track=stable",
-        "-o=jsonpath={.items[0].metadata.name}",
+        r#"-o=jsonpath={range .items[*]}{.metadata.name} {.metadata.deletionTimestamp}{"\n"}{end}"#,
     ]));
+    let pod = pods
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.contains(' '))
+        .unwrap_or_else(|| panic!("no web pod that is not terminating: {pods}"));
     let exec_env: BTreeMap<String, String> = check(c.kubectl().args([
         "-n",
         "demo",
