@@ -207,21 +207,38 @@ pub fn session(streams: Streams) -> (Session, CommandEnd) {
     (session, command)
 }
 
-/// Runs `command` in the container. A command that cannot be started ends at once with
+/// How long a terminal command waits for the client's first size before it starts.
+/// kubectl sends one as soon as the streams are up; a client that sends none only delays
+/// the start by this much.
+const FIRST_SIZE: Duration = Duration::from_secs(2);
+
+/// Runs `command` in the container. A command that cannot be started ends with
 /// [`Ending::Failed`]. Needs a Tokio runtime.
+///
+/// With a terminal, the command starts once the client's first size has arrived, so its
+/// first `stty size` already reads it: without that wait a shell's prompt, or a program
+/// that reads the size once, would see 0×0 until the resize landed.
 pub fn start(target: &Target, command: &[String], streams: Streams) -> Session {
-    let (session, end) = session(streams);
-    match spawn(target, command, streams) {
-        Ok((child, pid, io)) => {
-            tokio::spawn(supervise(child, pid, io, end));
+    let (session, mut end) = session(streams);
+    let (target, command) = (target.clone(), command.to_vec());
+    tokio::spawn(async move {
+        let size = match end.resize.as_mut() {
+            Some(rx) => tokio::time::timeout(FIRST_SIZE, rx.recv())
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        match spawn(&target, &command, streams, size) {
+            Ok((child, pid, io)) => supervise(child, pid, io, end).await,
+            Err(e) => {
+                let _ = end
+                    .output
+                    .send(Output::Ended(Ending::Failed(e.to_string())))
+                    .await;
+            }
         }
-        Err(e) => {
-            // A fresh channel has room for one message.
-            let _ = end
-                .output
-                .try_send(Output::Ended(Ending::Failed(e.to_string())));
-        }
-    }
+    });
     session
 }
 
@@ -247,6 +264,7 @@ fn spawn(
     target: &Target,
     command: &[String],
     streams: Streams,
+    size: Option<TerminalSize>,
 ) -> Result<(Child, i32, Io), ExecError> {
     let (program, args) = command.split_first().ok_or(ExecError::NoCommand)?;
     let path = target
@@ -271,6 +289,9 @@ fn spawn(
     }
     let master = if streams.tty {
         let (master, slave) = pty::open().map_err(ExecError::Terminal)?;
+        if let Some(size) = size {
+            master.resize(size).map_err(ExecError::Terminal)?;
+        }
         let copy = || slave.try_clone().map_err(ExecError::Terminal);
         cmd.stdin(copy()?).stdout(copy()?).stderr(slave);
         Some(master)
