@@ -49,7 +49,8 @@ else
     echo "not root: the tests that need root are skipped" >&2
 fi
 set +e
-cargo test --workspace -- "${test_args[@]}" 2>&1 | tee "$log"
+# --no-fail-fast: one failing test binary must not hide how the others did.
+cargo test --workspace --no-fail-fast -- "${test_args[@]}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 report_skipped "builtin control plane: it does not enforce RBAC (see tests/tests/rbac.rs)" upstream_only:: "${upstream_only[@]}"
