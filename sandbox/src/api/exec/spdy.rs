@@ -126,7 +126,9 @@ impl Exec {
         {
             let session = start();
             self.stdin = session.stdin;
-            self.resize = session.resize;
+            // Without a resize stream no size comes: dropping the sender tells the command
+            // not to wait for one.
+            self.resize = session.resize.filter(|_| self.ids.resize.is_some());
             self.output = Some(session.output);
             self.client = Some(session.client);
             if self.stdin.is_none() {
