@@ -134,15 +134,28 @@ impl State {
     }
 
     /// Stores an object (created or replaced), assigning it the next resourceVersion.
+    ///
+    /// Replacing an object with an equal one (its resourceVersion aside) changes nothing and
+    /// returns the stored object, as kube-apiserver does for a no-op update: a new version and
+    /// event would wake every watcher, and writers that react to their own writes would spin.
     pub fn put(&mut self, rt: &'static ResourceType, mut value: Value) -> Arc<Stored> {
+        let key = (
+            rt.id,
+            value["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            value["metadata"]["name"].as_str().unwrap_or("").to_string(),
+        );
+        if let Some(cur) = self.objects.get(&key) {
+            value["metadata"]["resourceVersion"] = cur.value["metadata"]["resourceVersion"].clone();
+            if cur.value == value {
+                return cur.clone();
+            }
+        }
         self.rv += 1;
         value["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
         let stored = Arc::new(Stored::new(value, self.rv));
-        let key = (
-            rt.id,
-            stored.namespace().to_string(),
-            stored.name().to_string(),
-        );
         let old = self.objects.insert(key, stored.clone());
         if rt.shape == Shape::Service {
             let holder = (stored.namespace().to_string(), stored.name().to_string());
@@ -352,6 +365,28 @@ mod tests {
             store.read(|s| s.get(rt, "default", "b").map(|o| o.rv)),
             Some(2)
         );
+    }
+
+    #[test]
+    fn an_unchanged_put_keeps_the_version_and_sends_no_event() {
+        let store = Store::new(0);
+        let rt = resources::by_shape(Shape::ConfigMap);
+        let mut events = store.events();
+        let first = store.write(|s| Ok::<_, ()>(s.put(rt, cm("a")))).unwrap();
+        // A writer that echoes the object back, old resourceVersion and all.
+        let again = store
+            .write(|s| Ok::<_, ()>(s.put(rt, first.value.clone())))
+            .unwrap();
+        assert_eq!((first.rv, again.rv), (1, 1));
+        assert_eq!(again.value["metadata"]["resourceVersion"], "1");
+        let mut changed = cm("a");
+        changed["data"] = json!({"k": "v"});
+        let third = store.write(|s| Ok::<_, ()>(s.put(rt, changed))).unwrap();
+        assert_eq!(third.rv, 2);
+        let seen: Vec<_> = std::iter::from_fn(|| events.try_recv().ok())
+            .map(|e| (e.kind, e.object.rv))
+            .collect();
+        assert_eq!(seen, vec![(EventType::Added, 1), (EventType::Modified, 2)]);
     }
 
     #[test]

@@ -65,10 +65,10 @@ impl Mirror {
             .as_object_mut()
             .map(|m| m.remove("resourceVersion"));
         let stored = self.store.write(|s| {
-            let unchanged = s
-                .get(rt, namespace(&value), name(&value))
-                .is_some_and(|cur| same_but_version(&cur.value, &value));
-            Ok::<_, ()>((!unchanged).then(|| s.put(rt, value)))
+            // An unchanged copy is not stored again, so it has no event to note.
+            let before = s.rv();
+            let stored = s.put(rt, value);
+            Ok::<_, ()>((stored.rv > before).then_some(stored))
         });
         if let Ok(Some(stored)) = stored {
             self.note(stored.rv);
@@ -103,14 +103,6 @@ fn namespace(v: &serde_json::Value) -> &str {
 
 fn name(v: &serde_json::Value) -> &str {
     v["metadata"]["name"].as_str().unwrap_or_default()
-}
-
-fn same_but_version(stored: &serde_json::Value, copy: &serde_json::Value) -> bool {
-    let mut stored = stored.clone();
-    stored["metadata"]
-        .as_object_mut()
-        .map(|m| m.remove("resourceVersion"));
-    &stored == copy
 }
 
 /// Copies the objects `api` lists (with `config`'s selectors) into the store as `shape`,

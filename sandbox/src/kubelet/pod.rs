@@ -430,7 +430,7 @@ impl Worker {
                 return Ok::<_, ()>(());
             };
             let new = status::pod_status(&cur.value["status"], &view, &admission::now());
-            if cur.value["status"] == new {
+            if status::same(&cur.value["status"], &new) {
                 return Ok(());
             }
             let mut value = cur.value.clone();

@@ -206,6 +206,25 @@ pub fn pod_status(prev: &Value, view: &PodView, now: &str) -> Value {
     Value::Object(status)
 }
 
+/// Whether two statuses say the same, taking a null field as an absent one: the API's
+/// typed clients drop nulls (such as a condition's `lastProbeTime`), so the copy the node
+/// gets back is never byte-equal to what it wrote.
+pub fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            let set = |m: &Map<String, Value>| m.iter().filter(|(_, v)| !v.is_null()).count();
+            set(a) == set(b)
+                && a.iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .all(|(k, v)| b.get(k).is_some_and(|w| same(v, w)))
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(v, w)| same(v, w))
+        }
+        _ => a == b,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +235,29 @@ mod tests {
         assert_eq!(phase(&[(false, true, 0), (true, true, 0)]), "Running");
         assert_eq!(phase(&[(true, true, 0), (true, true, 0)]), "Succeeded");
         assert_eq!(phase(&[(true, true, 0), (true, true, 2)]), "Failed");
+    }
+
+    #[test]
+    fn a_status_survives_the_typed_round_trip() {
+        let view = PodView {
+            phase: "Pending",
+            pod_ip: None,
+            host_ip: "10.244.0.1".into(),
+            start_time: "2026-12-03T05:45:33Z".into(),
+            containers: vec![],
+        };
+        let written = pod_status(&json!({}), &view, "2026-12-03T05:45:33Z");
+        let typed: k8s_openapi::api::core::v1::PodStatus =
+            serde_json::from_value(written.clone()).unwrap();
+        let copied = serde_json::to_value(typed).unwrap();
+        assert_ne!(copied, written, "the typed copy drops lastProbeTime: null");
+        assert!(same(&copied, &written) && same(&written, &copied));
+        let mut moved = copied.clone();
+        moved["phase"] = json!("Running");
+        assert!(!same(&moved, &written));
+        moved = copied;
+        moved["conditions"][0]["reason"] = json!("X");
+        assert!(!same(&written, &moved));
     }
 
     #[test]
