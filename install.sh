@@ -17,14 +17,15 @@ export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 
 bash scripts/install-deps.sh
 cargo build --release --workspace
-install -m 0755 target/release/tether target/release/tether-agent target/release/tether-sandbox "$PREFIX/bin/"
+release="${CARGO_TARGET_DIR:-target}/release"
+install -m 0755 "$release/tether" "$release/tether-agent" "$release/tether-sandbox" "$PREFIX/bin/"
 echo "installed: $PREFIX/bin/tether $PREFIX/bin/tether-agent $PREFIX/bin/tether-sandbox ($("$PREFIX/bin/tether" --version))"
 
 if [ -n "${TETHER_NO_DEMO:-}" ]; then
     exit 0
 fi
 if [ $# -eq 0 ]; then
-    exec target/release/tether-demo
+    exec "$release/tether-demo"
 fi
 "$PREFIX/bin/tether" connect "$@"
 trap '"$PREFIX/bin/tether" quit' EXIT
