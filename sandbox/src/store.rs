@@ -73,6 +73,11 @@ pub struct Event {
     pub previous: Option<Arc<Stored>>,
 }
 
+fn key_of(rt: &ResourceType, value: &Value) -> Key {
+    let meta = |field: &str| value["metadata"][field].as_str().unwrap_or("").to_string();
+    (rt.id, meta("namespace"), meta("name"))
+}
+
 /// The locked contents of the store.
 #[derive(Debug)]
 pub struct State {
@@ -139,14 +144,7 @@ impl State {
     /// returns the stored object, as kube-apiserver does for a no-op update: a new version and
     /// event would wake every watcher, and writers that react to their own writes would spin.
     pub fn put(&mut self, rt: &'static ResourceType, mut value: Value) -> Arc<Stored> {
-        let key = (
-            rt.id,
-            value["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
-            value["metadata"]["name"].as_str().unwrap_or("").to_string(),
-        );
+        let key = key_of(rt, &value);
         if let Some(cur) = self.objects.get(&key) {
             value["metadata"]["resourceVersion"] = cur.value["metadata"]["resourceVersion"].clone();
             if cur.value == value {
@@ -307,12 +305,8 @@ impl Store {
                 .as_str()
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0);
+            let key = key_of(rt, &value);
             let stored = Arc::new(Stored::new(value, rv));
-            let key = (
-                rt.id,
-                stored.namespace().to_string(),
-                stored.name().to_string(),
-            );
             if rt.shape == Shape::Service {
                 let holder = (key.1.clone(), key.2.clone());
                 state.alloc.hold(&holder, &stored.value);

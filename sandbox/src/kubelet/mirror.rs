@@ -58,14 +58,11 @@ impl Mirror {
         self.copied.lock().expect("mirror lock").remove(&rv)
     }
 
-    fn put(&self, shape: Shape, mut value: serde_json::Value) {
+    fn put(&self, shape: Shape, value: serde_json::Value) {
         let rt = resources::by_shape(shape);
-        // The API server's resourceVersion means nothing to the local store's watchers.
-        value["metadata"]
-            .as_object_mut()
-            .map(|m| m.remove("resourceVersion"));
         let stored = self.store.write(|s| {
-            // An unchanged copy is not stored again, so it has no event to note.
+            // `put` replaces the API server's resourceVersion with the local one, and stores
+            // an unchanged copy not at all, so that has no event to note.
             let before = s.rv();
             let stored = s.put(rt, value);
             Ok::<_, ()>((stored.rv > before).then_some(stored))
